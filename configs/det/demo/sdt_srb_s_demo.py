@@ -1,0 +1,70 @@
+# CPU demo: the sdt_srb_s_coco.py model, shrunk, on the generated demo dataset.
+#
+#   python -m mmsnn.datasets.demo_coco --out data/demo_coco
+#   python tools/train.py configs/det/demo/sdt_srb_s_demo.py
+#   python tools/test.py configs/det/demo/sdt_srb_s_demo.py work_dirs/sdt_srb_s_demo/epoch_N.pth
+#
+# Swapped relative to the COCO config: the data (demo_coco, 128 px images, 3 classes via
+# metainfo, a plain resize + flip pipeline instead of the 480..800 px crops), the schedule
+# (a few epochs, short warm-up, a higher lr for training from scratch) and, to fit a 2-core
+# CPU, the widths: backbone embed_dims (16, 32, 64, 96), neck / heads 64 channels.
+_base_ = '../sdt_srb_s_coco.py'
+
+data_root = 'data/demo_coco/'
+metainfo = dict(
+    classes=('circle', 'rectangle', 'triangle'),
+    palette=[(220, 40, 40), (40, 200, 40), (40, 60, 220)])
+num_classes = 3
+img_scale = (128, 128)
+width = 64
+
+model = dict(
+    backbone=dict(embed_dims=(16, 32, 64, 96)),
+    neck=dict(in_channels=[16, 32, 64, 96], out_channels=width),
+    rpn_head=dict(in_channels=width, feat_channels=width),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=width),
+        bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=num_classes),
+        mask_roi_extractor=dict(out_channels=width),
+        mask_head=dict(in_channels=width, conv_out_channels=width,
+                       num_classes=num_classes)))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+max_epochs = 8
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[max_epochs - 2], gamma=0.1)
+]
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_epochs))

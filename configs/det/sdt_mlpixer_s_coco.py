@@ -1,0 +1,13 @@
+# Spiking Mask R-CNN 1x, Meta-SDT-s backbone with the MLPixer mixer (r = 4).
+_base_ = './_base_/sdt_mask-rcnn_ms-crop-1x_coco.py'
+
+# ImageNet checkpoint of the backbone (reference or mmsnn layout), e.g.
+# 'checkpoints/meta_sdt_s_mlpixer_in1k.pth'; None trains from scratch.
+pretrained = None
+
+model = dict(
+    backbone=dict(
+        arch='s',
+        mixer='mlpixer',
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained) if pretrained else None),
+    neck=dict(in_channels=[32, 64, 128, 192]))

@@ -1,0 +1,5 @@
+# Meta-SDT-l with the SRB (splash-and-reconstruct) mixer in the early stages (taps 0-2)
+# + spiking Semantic FPN on ADE20K; recipe of sdt_l_ade20k.py.
+_base_ = './sdt_l_ade20k.py'
+
+model = dict(backbone=dict(mixer='srb'))

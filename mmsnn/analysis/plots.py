@@ -1,0 +1,260 @@
+"""Figures of ERF maps (matplotlib, Agg backend: works on headless machines).
+
+* :func:`plot_erf_grid` -- a grid of heatmaps (rows: layers / models, columns: time steps /
+  delays / taps) with one shared colour scale and one colour bar.
+* :func:`plot_st_erf` -- the ST-ERF delay grid (columns tau = 0..T-1).
+* :func:`plot_temporal_erf` -- temporal ERF curves, mean +- std band over runs.
+* :func:`save_erf_report` -- ``.npy`` maps, the three PNGs and ``metrics.json`` of one
+  :func:`~mmsnn.analysis.erf.analyze_backbone` summary.
+
+Every function writes a PNG (``path``) and returns the path.
+"""
+import json
+import math
+import os
+
+import matplotlib
+
+matplotlib.use('Agg', force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import colors  # noqa: E402
+
+__all__ = ['plot_erf_grid', 'plot_st_erf', 'plot_temporal_erf', 'save_erf_report']
+
+_NORMALIZE = ('global', 'row', 'col', 'map', 'none')
+
+
+def _np(m):
+    if m is None:
+        return None
+    if hasattr(m, 'detach'):
+        m = m.detach().cpu().double().numpy()
+    return np.asarray(m, dtype=np.float64)
+
+
+def _group_max(grid, normalize):
+    """The divisor of every cell: maps are divided by the max of their group so all cells
+    share one colour scale (``none``: raw values, global range)."""
+    R, C = len(grid), len(grid[0])
+    peak = np.zeros((R, C))
+    for r in range(R):
+        for c in range(C):
+            if grid[r][c] is not None:
+                peak[r, c] = float(np.max(grid[r][c])) if grid[r][c].size else 0.
+    if normalize == 'global':
+        div = np.full((R, C), peak.max())
+    elif normalize == 'row':
+        div = np.repeat(peak.max(1, keepdims=True), C, 1)
+    elif normalize == 'col':
+        div = np.repeat(peak.max(0, keepdims=True), R, 0)
+    elif normalize == 'map':
+        div = peak
+    else:
+        div = np.ones((R, C))
+    div[div <= 0] = 1.0
+    return div
+
+
+def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
+                  normalize='row', scale='log', dynamic_range=1e4, cmap='inferno',
+                  cell_size=2.0, dpi=150, annotate=None):
+    """Heatmap grid with a shared colour scale.
+
+    Args:
+        maps: nested list ``[rows][cols]`` of [H, W] maps (torch/numpy; ``None`` leaves a
+            cell empty), or ``{row_label: [maps...]}``.
+        path (str): PNG to write (folders are created).
+        row_labels, col_labels (list[str]): axis labels.
+        normalize ('global' | 'row' | 'col' | 'map' | 'none'): which maps share a maximum;
+            each map is divided by its group's max so the single colour bar reads "fraction
+            of the group's peak contribution". 'row' (default) compares the time steps /
+            delays of one layer on one scale; 'global' everything.
+        scale ('log' | 'linear'): 'log' shows ``dynamic_range`` decades below the peak
+            (zeros get the lowest colour), which makes the extent of an ERF visible.
+        annotate (nested list[str] | None): text written in the corner of each cell.
+    """
+    if isinstance(maps, dict):
+        row_labels = list(maps) if row_labels is None else row_labels
+        maps = [list(v) for v in maps.values()]
+    grid = [[_np(m) for m in row] for row in maps]
+    if not grid or not grid[0]:
+        raise ValueError('plot_erf_grid needs at least one map')
+    if normalize not in _NORMALIZE:
+        raise ValueError(f'normalize must be one of {_NORMALIZE}, got {normalize!r}')
+    C = max(len(row) for row in grid)
+    grid = [row + [None] * (C - len(row)) for row in grid]
+    R = len(grid)
+    div = _group_max(grid, normalize)
+    cells = [[None if grid[r][c] is None else grid[r][c] / div[r, c] for c in range(C)]
+             for r in range(R)]
+    vmax = max(float(np.max(m)) for row in cells for m in row if m is not None)
+    vmax = vmax if vmax > 0 else 1.0
+    if scale == 'log':
+        norm = colors.LogNorm(vmin=vmax / dynamic_range, vmax=vmax, clip=True)
+    elif scale == 'linear':
+        norm = colors.Normalize(vmin=0.0, vmax=vmax)
+    else:
+        raise ValueError(f"scale must be 'log' or 'linear', got {scale!r}")
+    cm = plt.get_cmap(cmap).copy()
+    cm.set_bad(cm(0.0))
+    cm.set_under(cm(0.0))
+
+    H, W = next(m.shape for row in cells for m in row if m is not None)
+    aspect = H / W
+    fig, axes = plt.subplots(R, C, figsize=(cell_size * C + 1.2, cell_size * aspect * R + 0.8),
+                             squeeze=False, constrained_layout=True)
+    image = None
+    for r in range(R):
+        for c in range(C):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            m = cells[r][c]
+            if m is None:
+                ax.axis('off')
+                continue
+            shown = np.ma.masked_less_equal(m, 0) if scale == 'log' else m
+            image = ax.imshow(shown, cmap=cm, norm=norm, interpolation='nearest')
+            if r == 0 and col_labels is not None:
+                ax.set_title(str(col_labels[c]), fontsize=9)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=9)
+            if annotate is not None and annotate[r][c]:
+                ax.text(0.02, 0.98, annotate[r][c], transform=ax.transAxes, fontsize=6,
+                        va='top', ha='left', color='white',
+                        bbox=dict(facecolor='black', alpha=0.4, pad=1, lw=0))
+    if image is not None:
+        label = {'global': 'ERF / global max', 'row': 'ERF / row max', 'col': 'ERF / column max',
+                 'map': 'ERF / map max', 'none': 'ERF'}[normalize]
+        fig.colorbar(image, ax=axes, shrink=0.8, label=label)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path, dpi)
+    return path
+
+
+def plot_st_erf(delay_maps, path, title='ST-ERF: output step T-1 vs input step T-1-tau',
+                normalize='row', **kwargs):
+    """ST-ERF delay grid. ``delay_maps``: ``{row_label: [T, H, W]}`` indexed by delay."""
+    rows = {k: list(_np(v)) for k, v in delay_maps.items()}
+    T = max(len(v) for v in rows.values())
+    cols = [f'\u03c4 = {t}' for t in range(T)]
+    return plot_erf_grid(rows, path, col_labels=cols, title=title, normalize=normalize,
+                         **kwargs)
+
+
+def plot_temporal_erf(curves, path, title='Temporal ERF', logy=True, dpi=150):
+    """Temporal ERF curves ``{label: (mean[T], std[T])}`` against the delay tau, each with
+    a mean +- std band over the runs. ``logy``: logarithmic y axis (the contribution of
+    older inputs usually decays by orders of magnitude); the band's lower edge is clipped
+    at zero, and the axis starts at half the smallest positive value."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.0), constrained_layout=True)
+    positives = []
+    for label, (mean, std) in curves.items():
+        mean, std = _np(mean).reshape(-1), _np(std).reshape(-1)
+        tau = np.arange(mean.size)
+        line, = ax.plot(tau, mean, marker='o', ms=3, label=str(label))
+        lo, hi = mean - std, mean + std
+        positives.extend(v for v in np.concatenate([mean, hi]) if v > 0)
+        ax.fill_between(tau, np.clip(lo, 0, None), hi, color=line.get_color(), alpha=0.2,
+                        lw=0)
+    ax.set_xlabel('delay \u03c4 (input step T-1-\u03c4 \u2192 output step T-1)')
+    ax.set_ylabel('\u03a3 |\u2202y / \u2202x|')
+    if logy and positives:
+        ax.set_yscale('log')
+        ax.set_ylim(bottom=min(positives) * 0.5)
+    n = max(len(_np(m).reshape(-1)) for m, _ in curves.values())
+    ax.set_xticks(range(n))
+    ax.grid(alpha=0.3)
+    if len(curves) > 1 or next(iter(curves)) not in ('', None):
+        ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path, dpi)
+    return path
+
+
+def _save(fig, path, dpi):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def _json_safe(v):
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if hasattr(v, 'tolist'):
+        return _json_safe(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no nan/inf
+    return v
+
+
+def save_erf_report(summary, out_dir, title='', extra=None, pictures=True):
+    """Write one :func:`~mmsnn.analysis.erf.analyze_backbone` summary to ``out_dir``:
+
+    * ``erf_tap{k}.npy`` -- spatial ERF ``[S, H, W]`` (one map per output step);
+    * ``st_erf_tap{k}.npy`` -- ST-ERF ``[T, H, W]`` by delay (multi-step backbones);
+    * ``temporal_erf_tap{k}.npy`` -- ``[2, T]``: mean and std of the temporal ERF;
+    * ``erf.png`` (taps x time steps), ``st_erf.png`` (taps x delays), ``temporal_erf.png``;
+    * ``metrics.json`` -- metrics per tap, the temporal curves and ``extra``.
+
+    Returns ``{kind: path}`` of the files written.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    taps = summary['taps']
+    for name, e in taps.items():
+        files[f'erf_{name}'] = os.path.join(out_dir, f'erf_{name}.npy')
+        np.save(files[f'erf_{name}'], _np(e['spatial']).astype(np.float32))
+        if e['delays'] is not None:
+            files[f'st_erf_{name}'] = os.path.join(out_dir, f'st_erf_{name}.npy')
+            np.save(files[f'st_erf_{name}'], _np(e['delays']).astype(np.float32))
+            files[f'temporal_erf_{name}'] = os.path.join(out_dir, f'temporal_erf_{name}.npy')
+            np.save(files[f'temporal_erf_{name}'],
+                    np.stack([_np(e['temporal'][0]), _np(e['temporal'][1])]))
+    if pictures:
+        size = 'x'.join(str(s) for s in summary['size'])
+        head = f'{title} ' if title else ''
+        steps = max(len(e['spatial']) for e in taps.values())
+        if steps > 1:  # rows: taps, columns: time steps
+            grid = {name: list(_np(e['spatial'])) for name, e in taps.items()}
+            files['erf_png'] = plot_erf_grid(
+                grid, os.path.join(out_dir, 'erf.png'),
+                col_labels=[f't = {t}' for t in range(steps)],
+                title=f'{head}spatial ERF per time step (input {size}, '
+                      f'N={summary["num_inputs"]})')
+        else:  # one row, columns: taps
+            files['erf_png'] = plot_erf_grid(
+                [[e['spatial'][-1] for e in taps.values()]], os.path.join(out_dir, 'erf.png'),
+                col_labels=list(taps), normalize='map',
+                annotate=[[f"cov {e['metrics']['coverage']:.2f}\n"
+                           f"A@0.5 {e['metrics'].get('area@0.5', float('nan')):.3f}"
+                           for e in taps.values()]],
+                title=f'{head}spatial ERF (input {size}, N={summary["num_inputs"]})')
+        delays = {name: e['delays'] for name, e in taps.items() if e['delays'] is not None}
+        if delays:
+            files['st_erf_png'] = plot_st_erf(delays, os.path.join(out_dir, 'st_erf.png'),
+                                              title=f'{head}ST-ERF by delay')
+            files['temporal_png'] = plot_temporal_erf(
+                {name: e['temporal'] for name, e in taps.items() if e['temporal'] is not None},
+                os.path.join(out_dir, 'temporal_erf.png'), title=f'{head}temporal ERF')
+    record = dict(extra or {})
+    record.update(T=summary['T'], multi_step=summary['multi_step'],
+                  num_inputs=summary['num_inputs'], size=list(summary['size']),
+                  grad=summary.get('grad'), reduce=summary.get('reduce'), taps={})
+    for name, e in taps.items():
+        rec = dict(e['metrics'])
+        rec['position'] = list(e['position'])
+        rec['out_size'] = list(e['out_size'])
+        if e['temporal'] is not None:
+            rec['temporal_mean'] = _np(e['temporal'][0]).tolist()
+            rec['temporal_std'] = _np(e['temporal'][1]).tolist()
+        record['taps'][name] = rec
+    files['metrics'] = os.path.join(out_dir, 'metrics.json')
+    with open(files['metrics'], 'w') as f:
+        json.dump(_json_safe(record), f, indent=2)
+    return files

@@ -1,0 +1,2 @@
+"""Training-time machinery of mmsnn (hooks)."""
+from . import hooks  # noqa: F401

@@ -1,0 +1,3 @@
+from .meta_sdt import ARCH_SETTINGS, EARLY_BLOCKS, MetaSDT
+
+__all__ = ['MetaSDT', 'ARCH_SETTINGS', 'EARLY_BLOCKS']

@@ -1,0 +1,237 @@
+"""Meta-SDT: the Spike-Driven Transformer v3 backbone, with the conv / MLPixer / SRB mixers.
+
+Five stage taps (index them with ``out_indices``)::
+
+    tap  reference modules                                  channels  stride
+    0    downsample1_1 (7x7 s2 stem), ConvBlock1_1          C0/2      2
+    1    downsample1_2, ConvBlock1_2                        C0        4
+    2    downsample2, ConvBlock2_1, ConvBlock2_2            C1        8
+    3    downsample3, block3[0..5] (transformer)            C2        16
+    4    downsample4 (stride 1!), block4[0..1]              C3        16
+
+Detection uses taps (1, 2, 3, 4), segmentation (0, 1, 2, 4).
+"""
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+
+from ...registry import register
+from ..checkpoint import load_pretrained
+from ..layers import SpikeConvBlock, SpikeDownsample, SpikeTransformerBlock
+from ..mixers import MLPixerMixer, SplashReconstructMixer
+from ..neurons import build_neuron, is_stateful
+
+#: embed dims (C0, C1, C2, C3) of the published sizes; parameter counts in the reference doc.
+ARCH_SETTINGS = {
+    't': (24, 48, 96, 128),
+    's': (32, 64, 128, 192),
+    'm': (48, 96, 192, 240),
+    'l': (64, 128, 256, 360),
+    'xl': (80, 160, 320, 440),
+    'xxl': (112, 224, 448, 560),
+}
+
+#: the early-stage block for each ``mixer`` choice
+EARLY_BLOCKS = {
+    'conv': SpikeConvBlock,
+    'mlpixer': MLPixerMixer,
+    'srb': SplashReconstructMixer,
+}
+
+# (stage name, modules that belong to it) in forward order; the names are the reference's.
+_STAGES = (
+    ('downsample1_1', 'ConvBlock1_1'),
+    ('downsample1_2', 'ConvBlock1_2'),
+    ('downsample2', 'ConvBlock2_1', 'ConvBlock2_2'),
+    ('downsample3', 'block3'),
+    ('downsample4', 'block4'),
+)
+
+
+@register('model')
+class MetaSDT(BaseModule):
+    """Meta-SDT spiking backbone.
+
+    Args:
+        arch (str): one of ``ARCH_SETTINGS`` ('t', 's', 'm', 'l', 'xl', 'xxl'); ignored when
+            ``embed_dims`` is given.
+        embed_dims (tuple[int] | None): (C0, C1, C2, C3).
+        mixer (str): early-stage mixer, 'conv' (baseline), 'mlpixer' or 'srb'.
+        mlp_ratio (int): expansion of the transformer MLPs and of the early blocks.
+        mixer_ratio (int | None): expansion of the early blocks only (e.g. 6 for "MLPixer r6");
+            defaults to ``mlp_ratio``.
+        token_layout (str): 'raster' (default; the reference's raw reshape, weight-compatible)
+            or 'pixel' (per-pixel channel MLP; not weight-compatible). See ``mixers.py``.
+        out_indices (tuple[int]): stage taps to return, 0..4.
+        drop_rate (float): dropout inside the MLPixer/SRB mixers (the reference uses 0.2 when
+            training ImageNet models). Ignored by the conv mixer.
+        drop_path_rate (float): stochastic depth, linearly increasing over the 12 blocks and
+            applied to every residual branch. The reference declares drop-path but never
+            applies it; here it really drops paths (0 reproduces the reference).
+        T (int): time steps. With the stateless integer quantiser (default) T is virtual and
+            the backbone computes one step. With a stateful neuron (``ILIF``, ``LIF``) it runs
+            T real steps; a 4-D input is repeated over T (direct encoding), a 5-D input
+            ``[T, B, 3, H, W]`` gives one frame per step.
+        neuron_cfg (dict | None): neuron, e.g. ``dict(type='MultiSpike', max_value=4,
+            norm=4)`` (default), ``dict(type='ILIF')`` or ``dict(type='LIF', tau=2.)``.
+        keep_time (bool): return ``[T, B, C, H, W]`` taps instead of the mean over time.
+        last_stage_stride (int): 1 (reference; tap 4 stays at stride 16) or 2 (stride 32).
+        attn_order (str): 'linear' computes q(k^T v) in O(N d^2) memory (default);
+            'quadratic' the reference's (q k^T) v, for benchmarks.
+        frozen_stages (int): freeze stages 0..frozen_stages (-1: none).
+        norm_eval (bool): keep BatchNorm in eval mode while training.
+        init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)`` loads a reference
+            or mmsnn checkpoint through :func:`convert_reference_checkpoint` and logs every
+            missing and unexpected key by name.
+    """
+
+    def __init__(self, arch='s', embed_dims=None, mixer='conv', mlp_ratio=4, mixer_ratio=None,
+                 token_layout='raster', in_channels=3, num_heads=8, out_indices=(1, 2, 3, 4),
+                 drop_rate=0.0, drop_path_rate=0.0, T=1, neuron_cfg=None, keep_time=False,
+                 last_stage_stride=1, attn_order='linear', frozen_stages=-1, norm_eval=False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims is None:
+            if arch not in ARCH_SETTINGS:
+                raise KeyError(f'unknown MetaSDT arch {arch!r}; choose one of '
+                               f'{sorted(ARCH_SETTINGS)} or pass embed_dims=(C0, C1, C2, C3)')
+            embed_dims = ARCH_SETTINGS[arch]
+        if len(embed_dims) != 4:
+            raise ValueError(f'embed_dims must have 4 entries (C0..C3), got {embed_dims}')
+        if mixer not in EARLY_BLOCKS:
+            raise KeyError(f'unknown mixer {mixer!r}; choose one of {sorted(EARLY_BLOCKS)}')
+        out_indices = tuple(out_indices)
+        if not out_indices or any(i not in range(5) for i in out_indices):
+            raise ValueError(f'out_indices must index the stage taps 0..4, got {out_indices}')
+        if last_stage_stride not in (1, 2):
+            raise ValueError(f'last_stage_stride must be 1 or 2, got {last_stage_stride}')
+        if int(T) < 1:
+            raise ValueError(f'T must be >= 1, got {T}')
+        C0, C1, C2, C3 = embed_dims
+        self.embed_dims = tuple(embed_dims)
+        self.mixer = mixer
+        self.out_indices = out_indices
+        self.T = int(T)
+        self.neuron_cfg = neuron_cfg
+        self.stateful = is_stateful(neuron_cfg)
+        self.keep_time = keep_time
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.tap_channels = (C0 // 2, C0, C1, C2, C3)
+        self.tap_strides = (2, 4, 8, 16, 16 * last_stage_stride)
+
+        def neuron():
+            return build_neuron(neuron_cfg, self.T)
+
+        dpr = iter(np.linspace(0, drop_path_rate, 12).tolist())
+        early = EARLY_BLOCKS[mixer]
+        r_early = mlp_ratio if mixer_ratio is None else mixer_ratio
+
+        def early_block(dim):
+            return nn.ModuleList([early(dim, mlp_ratio=r_early, neuron=neuron,
+                                        drop_rate=drop_rate, drop_path=next(dpr),
+                                        token_layout=token_layout)])
+
+        def transformer_blocks(dim, depth):
+            return nn.ModuleList([
+                SpikeTransformerBlock(dim, mlp_ratio, num_heads, neuron=neuron,
+                                      drop_path=next(dpr), attn_order=attn_order)
+                for _ in range(depth)])
+
+        self.downsample1_1 = SpikeDownsample(in_channels, C0 // 2, 7, 2, 3, first=True)
+        self.ConvBlock1_1 = early_block(C0 // 2)
+        self.downsample1_2 = SpikeDownsample(C0 // 2, C0, 3, 2, 1, neuron=neuron)
+        self.ConvBlock1_2 = early_block(C0)
+        self.downsample2 = SpikeDownsample(C0, C1, 3, 2, 1, neuron=neuron)
+        self.ConvBlock2_1 = early_block(C1)
+        self.ConvBlock2_2 = early_block(C1)
+        self.downsample3 = SpikeDownsample(C1, C2, 3, 2, 1, neuron=neuron)
+        self.block3 = transformer_blocks(C2, 6)
+        self.downsample4 = SpikeDownsample(C2, C3, 3, last_stage_stride, 1, neuron=neuron)
+        self.block4 = transformer_blocks(C3, 2)
+        self._freeze_stages()
+
+    @property
+    def out_channels(self):
+        """Channels of the returned taps, in ``out_indices`` order (for neck configs)."""
+        return [self.tap_channels[i] for i in self.out_indices]
+
+    @property
+    def out_strides(self):
+        """Strides of the returned taps, in ``out_indices`` order (for anchors and RoIs)."""
+        return [self.tap_strides[i] for i in self.out_indices]
+
+    def forward(self, x, keep_time=None):
+        """``x``: [B, 3, H, W], or [T, B, 3, H, W] with a frame per time step.
+
+        Returns a tuple of taps [B, C, h, w] (mean over time), or [T, B, C, h, w] when
+        ``keep_time`` (argument or constructor) is true.
+        """
+        keep_time = self.keep_time if keep_time is None else keep_time
+        if x.dim() == 5:
+            steps, B = x.shape[:2]
+            if self.stateful and steps != self.T:
+                raise ValueError(f'MetaSDT was built for T={self.T} time steps but got an input '
+                                 f'with {steps}; pass [T, B, C, H, W] with T={self.T}')
+            x = x.flatten(0, 1)
+        elif x.dim() == 4:
+            B = x.shape[0]
+            steps = self.T if self.stateful else 1  # the integer quantiser needs no real steps
+            if steps > 1:
+                x = x.unsqueeze(0).expand(steps, *x.shape).flatten(0, 1)
+        else:
+            raise ValueError(f'MetaSDT expects [B, C, H, W] or [T, B, C, H, W], got shape '
+                             f'{tuple(x.shape)}')
+
+        outs = {}
+        last = max(self.out_indices)
+        for tap, names in enumerate(_STAGES):
+            for name in names:
+                module = getattr(self, name)
+                if isinstance(module, nn.ModuleList):
+                    for block in module:
+                        x = block(x)
+                else:
+                    x = module(x)
+            if tap in self.out_indices:
+                outs[tap] = x
+            if tap == last:  # later stages cannot change the requested taps
+                break
+        return tuple(self._time_out(outs[i], steps, B, keep_time) for i in self.out_indices)
+
+    def _time_out(self, x, steps, B, keep_time):
+        x = x.reshape(steps, B, *x.shape[1:])
+        if keep_time:
+            return x.expand(self.T, *x.shape[1:]) if steps == 1 else x
+        return x.mean(0)
+
+    def _stage_modules(self, i):
+        return [getattr(self, name) for name in _STAGES[i]]
+
+    def _freeze_stages(self):
+        for i in range(self.frozen_stages + 1):
+            for m in self._stage_modules(i):
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def init_weights(self):
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            # mmengine's PretrainedInit would load with a silent strict=False; we convert
+            # reference / detector / ImageNet layouts and report every key that did not fit.
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            logger=MMLogger.get_current_instance())
+            self._is_init = True
+            return
+        super().init_weights()

@@ -1,0 +1,47 @@
+"""Spiking RPN head: mmdet's ``RPNHead`` whose convs all see quantised inputs."""
+import torch.nn as nn
+from mmdet.models.dense_heads import RPNHead
+
+from ...registry import register
+from ..necks.spiking_fpn import SpikeConvBN
+from ._time import fold, head_neuron, mean_over_time
+
+
+@register('model', scopes=('mmdet',))
+class SpikingRPNHead(RPNHead):
+    """``RPNHead`` with spike-driven convs.
+
+    ``rpn_conv`` becomes ``num_convs`` units of ``quantiser -> conv 3x3 -> BN`` (the unit of
+    :class:`SpikingFPN`), and the 1x1 ``rpn_cls`` / ``rpn_reg`` predictors read the quantised
+    output of the last unit (the quantiser replaces the ReLU). Features may be 4-D or
+    time-major 5-D ``[T, B, C, H, W]``; in the latter case the convs run on ``[T*B, ...]`` and
+    the classification and regression maps are averaged over T, so everything downstream
+    (anchors, losses, proposals) sees ordinary ``[B, ...]`` maps.
+
+    Args:
+        neuron_cfg (dict | None): quantiser of every conv input; default the reference's
+            integer 0..4 counts (``dict(type='MultiSpike', max_value=4, norm=1.0)``).
+        conv_bn (bool): BN after each hidden conv (default True).
+        Other arguments: as :class:`mmdet.models.RPNHead`.
+    """
+
+    def __init__(self, in_channels, num_classes=1, neuron_cfg=None, conv_bn=True, **kwargs):
+        # _init_layers runs inside RPNHead.__init__, so set what it needs first
+        self.neuron_cfg = neuron_cfg
+        self.conv_bn = conv_bn
+        super().__init__(in_channels, num_classes=num_classes, **kwargs)
+
+    def _init_layers(self):
+        super()._init_layers()  # rpn_cls / rpn_reg (and a stock rpn_conv we replace)
+        self.rpn_conv = nn.Sequential(*[
+            SpikeConvBN(self.in_channels if i == 0 else self.feat_channels, self.feat_channels,
+                        3, neuron_cfg=self.neuron_cfg, with_bn=self.conv_bn)
+            for i in range(self.num_convs)])
+        self.spike = head_neuron(self.neuron_cfg)
+
+    def forward_single(self, x):
+        x, T = fold(x)
+        x = self.spike(self.rpn_conv(x))
+        cls_score = mean_over_time(self.rpn_cls(x), T)
+        bbox_pred = mean_over_time(self.rpn_reg(x), T)
+        return cls_score, bbox_pred

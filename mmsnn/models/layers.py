@@ -1,0 +1,168 @@
+"""Building blocks of the Meta-SDT (Spike-Driven Transformer v3) backbone.
+
+Attribute names follow the released reference code (``pwconv1``, ``q_conv``, ``fc1_bn`` ...)
+so a reference checkpoint loads with only a prefix change (see ``checkpoint.py``).
+All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
+``neuron`` arguments are zero-argument factories returning a fresh neuron module.
+"""
+import torch
+import torch.nn as nn
+from mmcv.cnn.bricks import DropPath
+
+
+def conv_bn(in_ch, out_ch, kernel_size=1, stride=1, padding=0, groups=1, bias=False):
+    """Conv + BN in an ``nn.Sequential`` (keys ``.0.weight`` / ``.1.weight`` as in the reference)."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=bias),
+        nn.BatchNorm2d(out_ch))
+
+
+class SpikeDownsample(nn.Module):
+    """spike -> conv (bias) -> BN. The stem (``first=True``) has no spike before the conv,
+    because its input is the analogue image (direct encoding)."""
+
+    def __init__(self, in_ch, out_ch, kernel_size=3, stride=2, padding=1, first=False,
+                 neuron=None):
+        super().__init__()
+        self.encode_conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=True)
+        self.encode_bn = nn.BatchNorm2d(out_ch)
+        if not first:
+            self.encode_spike = neuron()
+
+    def forward(self, x):
+        if hasattr(self, 'encode_spike'):
+            x = self.encode_spike(x)
+        return self.encode_bn(self.encode_conv(x))
+
+
+class InvertedSepConv(nn.Module):
+    """Reference ``SepConv_Spike``: spike -> pw 1x1 (x2) -> BN -> spike -> dw kxk -> BN ->
+    spike -> pw 1x1 -> BN. No biases."""
+
+    def __init__(self, dim, kernel_size=7, expansion=2, neuron=None):
+        super().__init__()
+        hidden = int(expansion * dim)
+        self.spike1 = neuron()
+        self.pwconv1 = conv_bn(dim, hidden, 1)
+        self.spike2 = neuron()
+        self.dwconv = conv_bn(hidden, hidden, kernel_size, padding=kernel_size // 2,
+                              groups=hidden)
+        self.spike3 = neuron()
+        self.pwconv2 = conv_bn(hidden, dim, 1)
+
+    def forward(self, x):
+        x = self.pwconv1(self.spike1(x))
+        x = self.dwconv(self.spike2(x))
+        return self.pwconv2(self.spike3(x))
+
+
+class SpikeConvBlock(nn.Module):
+    """The baseline early-stage block ("conv" mixer):
+    ``x += SepConv7(x)``; ``x += BN2(Conv3x3(rC->C)(spike(BN1(Conv3x3(C->rC)(spike(x))))))``."""
+
+    def __init__(self, dim, mlp_ratio=4, neuron=None, drop_path=0.0, **unused):
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.Conv = InvertedSepConv(dim, kernel_size=7, neuron=neuron)
+        self.spike1 = neuron()
+        self.conv1 = nn.Conv2d(dim, hidden, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.spike2 = neuron()
+        self.conv2 = nn.Conv2d(hidden, dim, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def channel_mix(self, x):
+        x = self.bn1(self.conv1(self.spike1(x)))
+        return self.bn2(self.conv2(self.spike2(x)))
+
+    def forward(self, x):
+        x = x + self.drop_path(self.Conv(x))
+        return x + self.drop_path(self.channel_mix(x))
+
+
+class SpikeDrivenAttention(nn.Module):
+    """Spike-driven self-attention (no softmax) with 8 heads and a 4x wide value.
+
+    ``y = q (k^T v) * 2 / sqrt(d)``: without softmax the product is associative, so computing
+    ``k^T v`` first needs O(N d^2) memory instead of the O(N^2) of ``(q k^T) v``. Both orders
+    give the same numbers (exactly, in float64, since spikes are multiples of 1/norm);
+    ``attn_order='quadratic'`` keeps the reference order for benchmarks.
+    """
+
+    def __init__(self, dim, num_heads=8, value_ratio=4, neuron=None, attn_order='linear'):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'attention dim {dim} is not divisible by num_heads={num_heads}')
+        if attn_order not in ('linear', 'quadratic'):
+            raise ValueError(f"attn_order must be 'linear' or 'quadratic', got {attn_order!r}")
+        self.num_heads = num_heads
+        self.value_ratio = value_ratio
+        self.attn_order = attn_order
+        self.scale = 2 * (dim // num_heads) ** -0.5  # the reference doubles the usual scale
+        self.head_spike = neuron()
+        self.q_conv = conv_bn(dim, dim)
+        self.q_spike = neuron()
+        self.k_conv = conv_bn(dim, dim)
+        self.k_spike = neuron()
+        self.v_conv = conv_bn(dim, value_ratio * dim)
+        self.v_spike = neuron()
+        self.talking_heads = neuron()
+        self.proj_conv = conv_bn(value_ratio * dim, dim)
+
+    def _heads(self, x):
+        # [B, h*d, N] -> [B, h, N, d]; channel c belongs to head c // d
+        B, C, N = x.shape
+        return x.reshape(B, self.num_heads, C // self.num_heads, N).transpose(-1, -2)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        x = self.head_spike(x)
+        q = self._heads(self.q_spike(self.q_conv(x)).flatten(2))
+        k = self._heads(self.k_spike(self.k_conv(x)).flatten(2))
+        v = self._heads(self.v_spike(self.v_conv(x)).flatten(2))
+        if self.attn_order == 'linear':
+            y = q @ (k.transpose(-2, -1) @ v)
+        else:
+            y = (q @ k.transpose(-2, -1)) @ v
+        y = y * self.scale
+        y = y.transpose(-1, -2).reshape(B, self.value_ratio * C, H, W)  # merge heads
+        return self.proj_conv(self.talking_heads(y))
+
+
+class SpikeMLP(nn.Module):
+    """Token MLP on ``[B, C, N]``: spike -> conv1d (bias) -> BN1d -> spike -> conv1d -> BN1d."""
+
+    def __init__(self, dim, mlp_ratio=4, neuron=None):
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.fc1_spike = neuron()
+        self.fc1_conv = nn.Conv1d(dim, hidden, 1, bias=True)
+        self.fc1_bn = nn.BatchNorm1d(hidden)
+        self.fc2_spike = neuron()
+        self.fc2_conv = nn.Conv1d(hidden, dim, 1, bias=True)
+        self.fc2_bn = nn.BatchNorm1d(dim)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        x = x.flatten(2)
+        x = self.fc1_bn(self.fc1_conv(self.fc1_spike(x)))
+        x = self.fc2_bn(self.fc2_conv(self.fc2_spike(x)))
+        return x.reshape(B, C, H, W)
+
+
+class SpikeTransformerBlock(nn.Module):
+    """``x += SepConv3(x)``; ``x += Attn(x)``; ``x += MLP(x)``."""
+
+    def __init__(self, dim, mlp_ratio=4, num_heads=8, neuron=None, drop_path=0.0,
+                 attn_order='linear'):
+        super().__init__()
+        self.conv = InvertedSepConv(dim, kernel_size=3, neuron=neuron)
+        self.attn = SpikeDrivenAttention(dim, num_heads, neuron=neuron, attn_order=attn_order)
+        self.mlp = SpikeMLP(dim, mlp_ratio, neuron=neuron)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        x = x + self.drop_path(self.conv(x))
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))

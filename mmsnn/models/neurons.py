@@ -1,0 +1,140 @@
+"""Spiking neurons used by every mmsnn model.
+
+Two families, selected by a ``neuron_cfg`` dict:
+
+* ``MultiSpike`` -- the reference's integer multi-spike quantiser
+  ``s = round(clamp(u, 0, D)) / norm`` with a hard straight-through window on ``0 <= u <= D``.
+  It is stateless: the paper's "T = 4" is virtual (an integer count n stands for n binary
+  spikes spread over D steps at deployment), so a model built with it computes one step.
+  The maths is spikingjelly's ``surrogate.MultiLevelSpikeCount``; we only add ``/ norm``.
+* ``ILIF`` / ``LIF`` -- real multi-step neurons from spikingjelly (membrane, leak, reset),
+  for models with ``T > 1`` time steps. They see tensors with time folded into the batch,
+  ``[T*B, ...]``, unfold them to ``[T, B, ...]`` and run spikingjelly's multi-step mode.
+
+Every forward of a stateful neuron starts from a reset membrane, so nothing leaks from one
+batch into the next (spikingjelly would otherwise keep ``v`` between calls).
+"""
+import torch
+import torch.nn as nn
+from mmengine.registry import Registry
+from spikingjelly.activation_based import neuron as sj_neuron
+from spikingjelly.activation_based import quantize as sj_quantize
+from spikingjelly.activation_based import surrogate as sj_surrogate
+
+NEURONS = Registry('spiking neuron', scope='mmsnn')
+
+
+@NEURONS.register_module(name='MultiSpike')
+class MultiSpikeQuantizer(nn.Module):
+    """Integer multi-spike quantiser: ``round(clamp(u, 0, max_value)) / norm``.
+
+    Same behaviour in train and eval (the reference's spiking FPN binarised in eval; we do
+    not copy that). Round half to even (``torch.round``). Backward: ``1 / norm`` inside
+    ``[0, max_value]`` (both ends inclusive, on the pre-clamp input), zero outside.
+    The autograd function only uses clamp/round/compare, so it is dtype-agnostic and works
+    under fp16/bf16 autocast.
+    """
+
+    stateful = False
+
+    def __init__(self, max_value=4, norm=4.0, T=1):
+        super().__init__()
+        self.max_value = int(max_value)
+        self.norm = float(norm)
+        self.T = T
+
+    def forward(self, x):
+        return quantize(x, self.max_value, self.norm)
+
+    def extra_repr(self):
+        return f'max_value={self.max_value}, norm={self.norm}'
+
+
+class _MultiStepNeuron(nn.Module):
+    """Runs a spikingjelly neuron in multi-step mode on time-folded ``[T*B, ...]`` input."""
+
+    stateful = True
+
+    def __init__(self, node, T, norm=1.0):
+        super().__init__()
+        self.node = node
+        self.T = int(T)
+        self.norm = float(norm)
+
+    def forward(self, x):
+        if x.shape[0] % self.T:
+            raise ValueError(f'{type(self).__name__}: leading dim {x.shape[0]} is not a '
+                             f'multiple of T={self.T}; fold time into the batch as [T*B, ...]')
+        self.node.reset()  # each forward starts from rest: no membrane carried across batches
+        seq = x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:])
+        out = self.node(seq).reshape(x.shape)
+        self.node.reset()  # drop the graph-holding state once the sequence is done
+        return out / self.norm if self.norm != 1.0 else out
+
+    def extra_repr(self):
+        return f'T={self.T}, norm={self.norm}'
+
+
+@NEURONS.register_module(name='ILIF')
+class IntegerLIF(_MultiStepNeuron):
+    """spikingjelly's I-LIF (integer firing, soft reset) divided by ``norm``.
+
+    At T = 1 with zero initial membrane it equals :class:`MultiSpikeQuantizer`.
+    ``tau=4/3`` is the decay 0.25 of the I-LIF authors' code.
+    """
+
+    def __init__(self, T=1, max_value=4, norm=4.0, tau=4.0 / 3.0, v_threshold=1.0,
+                 detach_reset=False):
+        node = sj_neuron.ILIFNode(
+            tau=tau, v_threshold=v_threshold,
+            surrogate_function=sj_surrogate.MultiLevelSpikeCount(int(max_value)),
+            detach_reset=detach_reset, step_mode='m')
+        super().__init__(node, T, norm)
+
+
+@NEURONS.register_module(name='LIF')
+class BinaryLIF(_MultiStepNeuron):
+    """spikingjelly's binary LIF neuron (hard reset to 0, sigmoid surrogate)."""
+
+    def __init__(self, T=1, tau=2.0, v_threshold=1.0, decay_input=True, detach_reset=True):
+        node = sj_neuron.LIFNode(tau=tau, v_threshold=v_threshold, decay_input=decay_input,
+                                 detach_reset=detach_reset, step_mode='m')
+        super().__init__(node, T, norm=1.0)
+
+
+DEFAULT_NEURON = dict(type='MultiSpike', max_value=4, norm=4.0)
+
+
+def build_neuron(cfg=None, T=1):
+    """Build one neuron from ``cfg`` (default: the reference quantiser) for ``T`` steps."""
+    cfg = dict(DEFAULT_NEURON if cfg is None else cfg)
+    if 'type' not in cfg:
+        raise KeyError(f'neuron_cfg needs a "type"; known: {sorted(NEURONS.module_dict)}')
+    if cfg['type'] not in NEURONS.module_dict:
+        raise KeyError(f'unknown neuron type {cfg["type"]!r}; known: {sorted(NEURONS.module_dict)}')
+    cfg.setdefault('T', T)
+    return NEURONS.build(cfg)
+
+
+def is_stateful(neuron_cfg):
+    """Whether ``neuron_cfg`` names a neuron with membrane state (needs real time steps)."""
+    cfg = DEFAULT_NEURON if neuron_cfg is None else neuron_cfg
+    return bool(getattr(NEURONS.get(cfg['type']), 'stateful', False))
+
+
+def reset_neurons(module):
+    """Reset every spikingjelly state below ``module`` (ours reset on their own; this is for
+    foreign spikingjelly nodes inside user models, e.g. before an ERF probe)."""
+    for m in module.modules():
+        if hasattr(m, 'reset') and m.__class__.__module__.startswith('spikingjelly'):
+            m.reset()
+
+
+def quantize(x, max_value=4, norm=4.0):
+    """Functional form of :class:`MultiSpikeQuantizer` for heads that need no module."""
+    s = sj_quantize.multi_level_spike_count(x, max_value)  # round(clamp), hard STE window
+    return s / norm if norm != 1.0 else s
+
+
+__all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'build_neuron',
+           'is_stateful', 'reset_neurons', 'quantize', 'DEFAULT_NEURON']

@@ -1,0 +1,157 @@
+"""What ``tools/train.py`` and ``tools/test.py`` need to run the same configs on CPU and GPU.
+
+mmengine 0.10.7 assumes a GPU in three places; each has a small CPU counterpart here:
+
+* ``AmpOptimWrapper`` asserts CUDA. :class:`CPUAmpOptimWrapper` runs the forward pass under
+  ``torch.autocast('cpu', bfloat16)`` with no loss scaling (bf16 has fp32's range).
+* The ``pytorch`` launcher calls ``torch.cuda.set_device``. :func:`init_cpu_distributed` opens
+  the gloo process group from torchrun's environment first, so mmengine skips its own init.
+* The runner wraps the model with ``device_ids=[LOCAL_RANK]``, which torch's DDP rejects for a
+  CPU module. :class:`CPUDistributedDataParallel` drops ``device_ids`` for CPU modules.
+
+:func:`configure_runtime` applies these to a config (and picks NCCL or gloo) and
+:func:`start_distributed` opens the process group; the tools call both.
+"""
+import os
+from contextlib import contextmanager
+
+import torch
+from mmengine.model import MMDistributedDataParallel
+from mmengine.optim import OptimWrapper
+from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
+
+from .config_checks import MMSNNUserError
+
+_TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+@OPTIM_WRAPPERS.register_module(force=True)
+class CPUAmpOptimWrapper(OptimWrapper):
+    """Mixed precision on CPU: the forward pass runs under bf16 autocast; no loss scaling.
+
+    Args:
+        dtype (str | torch.dtype): autocast dtype, 'bfloat16' (default) or 'float16'.
+        **kwargs: as for :class:`mmengine.optim.OptimWrapper`.
+    """
+
+    def __init__(self, dtype='bfloat16', **kwargs):
+        super().__init__(**kwargs)
+        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), \
+                torch.autocast(device_type='cpu', dtype=self.cast_dtype):
+            yield
+
+
+@MODEL_WRAPPERS.register_module(force=True)
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` that accepts a CPU module (gloo backend)."""
+
+    def __init__(self, module, detect_anomalous_params=False, device_ids=None, **kwargs):
+        on_cpu = all(not p.is_cuda for p in module.parameters())
+        if on_cpu:
+            device_ids = None
+            kwargs.pop('output_device', None)
+        super().__init__(module=module, detect_anomalous_params=detect_anomalous_params,
+                         device_ids=device_ids, **kwargs)
+
+
+def init_cpu_distributed(launcher, backend='gloo', **kwargs):
+    """Open the process group of a CPU run started by torchrun (``--launcher pytorch``)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return
+    if launcher != 'pytorch':
+        raise MMSNNUserError(
+            f'--launcher {launcher} needs GPUs (mmengine\'s {launcher} launcher picks a CUDA '
+            'device per process), and this machine has none.\n'
+            '  fix: start CPU runs with torchrun: tools/dist_train.sh CONFIG NPROC '
+            '(it passes --launcher pytorch), or use --launcher none.')
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def check_launcher_env(launcher):
+    """``--launcher pytorch`` outside torchrun would fail with ``KeyError: 'RANK'``."""
+    if launcher != 'pytorch':
+        return
+    missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        raise MMSNNUserError(
+            f'--launcher pytorch expects the environment torchrun sets up, but '
+            f'{", ".join(missing)} {"is" if len(missing) == 1 else "are"} not set.\n'
+            '  fix: start distributed runs with tools/dist_train.sh CONFIG NPROC [args] '
+            '(or tools/dist_test.sh CONFIG CHECKPOINT NPROC), or drop --launcher for one '
+            'process.')
+
+
+def configure_runtime(cfg, launcher='none', amp=False):
+    """Set launcher, distributed backend, model wrapper and AMP in ``cfg`` for this machine.
+
+    Returns the distributed backend ('nccl' or 'gloo'), or None for one process.
+    """
+    cuda = torch.cuda.is_available()
+    if amp:
+        _enable_amp(cfg, cuda)
+    elif not cuda and cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
+        raise MMSNNUserError(
+            'the config uses optim_wrapper.type=\'AmpOptimWrapper\', which mmengine runs only '
+            'on a GPU, and this machine has none.\n'
+            '  fix: pass --amp (bf16 autocast on CPU) or '
+            '--cfg-options optim_wrapper.type=OptimWrapper.')
+
+    cfg.launcher = launcher
+    if launcher == 'none':
+        return None
+    check_launcher_env(launcher)
+    if not cuda and launcher != 'pytorch':
+        init_cpu_distributed(launcher)  # raises: only torchrun works without GPUs
+    backend = 'nccl' if cuda else 'gloo'
+    if cfg.get('env_cfg') is None:
+        cfg.env_cfg = {}
+    if cfg.env_cfg.get('dist_cfg') is None:
+        cfg.env_cfg.dist_cfg = {}
+    cfg.env_cfg.dist_cfg.backend = backend
+    if not cuda:
+        if cfg.get('sync_bn'):
+            raise MMSNNUserError(
+                f'sync_bn={cfg.sync_bn!r} synchronises BatchNorm across GPUs, and this machine '
+                'has none.\n  fix: drop sync_bn for CPU runs (--cfg-options sync_bn=None).')
+        wrapper = cfg.get('model_wrapper_cfg') or {}
+        if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
+            wrapper = dict(wrapper)
+            wrapper['type'] = 'CPUDistributedDataParallel'
+            wrapper.setdefault('broadcast_buffers', False)
+            wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+            cfg.model_wrapper_cfg = wrapper
+    return backend
+
+
+def start_distributed(cfg):
+    """On CPU, open the gloo process group before the runner (which would ask for CUDA).
+
+    Call it after the checks and right before ``Runner.from_cfg``; on GPUs mmengine does it.
+    """
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    backend = dist_cfg.pop('backend', 'gloo')
+    init_cpu_distributed(launcher, backend, **dist_cfg)
+
+
+def _enable_amp(cfg, cuda):
+    optim = cfg.get('optim_wrapper')
+    if optim is None:
+        raise MMSNNUserError('--amp needs an optim_wrapper in the config (training only).')
+    if cuda:
+        if optim.get('type') == 'AmpOptimWrapper':
+            print('note: the config already uses AmpOptimWrapper; --amp changes nothing')
+            return
+        optim['type'] = 'AmpOptimWrapper'
+        optim['loss_scale'] = 'dynamic'
+    else:  # bf16 autocast needs no loss scaling
+        optim['type'] = 'CPUAmpOptimWrapper'
+        optim['dtype'] = 'bfloat16'
+        optim.pop('loss_scale', None)

@@ -1,0 +1,60 @@
+# Shared pytest fixtures for mmsnn's tests. Several test files use this: keep it small, add
+# only fixtures that more than one file needs, and give each a one-line docstring.
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TEST_DATA = osp.join(REPO_ROOT, 'tests', 'data')
+if TEST_DATA not in sys.path:  # toy modules for in-process tests (mmsnn_toy)
+    sys.path.insert(0, TEST_DATA)
+
+
+@pytest.fixture(scope='session')
+def repo_root():
+    """Absolute path of the repository checkout."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope='session')
+def venv_python():
+    """The project's python (./.venv/bin/python when present, else the one running pytest)."""
+    venv = osp.join(REPO_ROOT, '.venv', 'bin', 'python')
+    return venv if os.access(venv, os.X_OK) else sys.executable
+
+
+@pytest.fixture(scope='session')
+def tool_env():
+    """Environment for running tools/*.py in a subprocess: repo + tests/data on PYTHONPATH,
+    one thread per process."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [REPO_ROOT, TEST_DATA] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture(scope='session')
+def run_tool(venv_python, tool_env):
+    """run_tool('tools/train.py', *args, timeout=...) -> CompletedProcess (cwd: repo root)."""
+
+    def run(script, *args, timeout=300, env=None):
+        cmd = [venv_python, osp.join(REPO_ROOT, script)] + [str(a) for a in args]
+        return subprocess.run(cmd, cwd=REPO_ROOT, env=env or tool_env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def free_port():
+    """A TCP port that was free a moment ago (for torchrun's master)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]

@@ -1,0 +1,42 @@
+"""tools/dist_train.sh: a 2-process (gloo) run of the toy config, then a 1-process resume."""
+import os.path as osp
+import subprocess
+
+import torch
+
+TOY = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'toy_config.py')
+
+
+def test_two_process_training_then_single_process_resume(repo_root, venv_python, tool_env,
+                                                          run_tool, free_port, tmp_path):
+    work_dir = tmp_path / 'dist'
+    env = dict(tool_env, PYTHON=venv_python, PORT=str(free_port))
+    proc = subprocess.run(
+        ['bash', osp.join(repo_root, 'tools', 'dist_train.sh'), TOY, '2', '--work-dir',
+         str(work_dir)], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    # both ranks ran to the end, in one world of 2
+    for rank in (0, 1):
+        assert (work_dir / f'rank{rank}.done').read_text().strip() == 'world_size=2 iter=4'
+    # only the master writes checkpoints: one per interval
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_2.pth', 'iter_4.pth']
+    assert torch.load(work_dir / 'iter_4.pth', weights_only=True)['meta']['iter'] == 4
+
+    # the 2-process checkpoint resumes in one process
+    proc = run_tool('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
+                    work_dir / 'iter_4.pth', '--cfg-options', 'train_cfg.max_iters=6')
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert 'resumed epoch: 0, iter: 4' in proc.stdout + proc.stderr
+    assert (work_dir / 'rank0.done').read_text().strip() == 'world_size=1 iter=6'
+    assert torch.load(work_dir / 'iter_6.pth', weights_only=True)['meta']['iter'] == 6
+
+
+def test_dist_scripts_reject_bad_arguments(repo_root, tmp_path):
+    script = osp.join(repo_root, 'tools', 'dist_train.sh')
+    proc = subprocess.run(['bash', script, str(tmp_path / 'none.py'), '2'],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and 'error: config file' in proc.stderr
+    proc = subprocess.run(['bash', osp.join(repo_root, 'tools', 'dist_test.sh'), TOY,
+                           str(tmp_path / 'none.pth'), '2'],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and 'error: checkpoint' in proc.stderr

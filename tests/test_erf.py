@@ -1,0 +1,240 @@
+"""ERF library: golden centre maps, area ratio check values, ST-ERF causality, speed path
+equals the naive path, mode/RNG restoration, pictures and the CLI."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mmsnn.analysis import (area_ratio, compute_erf, erf_coverage, gaussian_width, layer_erf,
+                            make_noise_inputs, naive_erf, spatial_erf, st_erf, temporal_erf)
+from mmsnn.models import MetaSDT, convert_reference_checkpoint
+
+GOLDEN = '/work/shared/golden/meta_sdt_parity.pt'
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def tiny(**kw):
+    kw.setdefault('embed_dims', (8, 16, 16, 16))
+    kw.setdefault('out_indices', (1, 2, 3, 4))
+    torch.manual_seed(0)
+    return MetaSDT(**kw).eval()
+
+
+# ------------------------------------------------------------------ metrics
+def test_area_ratio_uniform_check_values():
+    r = area_ratio(np.ones((1024, 1024)))
+    assert [round(r[t], 4) for t in (0.2, 0.3, 0.5, 0.99)] == [0.2009, 0.3001, 0.5013, 0.9903]
+
+
+def test_area_ratio_gaussian_check_values():
+    # centred at (H // 2, W // 2) = (512, 512), the same centre as the squares
+    y, x = np.mgrid[:1024, :1024]
+    g = 1000 * np.exp(-((y - 512) ** 2 + (x - 512) ** 2) / (2 * 100.0 ** 2))
+    r = area_ratio(torch.from_numpy(g))
+    assert [round(r[t], 4) for t in (0.2, 0.3, 0.5, 0.99)] == [0.0474, 0.0732, 0.1341, 0.5523]
+
+
+def test_area_ratio_edge_cases():
+    assert all(np.isnan(v) for v in area_ratio(np.zeros((9, 9))).values())
+    point = np.zeros((9, 9))
+    point[4, 4] = 5.0
+    r, sides = area_ratio(point, thresholds=(0.5,), return_sides=True)
+    assert sides[0.5] == 1 and r[0.5] == pytest.approx(1 / 81)
+
+
+def test_coverage_and_gaussian_width():
+    y, x = np.mgrid[:64, :80]
+    g = np.exp(-((y - 32) ** 2 / (2 * 5.0 ** 2) + (x - 40) ** 2 / (2 * 9.0 ** 2)))
+    w = gaussian_width(g)
+    assert w['sigma_y'] == pytest.approx(5.0, rel=1e-4)
+    assert w['sigma_x'] == pytest.approx(9.0, rel=1e-4)
+    m = np.zeros((10, 10))
+    m[:3] = 1.0
+    assert erf_coverage(m) == pytest.approx(0.3)
+
+
+# ------------------------------------------------------------------ golden parity
+@pytest.fixture(scope='module')
+def golden():
+    if not os.path.isfile(GOLDEN):
+        pytest.skip('golden file not available')
+    return torch.load(GOLDEN, weights_only=False)
+
+
+@pytest.mark.parametrize('idx', [0, 1, 2])
+def test_golden_centre_erf(golden, idx):
+    g = golden[idx]
+    model = MetaSDT(embed_dims=tuple(g['embed_dims']), mixer=g['variant'],
+                    out_indices=(1, 2, 3, 4))
+    model.load_state_dict(convert_reference_checkpoint(g['state_dict']), strict=True)
+    model = model.double().eval()
+    x = g['input'][:1]  # the golden ERF is of sample 0
+    for k, key in enumerate(['stage1b', 'stage2', 'stage3', 'stage4']):
+        erf = spatial_erf(model, x, output_index=k, grad='abs', reduce='mean')
+        assert erf.shape == (96, 128)
+        err = (erf - g['erf_center'][key]).abs().max().item()
+        assert err < 1e-6, f'{g["variant"]} {key}: max error {err:.3e}'
+    # the documented coverage of the centre ERF of tap 1 (reference doc section 3)
+    expected = {'conv': 0.41, 'mlpixer': 0.49, 'srb': 1.00}[g['variant']]
+    assert round(erf_coverage(g['erf_center']['stage1b']), 2) == expected
+
+
+# ------------------------------------------------------------------ engine
+def test_one_forward_matches_naive_and_layers():
+    model = tiny(mixer='srb').double()
+    x = make_noise_inputs(3, (32, 32), seed=1, dtype=torch.float64)
+    targets = {'tap1': 0, 'tap3': 2, 'b3': 'block3.0', 'tap1_layer': 'ConvBlock1_2.0'}
+    calls = []
+    h = model.register_forward_hook(lambda *a: calls.append(1))
+    fast = compute_erf(model, x, targets)
+    h.remove()
+    assert len(calls) == 1  # all targets from one forward
+    naive = naive_erf(model, x, targets)
+    for k in targets:
+        assert torch.allclose(fast.maps[k], naive[k], atol=1e-12, rtol=0), k
+    # a tap read from the returned tuple equals the same tap caught from its module
+    assert torch.equal(fast.maps['tap1'], fast.maps['tap1_layer'])
+    # per-sample sums: their mean is the map's sum
+    assert torch.allclose(fast.sums['tap3'].mean(-1), fast.maps['tap3'].sum((-2, -1)))
+    # layer_erf stops the forward after the last requested layer
+    maps = layer_erf(model, x, ['ConvBlock1_2.0'])
+    assert torch.equal(maps['ConvBlock1_2.0'], fast.maps['tap1'][0, 0])
+    relu = spatial_erf(model, x, output_index=0, grad='relu', reduce='sum')
+    assert (relu >= 0).all() and relu.sum() > 0
+
+
+def test_modes_and_rng_restored():
+    model = tiny()
+    model.train()
+    model.block3[0].eval()  # a mixed state must come back exactly
+    flags = [m.training for m in model.modules()]
+    rng = torch.get_rng_state()
+    spatial_erf(model, make_noise_inputs(1, (32, 32)), output_index=-1)
+    assert [m.training for m in model.modules()] == flags
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_st_erf_causality_multi_step():
+    T = 4
+    model = tiny(neuron_cfg=dict(type='LIF'), T=T)
+    assert model.stateful
+    x = make_noise_inputs(2, (32, 32), time_steps=T, seed=0)
+    res = compute_erf(model, x, {'tap1': 0, 'tap4': 3}, out_steps='all')
+    for name in ('tap1', 'tap4'):
+        energy = res.maps[name].sum((-2, -1))  # [out step, in step]
+        for t in range(T):
+            for j in range(T):
+                if j > t:  # the future cannot influence the past
+                    assert energy[t, j] == 0, (name, t, j)
+                else:
+                    assert energy[t, j] > 0, (name, t, j)
+    # output step 1 vs input steps 0..3 (the brief's example)
+    e1 = res.maps['tap1'][1].sum((-2, -1))
+    assert e1[0] > 0 and e1[1] > 0 and e1[2] == 0 and e1[3] == 0
+    # ST-ERF / temporal ERF API: delays are read off the last output step
+    delays, full = st_erf(model, x, output_indices=(0,), return_result=True)
+    assert delays['out0'].shape == (T, 32, 32)
+    assert torch.equal(delays['out0'][0], res.maps['tap1'][T - 1, T - 1])
+    assert torch.equal(delays['out0'][T - 1], res.maps['tap1'][T - 1, 0])
+    mean, std = temporal_erf(model, x, output_indices=(0,))['out0']
+    assert mean.shape == std.shape == (T,)
+    assert torch.allclose(mean, delays['out0'].sum((-2, -1)))
+    # spatial ERF per time step (w.r.t. the same step's frame)
+    per_step = spatial_erf(model, x, output_index=0, time_step='all')
+    assert per_step.shape == (T, 32, 32)
+    assert torch.equal(per_step[2], res.maps['tap1'][2, 2])
+
+
+def test_batched_grads_option_agrees():
+    model = tiny().double()
+    x = make_noise_inputs(2, (32, 32), seed=2, dtype=torch.float64)
+    a = compute_erf(model, x, {'t1': 0, 't4': 3})
+    b = compute_erf(model, x, {'t1': 0, 't4': 3}, batched_grads=True)  # may fall back
+    for k in a.maps:
+        assert torch.allclose(a.maps[k], b.maps[k], atol=1e-12)
+
+
+def test_errors_are_clear():
+    model = tiny()
+    x = make_noise_inputs(1, (32, 32))
+    with pytest.raises(KeyError, match='no module named'):
+        layer_erf(model, x, ['nope'])
+    with pytest.raises(IndexError, match='out of range'):
+        spatial_erf(model, x, output_index=7)
+    with pytest.raises(ValueError, match='grad must be'):
+        spatial_erf(model, x, grad='square')
+
+
+# ------------------------------------------------------------------ pictures
+def _check_png(path, min_hw=(50, 50)):
+    from PIL import Image
+    with open(path, 'rb') as f:
+        assert f.read(8) == PNG_MAGIC
+    with Image.open(path) as im:
+        w, h = im.size
+        assert h >= min_hw[0] and w >= min_hw[1]
+        arr = np.asarray(im)
+    assert arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.std() > 0
+
+
+def test_pictures(tmp_path):
+    from mmsnn.analysis.plots import plot_erf_grid, plot_st_erf, plot_temporal_erf
+    maps = [[np.random.rand(16, 20) for _ in range(3)] for _ in range(2)]
+    p1 = plot_erf_grid(maps, str(tmp_path / 'grid.png'), row_labels=['a', 'b'],
+                       col_labels=['t=0', 't=1', 't=2'])
+    p2 = plot_st_erf({'tap1': torch.rand(3, 16, 16)}, str(tmp_path / 'st.png'))
+    p3 = plot_temporal_erf({'tap1': (torch.tensor([3., 1., .1]), torch.tensor([.3, .2, .05]))},
+                           str(tmp_path / 'temporal.png'))
+    for p in (p1, p2, p3):
+        _check_png(p)
+
+
+# ------------------------------------------------------------------ CLI
+def _cli():
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), '..', 'tools', 'analysis', 'st_erf.py')
+    spec = importlib.util.spec_from_file_location('st_erf_cli', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cli_compare_bare_backbones(tmp_path, capsys):
+    cli = _cli()
+    out = tmp_path / 'out'
+    cli.main(['--embed-dims', '8', '16', '16', '16', '--mixers', 'conv', 'srb', '--T', '2',
+              '--neuron', 'LIF', '--taps', '1', '4', '--num-inputs', '2', '--size', '32', '32',
+              '--batch-size', '1', '--out-dir', str(out)])
+    text = capsys.readouterr().out
+    assert 'A@0.2' in text and 'coverage' in text and 'srb' in text
+    for f in ('compare.png', 'compare_st_erf.png', 'compare_temporal.png'):
+        _check_png(str(out / f))
+    summary = json.loads((out / 'summary.json').read_text())
+    assert set(summary) == {'conv', 'srb'} and set(summary['srb']['taps']) == {'tap1', 'tap4'}
+    assert (out / 'srb' / 'st_erf_tap4.npy').is_file()
+
+
+@pytest.mark.parametrize('argv,needle', [
+    (['missing_config.py'], "config file 'missing_config.py' does not exist"),
+    (['--checkpoint', 'x.pth'], '--checkpoint needs config files'),
+    ([], 'nothing to analyse'),
+    (['--backbone', 'dict(type=1+'], 'is not a dict of literals'),
+])
+def test_cli_errors(argv, needle, capsys):
+    cli = _cli()
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and 'Traceback' not in err
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys):
+    cfg = tmp_path / 'c.py'
+    cfg.write_text("model = dict(type='MetaSDT')\n")
+    with pytest.raises(SystemExit):
+        _cli().main([str(cfg), '--checkpoint', str(tmp_path / 'nope.pth')])
+    assert 'does not exist' in capsys.readouterr().err

@@ -1,0 +1,367 @@
+"""tools/train.py and tools/test.py on a toy config, and their answers to bad input.
+
+The subprocess tests run the tools like a user does (exit status, stderr); the checks behind
+them are also tested in-process, which is much cheaper than starting a python each time.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from mmsnn.utils import config_checks as cc
+from mmsnn.utils.config_checks import MMSNNUserError
+
+HERE = osp.dirname(osp.abspath(__file__))
+TOY = osp.join(HERE, 'data', 'toy_config.py')
+
+
+def assert_user_error(proc, *needles):
+    """Exit status 2, one ``error:`` message containing ``needles``, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count('error: ') == 1, proc.stderr[-3000:]
+    message = proc.stderr[proc.stderr.index('error: '):]
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
+def load_tool(repo_root, name):
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}',
+                                                  osp.join(repo_root, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tool_error(tool, argv, capsys):
+    """Run a tool's main() in-process, expecting a user error; return its message."""
+    with pytest.raises(SystemExit) as exc:
+        tool.main([str(a) for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('error: ') == 1 and 'Traceback' not in err, err
+    return err
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, run_tool):
+    """A work dir after 4 toy iterations (checkpoints at 2 and 4)."""
+    work_dir = tmp_path_factory.mktemp('train') / 'toy'
+    proc = run_tool('tools/train.py', TOY, '--work-dir', work_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work_dir
+
+
+@pytest.fixture(scope='module')
+def train_tool(repo_root):
+    return load_tool(repo_root, 'train')
+
+
+@pytest.fixture(scope='module')
+def test_tool(repo_root):
+    return load_tool(repo_root, 'test')
+
+
+# ------------------------------------------------------------------------ train / resume
+
+def test_train_writes_checkpoints(trained):
+    assert {'iter_2.pth', 'iter_4.pth', 'last_checkpoint'} <= set(os.listdir(trained))
+    # mmengine's own checkpoint loads with torch's safe loader (weights_only=True)
+    ckpt = torch.load(trained / 'iter_4.pth', map_location='cpu', weights_only=True)
+    assert ckpt['meta']['iter'] == 4
+    assert (trained / 'rank0.done').read_text().startswith('world_size=1')
+
+
+def test_resume_continues_from_saved_iteration(trained, tmp_path, run_tool):
+    work_dir = tmp_path / 'toy'
+    shutil.copytree(trained, work_dir)
+    # last_checkpoint holds the absolute path in the old folder; --resume finds the copy
+    proc = run_tool('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
+                    '--cfg-options', 'train_cfg.max_iters=6')
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert 'resumed epoch: 0, iter: 4' in log
+    assert 'Iter(train) [5/6]' in log and 'Iter(train) [1/6]' not in log
+    ckpt = torch.load(work_dir / 'iter_6.pth', map_location='cpu', weights_only=True)
+    assert ckpt['meta']['iter'] == 6
+    # the earlier run's checkpoints are still there
+    assert (work_dir / 'iter_4.pth').exists() and (work_dir / 'iter_2.pth').exists()
+
+
+def test_resume_restores_optimizer_state(trained, tmp_path):
+    from mmengine.runner import Runner
+    ckpt_path = str(trained / 'iter_4.pth')
+    cfg = cc.load_config(TOY)
+    cfg.work_dir = str(tmp_path / 'inproc')
+    runner = Runner.from_cfg(cfg)
+    runner.resume(ckpt_path)  # mmengine's plain torch.load, torch >= 2.6 weights_only default
+    saved = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    assert runner.iter == 4
+    state = runner.optim_wrapper.optimizer.state_dict()['state']
+    assert set(state) == set(saved['optimizer']['state']) and state
+    for idx, entry in saved['optimizer']['state'].items():
+        assert float(state[idx]['step']) == float(entry['step']) == 4
+        assert torch.equal(state[idx]['exp_avg'], entry['exp_avg'])
+        assert torch.equal(state[idx]['exp_avg_sq'], entry['exp_avg_sq'])
+    assert torch.equal(runner.model.state_dict()['head.weight'],
+                       saved['state_dict']['head.weight'])
+    sched = runner.param_schedulers[0].state_dict()
+    assert sched['last_step'] == saved['param_schedulers'][0]['last_step']
+
+
+def test_safe_loading_still_refuses_foreign_objects(tmp_path):
+    class Foreign:
+        pass
+
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'x': Foreign()}, path)
+    with pytest.raises(MMSNNUserError, match='could not read checkpoint'):
+        cc.load_checkpoint_safely(str(path))
+
+
+# ---------------------------------------------------------------------------- test.py
+
+def test_test_tool_dumps_results_and_metrics(trained, tmp_path, run_tool):
+    out = tmp_path / 'res.pkl'
+    work_dir = tmp_path / 'test_wd'
+    proc = run_tool('tools/test.py', TOY, trained / 'iter_4.pth', '--work-dir', work_dir,
+                    '--out', out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert 'toy/accuracy' in proc.stdout
+    with open(out, 'rb') as f:
+        assert len(pickle.load(f)) == 4  # one prediction per test image
+    record = json.loads((work_dir / 'metrics.json').read_text())
+    assert 'toy/accuracy' in record['metrics']
+    per_run = [p for p in work_dir.glob('*/metrics.json')]
+    assert len(per_run) == 1 and json.loads(per_run[0].read_text()) == record
+
+
+def test_test_tool_mismatched_checkpoint_names_keys(trained, run_tool, tmp_path):
+    proc = run_tool('tools/test.py', TOY, trained / 'iter_4.pth', '--work-dir',
+                    tmp_path / 'wd', '--cfg-options', 'model.num_classes=5')
+    assert_user_error(proc, 'does not fit', 'wrongly shaped', 'head.weight: checkpoint (3, 16) '
+                      'vs model (5, 16)', 'head.bias')
+
+
+def test_test_tool_refuses_existing_out(trained, tmp_path, test_tool, capsys):
+    out = tmp_path / 'old.pkl'
+    out.write_bytes(b'earlier results')
+    err = tool_error(test_tool, [TOY, trained / 'iter_4.pth', '--out', out,
+                                 '--work-dir', tmp_path / 'wd'], capsys)
+    assert 'already exists' in err and '--overwrite' in err
+    assert out.read_bytes() == b'earlier results'
+    with pytest.raises(MMSNNUserError, match=r'\.pkl'):
+        cc.check_out_file(str(tmp_path / 'res.json'))
+    cc.check_out_file(str(out), overwrite=True)  # allowed when asked
+
+
+def test_show_dir_without_visualization_hook(trained, tmp_path, test_tool, capsys):
+    err = tool_error(test_tool, [TOY, trained / 'iter_4.pth', '--show-dir', tmp_path / 'vis',
+                                 '--work-dir', tmp_path / 'wd'], capsys)
+    assert 'default_hooks.visualization' in err and 'DetVisualizationHook' in err
+
+
+def test_enable_visualization_per_scope():
+    from mmengine.config import Config
+    det = Config(dict(default_scope='mmdet', default_hooks=dict(
+        visualization=dict(type='DetVisualizationHook'))))
+    cc.enable_visualization(det, '/tmp/vis')
+    assert det.default_hooks.visualization == dict(type='DetVisualizationHook', draw=True,
+                                                   test_out_dir='/tmp/vis')
+    seg = Config(dict(default_scope='mmseg', visualizer=dict(type='SegLocalVisualizer'),
+                      default_hooks=dict(visualization=dict(type='SegVisualizationHook'))))
+    cc.enable_visualization(seg, '/tmp/vis')
+    assert seg.default_hooks.visualization.draw and seg.default_hooks.visualization.interval == 1
+    assert seg.visualizer.save_dir == '/tmp/vis'
+
+
+# -------------------------------------------------------------------------- bad input
+
+def test_missing_config(run_tool):
+    proc = run_tool('tools/train.py', 'configs/det/no_such_config.py')
+    assert_user_error(proc, "config file 'configs/det/no_such_config.py' does not exist",
+                      'fix:')
+    with pytest.raises(MMSNNUserError, match='does not exist'):
+        cc.check_config_file('nope/none.py')
+
+
+def test_existing_checkpoints_need_resume_or_overwrite(trained, run_tool):
+    before = {p.name: p.stat().st_mtime_ns for p in trained.iterdir()}
+    proc = run_tool('tools/train.py', TOY, '--work-dir', trained)
+    assert_user_error(proc, 'already holds checkpoints', 'iter_4.pth', '--resume',
+                      '--work-dir', '--overwrite')
+    assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before
+    cc.check_no_checkpoints_overwritten(str(trained), overwrite=True)
+    cc.check_no_checkpoints_overwritten(str(trained), resume=True)
+
+
+def test_unknown_module_type_lists_mmsnn_names(run_tool, tmp_path):
+    proc = run_tool('tools/train.py', TOY, '--work-dir', tmp_path / 'wd',
+                    '--cfg-options', 'model.backbone.type=MetaSTD')
+    assert_user_error(proc, "unknown model type 'MetaSTD'", 'did you mean: MetaSDT',
+                      'mmsnn model types in mmdet:', 'MetaSDT',
+                      "custom_imports = dict(imports=['mmsnn']")
+
+
+def test_registry_error_for_other_scope_and_kinds():
+    from mmdet.registry import DATASETS
+    with pytest.raises(KeyError) as exc:
+        DATASETS.build(dict(type='CocoDatset'))
+    err = cc.explain_registry_error(exc.value)
+    assert err is not None and "unknown dataset type 'CocoDatset'" in str(err)
+    assert 'did you mean: CocoDataset' in str(err)
+    assert cc.explain_registry_error(KeyError('head.weight')) is None  # not a registry miss
+
+
+def test_missing_data_root_names_layout_and_fix(train_tool, tmp_path, capsys):
+    err = tool_error(train_tool, [TOY, '--work-dir', tmp_path / 'wd', '--cfg-options',
+                                  'train_dataloader.dataset.data_root=/nonexistent/toy'],
+                     capsys)
+    assert "train_dataloader.dataset.data_root: folder '/nonexistent/toy' does not exist" in err
+    assert '--cfg-options data_root=/path/to/dataset/' in err
+    assert 'single entries: train_dataloader.dataset.data_root=...' in err
+    assert not (tmp_path / 'wd').exists()  # checked before anything is written
+
+
+def test_missing_coco_and_ade_layouts(tmp_path, monkeypatch):
+    from mmengine.config import Config
+    monkeypatch.chdir(tmp_path)
+    coco = Config(dict(
+        train_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dict(
+            type='CocoDataset', data_root='data/coco/',
+            ann_file='annotations/instances_train2017.json',
+            data_prefix=dict(img='train2017/')))),
+        val_dataloader=dict(dataset=dict(
+            type='CocoDataset', data_root='data/coco/',
+            ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'))),
+        val_evaluator=dict(type='CocoMetric',
+                           ann_file='data/coco/annotations/instances_val2017.json')))
+    with pytest.raises(MMSNNUserError) as exc:
+        cc.check_data_paths(coco, ('train', 'val'))
+    msg = str(exc.value)
+    assert "train_dataloader.dataset.dataset.data_root: folder 'data/coco/'" in msg
+    assert 'expected COCO layout' in msg and 'annotations/instances_train2017.json' in msg
+    assert 'val_evaluator.ann_file' in msg and '--cfg-options' in msg
+    # root present, one file missing: only that file is named
+    (tmp_path / 'data/coco/annotations').mkdir(parents=True)
+    for d in ('train2017', 'val2017'):
+        (tmp_path / 'data/coco' / d).mkdir()
+    (tmp_path / 'data/coco/annotations/instances_val2017.json').write_text('{}')
+    with pytest.raises(MMSNNUserError) as exc:
+        cc.check_data_paths(coco, ('train', 'val'))
+    assert 'instances_train2017.json' in str(exc.value)
+    assert 'instances_val2017.json\' does not exist' not in str(exc.value)
+    (tmp_path / 'data/coco/annotations/instances_train2017.json').write_text('{}')
+    cc.check_data_paths(coco, ('train', 'val'))  # complete: no error
+
+    ade = Config(dict(test_dataloader=dict(dataset=dict(
+        type='ConcatDataset', datasets=[dict(
+            type='ADE20KDataset', data_root='data/ade/ADEChallengeData2016',
+            data_prefix=dict(img_path='images/validation',
+                             seg_map_path='annotations/validation'))]))))
+    with pytest.raises(MMSNNUserError) as exc:
+        cc.check_data_paths(ade, ('test', ))
+    assert 'test_dataloader.dataset.datasets.0.data_root' in str(exc.value)
+    assert 'expected ADE20K layout' in str(exc.value)
+    assert 'images/training/' in str(exc.value)
+
+
+def test_unwritable_work_dir(tmp_path, train_tool, capsys, monkeypatch):
+    blocker = tmp_path / 'taken'
+    blocker.write_text('a file where the work dir should be')
+    err = tool_error(train_tool, [TOY, '--work-dir', blocker], capsys)
+    assert 'a file of that name is in the way' in err and '--work-dir' in err
+    with pytest.raises(MMSNNUserError, match='is a file, not a folder'):
+        cc.check_writable_dir(str(blocker / 'sub' / 'dir'))
+    # permissions (as root chmod does not stop writes, so the refusals are simulated)
+    monkeypatch.setattr(os, 'access', lambda *a, **k: False)
+    with pytest.raises(MMSNNUserError, match='no write permission'):
+        cc.check_writable_dir(str(tmp_path / 'new' / 'dir'))
+
+    def refuse(*a, **k):
+        raise PermissionError(13, 'Permission denied')
+
+    monkeypatch.setattr(cc.tempfile, 'mkstemp', refuse)
+    with pytest.raises(MMSNNUserError, match='is not writable'):
+        cc.check_writable_dir(str(tmp_path))
+
+
+def test_work_dir_is_config_folder(tmp_path, train_tool, capsys):
+    config = tmp_path / 'toy_config.py'
+    shutil.copy(TOY, config)
+    err = tool_error(train_tool, [config, '--work-dir', tmp_path], capsys)
+    assert 'would overwrite the config' in err
+
+
+def test_checkpoint_mismatch_names_keys(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd['0.weight'] = torch.zeros(5, 4)
+    del sd['1.running_var']
+    sd['2.extra'] = torch.zeros(1)
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': sd, 'meta': {'iter': 1}, 'message_hub': {}}, path)
+    with pytest.raises(MMSNNUserError) as exc:
+        cc.check_checkpoint_fits(model, str(path), 'load_from')
+    msg = str(exc.value)
+    assert '0.weight: checkpoint (5, 4) vs model (3, 4)' in msg
+    assert 'missing in the checkpoint (1): 1.running_var' in msg
+    assert 'unexpected in the checkpoint (1): 2.extra' in msg
+    assert "init_cfg=dict(type='Pretrained'" in msg
+    # a fitting weights-only file cannot be resumed, but loads
+    torch.save(model.state_dict(), path)
+    cc.check_checkpoint_fits(model, str(path), 'load_from')
+    with pytest.raises(MMSNNUserError, match='weights only'):
+        cc.check_checkpoint_fits(model, str(path), 'resume')
+    with pytest.raises(MMSNNUserError, match='is not there'):
+        cc.check_checkpoint_fits(model, str(tmp_path / 'none.pth'), 'test')
+
+
+def test_resume_auto_edge_cases(tmp_path):
+    assert cc.resolve_auto_resume(str(tmp_path)) is None  # nothing to resume: new run
+    (tmp_path / 'iter_2.pth').write_bytes(b'')
+    with pytest.raises(MMSNNUserError, match='no last_checkpoint'):
+        cc.resolve_auto_resume(str(tmp_path))
+    (tmp_path / 'last_checkpoint').write_text('/elsewhere/iter_9.pth')
+    with pytest.raises(MMSNNUserError, match='does not exist'):
+        cc.resolve_auto_resume(str(tmp_path))
+    (tmp_path / 'last_checkpoint').write_text('/moved/away/iter_2.pth')
+    assert cc.resolve_auto_resume(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
+
+
+def test_runtime_cpu_settings(monkeypatch):
+    from mmengine.config import Config
+    from mmsnn.utils import runtime
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW'))))
+    runtime.configure_runtime(cfg, 'none', amp=True)
+    if not torch.cuda.is_available():
+        assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
+        assert cfg.optim_wrapper.dtype == 'bfloat16' and 'loss_scale' not in cfg.optim_wrapper
+        amp_cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper')))
+        with pytest.raises(MMSNNUserError, match='--amp'):
+            runtime.configure_runtime(amp_cfg, 'none')
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(MMSNNUserError, match='dist_train.sh'):
+        runtime.configure_runtime(Config(dict()), 'pytorch')
+
+
+def test_cpu_amp_train_step():
+    from mmdet.registry import MODELS
+    from mmengine.registry import OPTIM_WRAPPERS
+    import mmsnn_toy  # noqa: F401
+    model = MODELS.build(dict(type='ToySpikeClassifier', backbone=dict(
+        type='MetaSDT', embed_dims=(8, 16, 16, 16), num_heads=2, out_indices=(4, ))))
+    wrapper = OPTIM_WRAPPERS.build(dict(type='CPUAmpOptimWrapper', dtype='bfloat16',
+                                        optimizer=torch.optim.AdamW(model.parameters())))
+    data = dict(inputs=torch.randn(2, 3, 32, 32), data_samples=torch.tensor([0, 2]))
+    before = model.head.weight.detach().clone()
+    losses = model.train_step(data, wrapper)
+    assert torch.isfinite(losses['loss_cls'])
+    assert not torch.equal(before, model.head.weight)

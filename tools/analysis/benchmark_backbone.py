@@ -1,0 +1,136 @@
+"""Speed and memory of the MetaSDT attention order, measured side by side in one run.
+
+    python tools/analysis/benchmark_backbone.py                 # l-size SRB, 512^2 and 800x1216
+    python tools/analysis/benchmark_backbone.py --arch s --sizes 256x256 --repeats 1
+
+For each input size it times forward (eval, no grad) and forward+backward (train step) of
+the same backbone with the linear attention order ``q (k^T v)`` (mmsnn's default) and with
+the reference's quadratic order ``(q k^T) v``, and reports peak memory. Each measurement runs
+in a fresh subprocess so peaks do not mix: on CUDA the peak is ``max_memory_allocated``; on
+the CPU it is the process's peak RSS above its RSS after building the model and input.
+Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800x1216 the
+train step's peak memory <= 0.4x the quadratic order's and no slower.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def rss_mib():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def measure(args):
+    """Child: one (order, size, mode) measurement; prints a JSON line."""
+    import torch
+
+    from mmsnn.models import MetaSDT
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    h, w = args.size
+    model = MetaSDT(arch=args.arch, mixer=args.mixer, attn_order=args.order,
+                    out_indices=(1, 2, 3, 4)).to(dev)
+    x = torch.randn(args.batch, 3, h, w, device=dev)
+    train = args.mode == 'train'
+    model.train(train)
+
+    def step():
+        if train:
+            loss = sum(o.float().mean() for o in model(x))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad():
+                model(x)
+        if dev.type == 'cuda':
+            torch.cuda.synchronize()
+
+    step()  # warm-up (allocator, oneDNN primitives)
+    if dev.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_mib()
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    if dev.type == 'cuda':
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:  # ru_maxrss is KiB on Linux; includes the warm-up, which has the same peak
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    print(json.dumps(dict(time_s=min(times), peak_mib=peak)))
+
+
+def run_child(args, order, size, mode):
+    cmd = [sys.executable, __file__, '--child', '--arch', args.arch, '--mixer', args.mixer,
+           '--order', order, '--size', str(size[0]), str(size[1]), '--mode', mode,
+           '--repeats', str(args.repeats), '--batch', str(args.batch), '--device', args.device]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f'measurement {order} {size} {mode} failed:\n{out.stderr[-2000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_size(s):
+    h, w = s.lower().split('x')
+    return int(h), int(w)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--arch', default='l')
+    p.add_argument('--mixer', default='srb')
+    p.add_argument('--sizes', nargs='+', type=parse_size, default=[(512, 512), (800, 1216)])
+    p.add_argument('--repeats', type=int, default=2)
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--device', default='cuda' if _cuda() else 'cpu')
+    p.add_argument('--json', help='also write the results here')
+    p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--order', help=argparse.SUPPRESS)
+    p.add_argument('--size', nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument('--mode', help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return measure(args)
+
+    rows = []
+    print(f'MetaSDT-{args.arch} {args.mixer}, batch {args.batch}, device {args.device}')
+    print(f'{"size":>10} {"mode":>6} | {"linear s":>9} {"quad s":>9} {"t ratio":>7} | '
+          f'{"linear MiB":>10} {"quad MiB":>10} {"mem ratio":>9}')
+    for size in args.sizes:
+        for mode in ('eval', 'train'):
+            lin = run_child(args, 'linear', size, mode)
+            quad = run_child(args, 'quadratic', size, mode)
+            row = dict(size=f'{size[0]}x{size[1]}', mode=mode, linear=lin, quadratic=quad,
+                       time_ratio=lin['time_s'] / quad['time_s'],
+                       mem_ratio=lin['peak_mib'] / max(quad['peak_mib'], 1e-9))
+            rows.append(row)
+            print(f'{row["size"]:>10} {mode:>6} | {lin["time_s"]:9.3f} {quad["time_s"]:9.3f} '
+                  f'{row["time_ratio"]:7.2f} | {lin["peak_mib"]:10.1f} {quad["peak_mib"]:10.1f} '
+                  f'{row["mem_ratio"]:9.3f}')
+    big = [r for r in rows if r['mode'] == 'train'][-1]
+    print(f'target at {big["size"]} train step: memory ratio {big["mem_ratio"]:.3f} (<= 0.4: '
+          f'{"met" if big["mem_ratio"] <= 0.4 else "NOT met"}), time ratio '
+          f'{big["time_ratio"]:.2f} (<= 1: {"met" if big["time_ratio"] <= 1.0 else "NOT met"})')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=2)
+
+
+def _cuda():
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,388 @@
+"""Spatial / spatio-temporal ERF of mmsnn backbones, several models side by side.
+
+Examples::
+
+    # fresh (random-init) backbones of det/seg configs, or trained ones with --checkpoint
+    python tools/analysis/st_erf.py configs/det/a.py configs/det/b.py \
+        --checkpoint work_dirs/a/epoch_12.pth work_dirs/b/epoch_12.pth --out-dir erf_out
+
+    # bare backbones, no config needed: conv vs MLPixer vs SRB
+    python tools/analysis/st_erf.py --arch s --mixers conv mlpixer srb --size 128 128
+    python tools/analysis/st_erf.py --backbone "dict(type='MetaSDT', arch='t', mixer='srb')"
+
+    # multi-step (real LIF neurons, T=4): adds the ST-ERF delay grid and the temporal ERF
+    python tools/analysis/st_erf.py --arch t --mixers conv srb --T 4 --neuron LIF
+
+    # speed of the one-forward ERF engine vs one forward per layer per sample
+    python tools/analysis/st_erf.py --benchmark
+
+Writes, under --out-dir: ``compare.png`` (rows: models, columns: taps, shared colour scale
+per tap), ``compare_st_erf.png`` / ``compare_temporal.png`` for multi-step models,
+``summary.json`` and one folder per model with its ``.npy`` maps, PNGs and ``metrics.json``;
+prints a table of area ratios, coverage and Gaussian width.
+"""
+import argparse
+import ast
+import json
+import os
+import os.path as osp
+import sys
+import time
+
+
+class CLIError(Exception):
+    """A problem with the user's input: printed as one line, no traceback."""
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(
+        description='ERF / ST-ERF analysis of mmsnn backbones (det/seg configs or bare '
+                    'backbones), several models compared side by side.')
+    p.add_argument('configs', nargs='*', help='mmdet / mmseg config files')
+    p.add_argument('--checkpoint', nargs='+', default=None,
+                   help='one checkpoint per config (same order; "none" for random init), '
+                        'or one for a single config')
+    p.add_argument('--backbone', action='append', default=[],
+                   help="bare backbone spec, e.g. \"dict(type='MetaSDT', arch='s', "
+                        "mixer='srb')\" (repeatable)")
+    p.add_argument('--arch', default=None, help='MetaSDT size for --mixers (t, s, m, l, ...)')
+    p.add_argument('--embed-dims', type=int, nargs=4, default=None,
+                   help='MetaSDT embed dims C0..C3 for --mixers (overrides --arch)')
+    p.add_argument('--mixers', nargs='+', default=None, choices=['conv', 'mlpixer', 'srb'],
+                   help='one bare MetaSDT per mixer')
+    p.add_argument('--T', type=int, default=None, help='time steps of bare backbones')
+    p.add_argument('--neuron', default=None, choices=['MultiSpike', 'ILIF', 'LIF'],
+                   help='neuron of bare backbones (ILIF/LIF: real multi-step SNN)')
+    p.add_argument('--labels', nargs='+', default=None, help='names of the models in figures')
+    p.add_argument('--taps', type=int, nargs='+', default=None,
+                   help='stage taps to probe (default: the backbone out_indices)')
+    p.add_argument('--num-inputs', type=int, default=8, help='N(0,1) noise inputs (runs)')
+    p.add_argument('--size', type=int, nargs='+', default=[224, 224], metavar=('H', 'W'),
+                   help='input size H W (or one number for a square)')
+    p.add_argument('--batch-size', type=int, default=4, help='inputs per forward pass')
+    p.add_argument('--grad', default='abs', choices=['abs', 'relu'])
+    p.add_argument('--reduce', default='mean', choices=['mean', 'sum'])
+    p.add_argument('--normalize', default='col', choices=['global', 'row', 'col', 'map'],
+                   help='which maps of the comparison figure share a colour scale')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--out-dir', default='work_dirs/st_erf')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   metavar='KEY=VALUE', help='override config settings (every config)')
+    p.add_argument('--benchmark', action='store_true',
+                   help='time the one-forward ERF engine against one forward per layer '
+                        'per sample, side by side, and exit')
+    args = p.parse_args(argv)
+    if len(args.size) == 1:
+        args.size = args.size * 2
+    if len(args.size) != 2:
+        p.error('--size takes H W (or one number)')
+    return args
+
+
+# ---------------------------------------------------------------------------- model specs
+def parse_backbone_spec(text):
+    """``"dict(type='MetaSDT', arch='s')"`` or ``"{'type': 'MetaSDT'}"`` -> dict, without
+    evaluating code (only literals are accepted)."""
+    try:
+        node = ast.parse(text.strip(), mode='eval').body
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'dict' \
+                and not node.args:
+            return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        value = ast.literal_eval(node)
+        if isinstance(value, dict):
+            return value
+    except (SyntaxError, ValueError) as e:
+        raise CLIError(f'--backbone {text!r} is not a dict of literals ({e}); write e.g. '
+                       "\"dict(type='MetaSDT', arch='s', mixer='srb')\"") from None
+    raise CLIError(f'--backbone {text!r} is not a dict; write e.g. '
+                   "\"dict(type='MetaSDT', arch='s', mixer='srb')\"")
+
+
+def model_specs(args):
+    """[(label, kind, payload)] with kind 'config' (path, checkpoint) or 'backbone' (dict)."""
+    specs = []
+    ckpts = args.checkpoint or []
+    if ckpts and not args.configs:
+        raise CLIError('--checkpoint needs config files: pass CONFIG [CONFIG ...] before it '
+                       '(bare backbones take no checkpoint)')
+    if ckpts and len(ckpts) != len(args.configs):
+        raise CLIError(f'got {len(args.configs)} config(s) but {len(ckpts)} checkpoint(s); '
+                       'give one checkpoint per config, in the same order ("none" for a '
+                       'random init)')
+    for i, cfg in enumerate(args.configs):
+        if not osp.isfile(cfg):
+            raise CLIError(f'config file {cfg!r} does not exist; pass the path of an mmdet / '
+                           'mmseg config (e.g. configs/det/...py), or use --arch/--mixers or '
+                           '--backbone for a bare backbone')
+        ckpt = ckpts[i] if ckpts else None
+        if ckpt is not None and ckpt.lower() in ('none', '-', ''):
+            ckpt = None
+        if ckpt is not None and not osp.isfile(ckpt):
+            raise CLIError(f'checkpoint {ckpt!r} (for {cfg}) does not exist; check the path, '
+                           'or pass "none" to use a randomly initialised model')
+        specs.append((osp.splitext(osp.basename(cfg))[0], 'config', (cfg, ckpt)))
+    bare = dict()
+    if args.T is not None:
+        bare['T'] = args.T
+    if args.neuron is not None:
+        bare['neuron_cfg'] = dict(type=args.neuron)
+    for text in args.backbone:
+        spec = parse_backbone_spec(text)
+        spec.setdefault('type', 'MetaSDT')
+        for k, v in bare.items():
+            spec.setdefault(k, v)
+        label = spec.get('mixer', spec['type']) if len(args.backbone) > 1 else spec['type']
+        specs.append((label, 'backbone', spec))
+    if args.mixers or args.arch or args.embed_dims:
+        for mixer in args.mixers or ['conv']:
+            spec = dict(type='MetaSDT', mixer=mixer, **bare)
+            if args.embed_dims:
+                spec['embed_dims'] = tuple(args.embed_dims)
+            else:
+                spec['arch'] = args.arch or 's'
+            specs.append((mixer, 'backbone', spec))
+    if not specs:
+        raise CLIError('nothing to analyse: pass config file(s), --backbone SPEC, or '
+                       '--arch/--mixers (e.g. --arch s --mixers conv mlpixer srb)')
+    if args.labels:
+        if len(args.labels) != len(specs):
+            raise CLIError(f'--labels has {len(args.labels)} names for {len(specs)} models')
+        specs = [(lab, k, p) for lab, (_, k, p) in zip(args.labels, specs)]
+    seen = {}
+    unique = []
+    for label, k, p in specs:  # make labels unique (used as folder names)
+        n = seen.get(label, 0)
+        seen[label] = n + 1
+        unique.append((f'{label}_{n}' if n else label, k, p))
+    return unique
+
+
+def build_from_config(path, ckpt, cfg_options, taps):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import mmsnn  # noqa: F401  (registers mmsnn modules)
+    from mmsnn.models import CheckpointMismatchError, load_pretrained
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as e:  # noqa: BLE001 - config syntax / import errors
+        raise CLIError(f'could not read config {path!r}: {type(e).__name__}: '
+                       f'{str(e).splitlines()[0] if str(e) else ""}') from None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)
+    if scope == 'mmseg':
+        from mmseg.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    if 'model' not in cfg:
+        raise CLIError(f'config {path!r} has no `model`; pass a det/seg model config')
+    try:
+        model = MODELS.build(cfg.model)
+    except KeyError as e:
+        raise CLIError(f'could not build the model of {path!r}: {e}. Is the type registered '
+                       "(custom_imports=dict(imports=['mmsnn']))?") from None
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None:
+        raise CLIError(f'the model of {path!r} ({type(model).__name__}) has no backbone')
+    note = 'random init'
+    if ckpt is not None:
+        try:
+            missing, unexpected = load_pretrained(backbone, ckpt)
+        except (CheckpointMismatchError, RuntimeError, FileNotFoundError) as e:
+            raise CLIError(f'checkpoint {ckpt!r} does not fit the backbone of {path!r}: '
+                           f'{str(e).splitlines()[0]}') from None
+        note = f'checkpoint {osp.basename(ckpt)}'
+        if missing:
+            note += f' ({len(missing)} backbone keys missing!)'
+    _check_taps(backbone, taps, path)
+    return backbone, note
+
+
+def build_bare(spec, taps):
+    from mmengine.registry import init_default_scope
+
+    import mmsnn  # noqa: F401
+    from mmdet.registry import MODELS
+    init_default_scope('mmdet')
+    spec = dict(spec)
+    if taps is not None and spec.get('type') == 'MetaSDT':
+        spec.setdefault('out_indices', tuple(taps))
+    try:
+        backbone = MODELS.build(spec)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CLIError(f'could not build backbone {spec}: {e}') from None
+    backbone.init_weights()
+    return backbone, 'random init'
+
+
+def _check_taps(backbone, taps, where):
+    from mmsnn.analysis import backbone_tap_targets
+    try:
+        backbone_tap_targets(backbone, taps)
+    except ValueError as e:
+        raise CLIError(f'{where}: {e}') from None
+
+
+# ---------------------------------------------------------------------------- analysis
+def fmt(v, spec='.4f'):
+    return '   nan' if v is None or v != v else format(v, spec)
+
+
+def print_table(rows, thresholds):
+    head = ['model', 'tap'] + [f'A@{t:g}' for t in thresholds] + ['coverage', 'sigma px',
+                                                                   'temp.share']
+    lines = [head]
+    for label, tap, m in rows:
+        lines.append([label, tap] + [fmt(m.get(f'area@{t:g}')) for t in thresholds]
+                     + [fmt(m['coverage'], '.3f'), fmt(m['sigma'], '.1f'),
+                        fmt(m.get('temporal_share'), '.3f') if 'temporal_share' in m else '-'])
+    widths = [max(len(str(r[i])) for r in lines) for i in range(len(head))]
+    out = []
+    for k, r in enumerate(lines):
+        out.append('  '.join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            out.append('-' * len(out[0]))
+    print('\n'.join(out))
+
+
+def run_analysis(args):
+    import torch
+    from mmengine.utils import ProgressBar
+
+    from mmsnn.analysis import DEFAULT_THRESHOLDS, analyze_backbone, is_multi_step
+    from mmsnn.analysis import make_noise_inputs
+    from mmsnn.analysis.plots import (plot_erf_grid, plot_st_erf, plot_temporal_erf,
+                                      save_erf_report)
+    cfg_options = args.cfg_options
+    specs = model_specs(args)
+    torch.manual_seed(args.seed)
+    models = []
+    for label, kind, payload in specs:
+        if kind == 'config':
+            backbone, note = build_from_config(*payload, cfg_options, args.taps)
+        else:
+            backbone, note = build_bare(payload, args.taps)
+        models.append((label, backbone.to(args.device), note))
+    chunks = -(-args.num_inputs // args.batch_size)
+    print(f'ERF of {len(models)} model(s), {args.num_inputs} N(0,1) inputs of '
+          f'{args.size[0]}x{args.size[1]}, grad={args.grad}, reduce={args.reduce}')
+    bar = ProgressBar(len(models) * chunks)
+    summaries = {}
+    for label, backbone, note in models:
+        p = next(backbone.parameters())
+        T = int(backbone.T) if is_multi_step(backbone) else None
+        x = make_noise_inputs(args.num_inputs, tuple(args.size), time_steps=T, seed=args.seed,
+                              dtype=p.dtype, device=p.device)
+        s = analyze_backbone(backbone, x, args.taps, grad=args.grad, reduce=args.reduce,
+                             batch_size=args.batch_size, progress=bar.update)
+        s['note'] = note
+        summaries[label] = s
+    print()
+    os.makedirs(args.out_dir, exist_ok=True)
+    rows, record = [], {}
+    for label, s in summaries.items():
+        save_erf_report(s, osp.join(args.out_dir, label), title=label,
+                        extra=dict(model=label, note=s['note']))
+        record[label] = dict(note=s['note'], T=s['T'],
+                             taps={n: e['metrics'] for n, e in s['taps'].items()})
+        rows += [(label, n, e['metrics']) for n, e in s['taps'].items()]
+    # comparison: rows = models, columns = taps
+    tap_names = list(dict.fromkeys(n for s in summaries.values() for n in s['taps']))
+    grid = [[s['taps'][n]['spatial'][-1] if n in s['taps'] else None for n in tap_names]
+            for s in summaries.values()]
+    notes = [[(f"cov {s['taps'][n]['metrics']['coverage']:.2f}\n"
+               f"A@0.5 {s['taps'][n]['metrics']['area@0.5']:.3f}")
+              if n in s['taps'] and 'area@0.5' in s['taps'][n]['metrics'] else ''
+              for n in tap_names] for s in summaries.values()]
+    figs = [plot_erf_grid(grid, osp.join(args.out_dir, 'compare.png'),
+                          row_labels=list(summaries), col_labels=tap_names,
+                          normalize=args.normalize, annotate=notes,
+                          title=f'spatial ERF, input {args.size[0]}x{args.size[1]}, '
+                                f'N={args.num_inputs}')]
+    multi = {lab: s for lab, s in summaries.items() if s['multi_step']}
+    if multi:
+        delays = {f'{lab} {n}': e['delays'] for lab, s in multi.items()
+                  for n, e in s['taps'].items() if e['delays'] is not None}
+        figs.append(plot_st_erf(delays, osp.join(args.out_dir, 'compare_st_erf.png')))
+        last = {lab: s['taps'][list(s['taps'])[-1]]['temporal'] for lab, s in multi.items()}
+        figs.append(plot_temporal_erf(last, osp.join(args.out_dir, 'compare_temporal.png'),
+                                      title=f'temporal ERF ({tap_names[-1]})'))
+    with open(osp.join(args.out_dir, 'summary.json'), 'w') as f:
+        from mmsnn.analysis.plots import _json_safe
+        json.dump(_json_safe(record), f, indent=2)
+    print_table(rows, DEFAULT_THRESHOLDS)
+    for label, _, note in models:
+        print(f'  {label}: {note}')
+    print('figures: ' + ', '.join(figs))
+    return summaries
+
+
+# ---------------------------------------------------------------------------- benchmark
+def run_benchmark(args):
+    """One forward + one backward per target (mmsnn.analysis.compute_erf) against one
+    forward + backward per target per sample (naive), on the same model and inputs."""
+    import torch
+
+    from mmsnn.analysis import compute_erf, is_multi_step, make_noise_inputs, naive_erf
+    from mmsnn.models import MetaSDT
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dims = tuple(args.embed_dims) if args.embed_dims else (16, 32, 64, 96)
+    kw = dict(embed_dims=dims, mixer=(args.mixers or ['srb'])[0], out_indices=(1, 2, 3, 4))
+    if args.T is not None:
+        kw['T'] = args.T
+    if args.neuron is not None:
+        kw['neuron_cfg'] = dict(type=args.neuron)
+    model = MetaSDT(**kw).eval()
+    n = args.num_inputs if args.num_inputs != 8 else 4
+    size = tuple(args.size) if args.size != [224, 224] else (64, 64)
+    T = model.T if is_multi_step(model) else None
+    x = make_noise_inputs(n, size, time_steps=T, seed=args.seed)
+    targets = {f'tap{k}': i for i, k in enumerate(model.out_indices)}
+    targets.update({'block3.0': 'block3.0', 'ConvBlock2_1.0': 'ConvBlock2_1.0'})
+    steps = 'all' if T else 'last'
+    print(f'benchmark: MetaSDT{dims} mixer={kw["mixer"]} T={model.T} '
+          f'({"multi-step" if T else "single-step"}), {n} inputs {size[0]}x{size[1]}, '
+          f'{len(targets)} targets, output steps: {steps}')
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - t0
+
+    compute_erf(model, x[:, :1] if T else x[:1], targets, out_steps=steps)  # warm-up
+    fast, t_fast = timed(lambda: compute_erf(model, x, targets, out_steps=steps))
+    naive, t_naive = timed(lambda: naive_erf(model, x, targets, out_steps=steps))
+    batched, t_batched = timed(lambda: compute_erf(model, x, targets, out_steps=steps,
+                                                   batched_grads=True))
+    err = max(float((fast.maps[k] - naive[k]).abs().max()) for k in targets)
+    err_b = max(float((batched.maps[k] - naive[k]).abs().max()) for k in targets)
+    scale = max(float(naive[k].abs().max()) for k in targets)
+    print(f'  naive (1 forward per target per sample): {t_naive:8.3f} s')
+    print(f'  one forward, backward per target        : {t_fast:8.3f} s   '
+          f'speed-up x{t_naive / t_fast:.1f}  (max |diff| {err:.2e}, map max {scale:.2e})')
+    print(f'  one forward, batched backward (vmap)    : {t_batched:8.3f} s   '
+          f'speed-up x{t_naive / t_batched:.1f}  (max |diff| {err_b:.2e})')
+    return dict(naive=t_naive, fast=t_fast, batched=t_batched, ratio=t_naive / t_fast,
+                max_diff=err)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.benchmark:
+            return run_benchmark(args)
+        return run_analysis(args)
+    except CLIError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+    main()

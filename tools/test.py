@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint on the test set of an mmdet 3.x / mmseg 1.x config with mmsnn modules.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--overwrite]
+                         [--show-dir DIR] [--show] [--cfg-options KEY=VALUE ...]
+                         [--launcher none|pytorch|slurm|mpi]
+    tools/dist_test.sh CONFIG CHECKPOINT NPROC [same options]
+
+Prints the metrics (bbox/segm mAP for detection, mIoU/aAcc for segmentation) and saves them
+as JSON in ``{work_dir}/{timestamp}/metrics.json`` (kept per run) and
+``{work_dir}/metrics.json`` (the latest run). ``--out`` dumps the raw predictions as a pickle
+(mmengine's ``DumpResults``), ``--show-dir`` draws the predictions into pictures.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout without installing: mmsnn and local modules
+    sys.path.insert(0, ROOT)
+
+
+def parse_args(argv=None):
+    from mmsnn.utils.config_checks import cfg_options_action
+    parser = argparse.ArgumentParser(
+        description='Test (evaluate) a checkpoint with an mmdet/mmseg config and mmsnn '
+        'modules.')
+    parser.add_argument('config', help='test config file')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth) written by tools/train.py')
+    parser.add_argument('--work-dir', help='folder for logs and metrics.json '
+                        '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
+    parser.add_argument('--out', metavar='FILE.pkl',
+                        help='dump the predictions to this pickle file')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='allow --out to replace an existing file')
+    parser.add_argument('--show-dir', metavar='DIR',
+                        help='draw the predictions and save the pictures in DIR')
+    parser.add_argument('--show', action='store_true',
+                        help='show the pictures in a window (needs a display)')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each picture is shown with --show')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
+        help='override config entries, e.g. test_dataloader.batch_size=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher (dist_test.sh passes pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _plain(value):
+    """Metric values (numpy / torch scalars, arrays) as JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, 'tolist'):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def save_metrics(metrics, paths, config, checkpoint):
+    record = dict(config=osp.abspath(config), checkpoint=osp.abspath(checkpoint),
+                  metrics=_plain(metrics))
+    for path in paths:
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        tmp = path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(record, f, indent=2)
+        os.replace(tmp, path)
+
+
+def test(args):
+    from mmsnn.utils import config_checks as cc
+    from mmsnn.utils import runtime
+
+    cfg = cc.load_config(args.config, args.cfg_options)
+    cc.check_checkpoint_file(args.checkpoint)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+
+    cc.check_config_sections(cfg, 'test')
+    if args.show or args.show_dir:
+        cc.enable_visualization(cfg, osp.abspath(args.show_dir) if args.show_dir else None,
+                                args.show)
+        if args.show:
+            cfg.default_hooks.visualization['wait_time'] = args.wait_time
+    runtime.configure_runtime(cfg, args.launcher)
+    cc.check_data_paths(cfg, ['test'])
+    cc.check_writable_dir(cfg.work_dir)
+    cc.check_work_dir_keeps_config(cfg.work_dir, args.config)
+    if args.out:
+        cc.check_out_file(args.out, overwrite=args.overwrite)
+    if args.show_dir:
+        cc.check_writable_dir(args.show_dir, what='--show-dir')
+
+    runtime.start_distributed(cfg)
+    from mmengine.dist import is_main_process
+    from mmengine.evaluator import DumpResults
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    cc.check_checkpoint_fits(runner.model, args.checkpoint, 'test')
+    if args.out:
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    metrics = runner.test()
+
+    if is_main_process():
+        paths = [osp.join(runner.log_dir, 'metrics.json'), osp.join(cfg.work_dir, 'metrics.json')]
+        save_metrics(metrics, paths, args.config, args.checkpoint)
+        print('metrics:')
+        for key, value in (metrics or {}).items():
+            print(f'  {key}: {value}')
+        print(f'metrics saved to {paths[1]} (and {paths[0]})')
+        if args.out:
+            print(f'predictions dumped to {args.out}')
+        if args.show_dir:
+            print(f'pictures of the predictions in {args.show_dir}')
+    return 0
+
+
+def main(argv=None):
+    try:
+        import mmsnn  # noqa: F401  (registers every mmsnn module in mmdet's and mmseg's scopes)
+    except ImportError as e:
+        print(f'error: mmsnn cannot be imported ({type(e).__name__}: {e}).\n'
+              '  fix: run `bash tools/setup_env.sh` and use its python (.venv/bin/python).',
+              file=sys.stderr)
+        return 2
+    args = parse_args(argv)
+    from mmsnn.utils.config_checks import run_tool
+    return run_tool(test, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Train a detector (mmdet 3.x config) or segmentor (mmseg 1.x config) with mmsnn's modules.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+                          [--overwrite]
+    tools/dist_train.sh CONFIG NPROC [same options]        # several processes (torchrun)
+
+The config's ``default_scope`` ('mmdet' or 'mmseg') decides which toolbox runs it; mmsnn is
+imported first, so every mmsnn module is registered in both. Problems with the input (missing
+config, data, checkpoint; unknown module type; a work dir holding earlier checkpoints) stop
+the run before any work with one ``error: ...`` line and exit status 2.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout without installing: mmsnn and local modules
+    sys.path.insert(0, ROOT)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train an mmdet/mmseg config with mmsnn modules.',
+        epilog='Synchronised BatchNorm across GPUs: add sync_bn = "torch" to the config (or '
+        '--cfg-options sync_bn=torch); mmengine converts the BatchNorm layers when it wraps '
+        'the model for a distributed run. Without CUDA, distributed runs use gloo and '
+        '--amp uses bf16 autocast.')
+    parser.add_argument('config', help='train config file (configs/det/*.py, configs/seg/*.py)')
+    parser.add_argument('--work-dir', help='folder for logs and checkpoints '
+                        '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto', metavar='CKPT',
+        help='continue training: from CKPT if given, else from the latest checkpoint in the '
+        'work dir (its last_checkpoint file)')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: fp16 with dynamic loss scaling on CUDA, bf16 '
+                        'autocast without loss scaling on CPU')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='allow training into a work dir that holds checkpoints of an '
+                        'earlier run (they may be replaced)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the total batch size (needs '
+                        'auto_scale_lr in the config)')
+    from mmsnn.utils.config_checks import cfg_options_action
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
+        help='override config entries, e.g. train_dataloader.batch_size=2 '
+        'model.backbone.arch=t "optim_wrapper.optimizer.lr=1e-4"; lists as key="[a,b]"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher (dist_train.sh passes pytorch)')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK instead
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def train(args):
+    from mmsnn.utils import config_checks as cc
+    from mmsnn.utils import runtime
+
+    cfg = cc.load_config(args.config, args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    work_dir = cfg.work_dir
+
+    cc.check_config_sections(cfg, 'train')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise cc.MMSNNUserError(
+                '--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) in the config.')
+        cfg.auto_scale_lr.enable = True
+
+    # --resume: an explicit checkpoint, or the latest one in the work dir
+    if args.resume not in (None, 'auto'):
+        cc.check_checkpoint_file(args.resume, '--resume checkpoint')
+        cfg.resume, cfg.load_from = True, args.resume
+    elif args.resume == 'auto' or (cfg.get('resume') and not cfg.get('load_from')):
+        latest = cc.resolve_auto_resume(work_dir)
+        if latest is None:
+            print(f'note: --resume found no checkpoint in {work_dir!r}; starting a new run',
+                  file=sys.stderr)
+            cfg.resume = False
+        else:
+            cfg.resume, cfg.load_from = True, latest
+    elif cfg.get('resume') and cfg.get('load_from'):
+        cc.check_checkpoint_file(cfg.load_from, 'resume checkpoint (load_from)')
+    else:
+        cfg.resume = False
+        if cfg.get('load_from'):
+            cc.check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
+
+    runtime.configure_runtime(cfg, args.launcher, amp=args.amp)
+    loaders = ['train']
+    if all(cfg.get(k) for k in ('val_dataloader', 'val_cfg', 'val_evaluator')):
+        loaders.append('val')  # validation runs during training
+    cc.check_data_paths(cfg, loaders)
+    cc.check_writable_dir(work_dir)
+    cc.check_work_dir_keeps_config(work_dir, args.config)
+    cc.check_no_checkpoints_overwritten(work_dir, resume=cfg.resume, overwrite=args.overwrite)
+
+    runtime.start_distributed(cfg)
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    # mmengine only warns about keys that do not fit; a resumed or loaded model must fit
+    cc.check_checkpoint_fits(runner.model, cfg.get('load_from'),
+                             'resume' if cfg.resume else 'load_from')
+    runner.train()
+    return 0
+
+
+def import_mmsnn():
+    """``import mmsnn`` first: it registers every mmsnn module in mmdet's and mmseg's scopes."""
+    try:
+        import mmsnn  # noqa: F401
+    except ImportError as e:
+        print(f'error: mmsnn cannot be imported ({type(e).__name__}: {e}).\n'
+              '  fix: run `bash tools/setup_env.sh` and use its python (.venv/bin/python).',
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv=None):
+    import_mmsnn()
+    args = parse_args(argv)
+    from mmsnn.utils.config_checks import run_tool
+    return run_tool(train, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
