@@ -102,6 +102,21 @@ class BinaryLIF(_MultiStepNeuron):
         super().__init__(node, T, norm=1.0)
 
 
+@NEURONS.register_module(name='ReLU')
+class ReLUTwin(nn.Module):
+    """Not a neuron: ReLU in place of the spiking neuron, to build the non-spiking twin of a
+    model and measure what spiking costs. With ``multistep=True`` a ``T > 1`` model runs T
+    real steps like it would with I-LIF/LIF (ReLU has no state, but the cost is comparable)."""
+
+    def __init__(self, T=1, multistep=False):
+        super().__init__()
+        self.T = T
+        self.stateful = bool(multistep)
+
+    def forward(self, x):
+        return torch.relu(x)
+
+
 DEFAULT_NEURON = dict(type='MultiSpike', max_value=4, norm=4.0)
 
 
@@ -117,8 +132,11 @@ def build_neuron(cfg=None, T=1):
 
 
 def is_stateful(neuron_cfg):
-    """Whether ``neuron_cfg`` names a neuron with membrane state (needs real time steps)."""
+    """Whether a model with ``neuron_cfg`` must run T real time steps (neurons with membrane
+    state; or a ReLU twin built with ``multistep=True``)."""
     cfg = DEFAULT_NEURON if neuron_cfg is None else neuron_cfg
+    if 'multistep' in cfg:
+        return bool(cfg['multistep'])
     return bool(getattr(NEURONS.get(cfg['type']), 'stateful', False))
 
 
@@ -136,5 +154,5 @@ def quantize(x, max_value=4, norm=4.0):
     return s / norm if norm != 1.0 else s
 
 
-__all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'build_neuron',
+__all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'build_neuron',
            'is_stateful', 'reset_neurons', 'quantize', 'DEFAULT_NEURON']

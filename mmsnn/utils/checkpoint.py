@@ -4,10 +4,12 @@ torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.7 ca
 ``torch.load`` when it resumes, and its own checkpoints hold a few non-tensor objects
 (``HistoryBuffer`` of the message hub, numpy scalars/arrays in the logs), so resuming fails.
 Instead of turning safe loading off, we add exactly those types to torch's allow-list of
-safe globals, once, at ``import mmsnn``. Arbitrary pickled objects in user files are still
-refused.
+safe globals, once, at ``import mmsnn``; the one ``getattr`` such a checkpoint holds
+(``getattr(HistoryBuffer, 'min')``) is served by a stand-in that resolves nothing else.
+Arbitrary pickled objects in user files are still refused.
 """
 import os
+import pickle
 
 import numpy as np
 import torch
@@ -24,11 +26,36 @@ def _mmengine_safe_globals():
     return globs
 
 
+#: the statistics every HistoryBuffer registers (``HistoryBuffer.__init__``)
+_HISTORY_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_method(obj, name):
+    """Stand-in for ``getattr`` while unpickling: resolves only ``HistoryBuffer.<statistic>``.
+
+    A pickled ``HistoryBuffer`` keeps its statistics functions, which pickle stores as
+    ``getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let a file reach
+    any attribute of any allowed object (and from there, arbitrary code), so this function
+    is registered under the name ``getattr`` instead and refuses everything else.
+    """
+    from mmengine.logging import HistoryBuffer
+    allowed = set(_HISTORY_STATISTICS) | set(HistoryBuffer._statistics_methods)
+    if obj is not HistoryBuffer or not isinstance(name, str) or name not in allowed \
+            or name.startswith('_'):
+        raise pickle.UnpicklingError(
+            f'refusing getattr({obj!r}, {name!r}) in a checkpoint: only HistoryBuffer '
+            f'statistics ({", ".join(sorted(allowed))}) may be looked up')
+    return getattr(HistoryBuffer, name)
+
+
 def allow_mmengine_checkpoints():
     """Let ``torch.load(weights_only=True)`` read mmengine's own checkpoint objects."""
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is not None:  # torch < 2.4 has no allow-list and loads everything anyway
         add(_mmengine_safe_globals())
+        # pickle protocol 2 (torch.save's default) names it __builtin__, newer ones builtins
+        add([(_history_buffer_method, '__builtin__.getattr'),
+             (_history_buffer_method, 'builtins.getattr')])
 
 
 def load_checkpoint_file(path, map_location='cpu'):

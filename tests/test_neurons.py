@@ -1,0 +1,61 @@
+"""The integer multi-spike quantiser and the spikingjelly multi-step neurons."""
+import pytest
+import torch
+
+from mmsnn.models.neurons import build_neuron, is_stateful
+
+
+def test_quantiser_forward_values():
+    q = build_neuron(None)
+    u = torch.tensor([-1.0, 0.0, 0.5, 1.5, 2.5, 2.6, 4.0, 4.4, 9.0])
+    # round half to even: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2; clamp to [0, 4]; divide by norm 4
+    assert torch.equal(q(u), torch.tensor([0, 0, 0, 2, 2, 3, 4, 4, 4]) / 4.0)
+
+
+def test_quantiser_straight_through_window_is_inclusive():
+    q = build_neuron(dict(type='MultiSpike', max_value=4, norm=4.0))
+    u = torch.tensor([-0.01, 0.0, 2.0, 4.0, 4.01], requires_grad=True)
+    q(u).sum().backward()
+    assert torch.equal(u.grad, torch.tensor([0, 0.25, 0.25, 0.25, 0]))
+
+
+def test_quantiser_same_in_train_and_eval():
+    q = build_neuron(None)
+    u = torch.randn(1000) * 3
+    assert torch.equal(q.train()(u), q.eval()(u))
+
+
+def test_quantiser_under_bf16_autocast():
+    q = build_neuron(None)
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = q(lin(x) * 4)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_ilif_single_step_equals_quantiser():
+    ilif = build_neuron(dict(type='ILIF'), T=1)
+    q = build_neuron(None)
+    u = torch.randn(2, 3, 5, 5) * 3
+    assert torch.equal(ilif(u), q(u))
+
+
+@pytest.mark.parametrize('kind', ['ILIF', 'LIF'])
+def test_multistep_neuron_has_memory_and_resets(kind):
+    n = build_neuron(dict(type=kind), T=4)
+    u = torch.full((4 * 2, 3), 1.4 if kind == 'ILIF' else 0.6)  # [T*B, C]: constant drive
+    a = n(u).reshape(4, 2, 3)
+    assert any(not torch.equal(a[0], a[t]) for t in range(1, 4))  # membrane carries over
+    assert torch.equal(n(u).reshape(4, 2, 3), a)  # and starts from rest each forward
+    with pytest.raises(ValueError, match='multiple of T=4'):
+        n(torch.zeros(6, 3))
+
+
+def test_stateful_flags_and_unknown_type():
+    assert not is_stateful(None) and is_stateful(dict(type='LIF'))
+    assert is_stateful(dict(type='ReLU', multistep=True)) and not is_stateful(dict(type='ReLU'))
+    with pytest.raises(KeyError, match="known: .*'ILIF'"):
+        build_neuron(dict(type='Izhikevich'))
