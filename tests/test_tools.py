@@ -115,12 +115,22 @@ def test_resume_restores_optimizer_state(trained, tmp_path):
     assert sched['last_step'] == saved['param_schedulers'][0]['last_step']
 
 
-def test_safe_loading_still_refuses_foreign_objects(tmp_path):
-    class Foreign:
-        pass
+class _Foreign:
+    """Any class mmsnn did not allow-list."""
 
+
+class _GetattrEscape:
+    """Pickles as ``getattr(OrderedDict, '__init__')``: the first step of a sandbox escape."""
+
+    def __reduce__(self):
+        from collections import OrderedDict
+        return getattr, (OrderedDict, '__init__')
+
+
+@pytest.mark.parametrize('payload', [_Foreign(), _GetattrEscape()])
+def test_safe_loading_still_refuses_foreign_objects(tmp_path, payload):
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {}, 'x': Foreign()}, path)
+    torch.save({'state_dict': {}, 'x': payload}, path)
     with pytest.raises(MMSNNUserError, match='could not read checkpoint'):
         cc.load_checkpoint_safely(str(path))
 
