@@ -327,13 +327,13 @@ def enable_visualization(cfg, show_dir=None, show=False):
 def _registry(scope, name):
     import importlib
     from mmengine.registry import Registry
-    for mod in (f'{scope}.registry', 'mmengine.registry'):
+    for mod, scope in ((f'{scope}.registry', scope), ('mmengine.registry', 'mmengine')):
         try:
             module = importlib.import_module(mod)
         except ImportError:
             continue
         for obj in vars(module).values():
-            if isinstance(obj, Registry) and obj.name == name:
+            if isinstance(obj, Registry) and obj.name == name and obj.scope == scope:
                 return obj
     return None
 
@@ -341,6 +341,10 @@ def _registry(scope, name):
 def _registered_names(registry):
     names = set()
     while registry is not None:
+        try:
+            registry.import_from_location()  # the toolboxes register lazily
+        except Exception:  # noqa: BLE001 - suggestions are best effort
+            pass
         names.update(registry.module_dict)
         registry = registry.parent
     return names

@@ -50,12 +50,9 @@ def measure(args):
         if dev.type == 'cuda':
             torch.cuda.synchronize()
 
-    step()  # warm-up (allocator, oneDNN primitives)
-    if dev.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = rss_mib()
+    # baseline before any step: model, input and the Python runtime
+    base = torch.cuda.memory_allocated() if dev.type == 'cuda' else rss_mib()
+    step()  # warm-up (allocator, oneDNN primitives); its peak is the step's peak too
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -63,7 +60,7 @@ def measure(args):
         times.append(time.perf_counter() - t0)
     if dev.type == 'cuda':
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:  # ru_maxrss is KiB on Linux; includes the warm-up, which has the same peak
+    else:  # ru_maxrss is KiB on Linux
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     print(json.dumps(dict(time_s=min(times), peak_mib=peak)))
 

@@ -5,8 +5,6 @@
 # their scales shrunk 4x for the 128 px images, 96x96 crops), schedule (300 iterations),
 # and a tiny backbone (embed dims (16, 32, 64, 96), neck/head width 32) so it trains in a
 # few minutes on 2 CPU cores. Model, optimiser and pipelines are otherwise inherited.
-import copy
-
 _base_ = '../sdt_s_ade20k.py'
 
 data_root = 'data/demo_ade'
@@ -18,7 +16,7 @@ crop_size = (96, 96)
 
 def _demo_scale(transform):
     """A stock transform with its image scale shrunk from 512 px to 128 px."""
-    t = copy.deepcopy(transform)
+    t = dict(transform)  # shallow copy: only top-level keys change
     if t.get('scale') == (2048, 512):
         t['scale'] = (512, 128)
     if 'crop_size' in t:
