@@ -128,7 +128,11 @@ def build_neuron(cfg=None, T=1):
     if cfg['type'] not in NEURONS.module_dict:
         raise KeyError(f'unknown neuron type {cfg["type"]!r}; known: {sorted(NEURONS.module_dict)}')
     cfg.setdefault('T', T)
-    return NEURONS.build(cfg)
+    if cfg['type'] != 'ReLU':
+        cfg.pop('multistep', None)  # only the ReLU twin takes it; is_stateful() reads it
+    # build the class directly: NEURONS.build would first search the caller's default
+    # scope (mmdet/mmseg) and log a warning for every neuron of every model.
+    return NEURONS.module_dict[cfg.pop('type')](**cfg)
 
 
 def is_stateful(neuron_cfg):
