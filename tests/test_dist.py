@@ -22,6 +22,16 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_2.pth', 'iter_4.pth']
     assert torch.load(work_dir / 'iter_4.pth', weights_only=True)['meta']['iter'] == 4
 
+    # a bad input in a distributed run: one message, exit status 2, no torchrun report
+    before = {p.name: p.stat().st_mtime_ns for p in work_dir.iterdir()}
+    proc = subprocess.run(
+        ['bash', osp.join(repo_root, 'tools', 'dist_train.sh'), TOY, '2', '--work-dir',
+         str(work_dir)], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-5000:]
+    assert proc.stderr.count('error: ') == 1 and 'already holds checkpoints' in proc.stderr
+    assert 'Traceback' not in proc.stderr and 'ChildFailedError' not in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in work_dir.iterdir()} == before
+
     # the 2-process checkpoint resumes in one process
     proc = run_tool('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
                     work_dir / 'iter_4.pth', '--cfg-options', 'train_cfg.max_iters=6')

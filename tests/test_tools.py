@@ -201,11 +201,12 @@ def test_missing_config(run_tool):
         cc.check_config_file('nope/none.py')
 
 
-def test_existing_checkpoints_need_resume_or_overwrite(trained, run_tool):
+def test_existing_checkpoints_need_resume_or_overwrite(trained, train_tool, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in trained.iterdir()}
-    proc = run_tool('tools/train.py', TOY, '--work-dir', trained)
-    assert_user_error(proc, 'already holds checkpoints', 'iter_4.pth', '--resume',
-                      '--work-dir', '--overwrite')
+    err = tool_error(train_tool, [TOY, '--work-dir', trained], capsys)
+    for needle in ('already holds checkpoints', 'iter_4.pth', 'last_checkpoint', '--resume',
+                   '--work-dir DIR', '--overwrite'):
+        assert needle in err, (needle, err)
     assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before
     cc.check_no_checkpoints_overwritten(str(trained), overwrite=True)
     cc.check_no_checkpoints_overwritten(str(trained), resume=True)
@@ -227,6 +228,13 @@ def test_registry_error_for_other_scope_and_kinds():
     assert err is not None and "unknown dataset type 'CocoDatset'" in str(err)
     assert 'did you mean: CocoDataset' in str(err)
     assert cc.explain_registry_error(KeyError('head.weight')) is None  # not a registry miss
+    # an mmsnn module of the other toolbox
+    from mmsnn.registry import mmsnn_names
+    seg_only = sorted(set(mmsnn_names('model', 'mmseg')) - set(mmsnn_names('model', 'mmdet')))
+    if seg_only:
+        err = cc.explain_registry_error(KeyError(
+            f'{seg_only[0]} is not in the mmdet::model registry. Please check ...'))
+        assert f"'{seg_only[0]}' is an mmsnn module for mmseg only" in str(err)
 
 
 def test_missing_data_root_names_layout_and_fix(train_tool, tmp_path, capsys):
@@ -255,7 +263,8 @@ def test_missing_coco_and_ade_layouts(tmp_path, monkeypatch):
     with pytest.raises(MMSNNUserError) as exc:
         cc.check_data_paths(coco, ('train', 'val'))
     msg = str(exc.value)
-    assert "train_dataloader.dataset.dataset.data_root: folder 'data/coco/'" in msg
+    assert ("train_dataloader.dataset.dataset.data_root, val_dataloader.dataset.data_root: "
+            "folder 'data/coco/' does not exist") in msg
     assert 'expected COCO layout' in msg and 'annotations/instances_train2017.json' in msg
     assert 'val_evaluator.ann_file' in msg and '--cfg-options' in msg
     # root present, one file missing: only that file is named
@@ -280,6 +289,15 @@ def test_missing_coco_and_ade_layouts(tmp_path, monkeypatch):
     assert 'test_dataloader.dataset.datasets.0.data_root' in str(exc.value)
     assert 'expected ADE20K layout' in str(exc.value)
     assert 'images/training/' in str(exc.value)
+    # the demo datasets: the fix is to generate them
+    demo = Config(dict(test_dataloader=dict(dataset=dict(
+        type='DemoADE20KDataset', data_root='data/demo_ade',
+        data_prefix=dict(img_path='images/validation')))))
+    with pytest.raises(MMSNNUserError) as exc:
+        cc.check_data_paths(demo, ('test', ))
+    assert 'generate the demo data first: python -m mmsnn.datasets.demo_ade --out ' \
+        'data/demo_ade' in str(exc.value)
+    assert '    data/demo_ade/\n' in str(exc.value)
 
 
 def test_unwritable_work_dir(tmp_path, train_tool, capsys, monkeypatch):
@@ -321,8 +339,8 @@ def test_checkpoint_mismatch_names_keys(tmp_path):
         cc.check_checkpoint_fits(model, str(path), 'load_from')
     msg = str(exc.value)
     assert '0.weight: checkpoint (5, 4) vs model (3, 4)' in msg
-    assert 'missing in the checkpoint (1): 1.running_var' in msg
-    assert 'unexpected in the checkpoint (1): 2.extra' in msg
+    assert 'missing in the checkpoint (1):\n      1.running_var' in msg
+    assert 'unexpected in the checkpoint (1):\n      2.extra' in msg
     assert "init_cfg=dict(type='Pretrained'" in msg
     # a fitting weights-only file cannot be resumed, but loads
     torch.save(model.state_dict(), path)

@@ -12,6 +12,7 @@ as JSON in ``{work_dir}/{timestamp}/metrics.json`` (kept per run) and
 (mmengine's ``DumpResults``), ``--show-dir`` draws the predictions into pictures.
 """
 import argparse
+import functools
 import json
 import os
 import os.path as osp
@@ -22,8 +23,19 @@ if ROOT not in sys.path:  # run from a checkout without installing: mmsnn and lo
     sys.path.insert(0, ROOT)
 
 
+@functools.lru_cache(maxsize=None)
+def early_checks():
+    """``mmsnn/utils/config_checks.py`` loaded on its own, without ``import mmsnn`` (torch,
+    mmdet, mmseg: seconds), so that argument errors and a missing config answer at once."""
+    import importlib.util
+    path = osp.join(ROOT, 'mmsnn', 'utils', 'config_checks.py')
+    spec = importlib.util.spec_from_file_location('_mmsnn_early_checks', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def parse_args(argv=None):
-    from mmsnn.utils.config_checks import cfg_options_action
     parser = argparse.ArgumentParser(
         description='Test (evaluate) a checkpoint with an mmdet/mmseg config and mmsnn '
         'modules.')
@@ -42,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument('--wait-time', type=float, default=2,
                         help='seconds each picture is shown with --show')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
+        '--cfg-options', nargs='+', action=early_checks().cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher (dist_test.sh passes pytorch)')
@@ -83,7 +95,6 @@ def test(args):
     from mmsnn.utils import runtime
 
     cfg = cc.load_config(args.config, args.cfg_options)
-    cc.check_checkpoint_file(args.checkpoint)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -98,13 +109,12 @@ def test(args):
         if args.show:
             cfg.default_hooks.visualization['wait_time'] = args.wait_time
     runtime.configure_runtime(cfg, args.launcher)
+    cc.check_dataloader_options(cfg, ['test'])
     cc.check_data_paths(cfg, ['test'])
     cc.check_writable_dir(cfg.work_dir)
     cc.check_work_dir_keeps_config(cfg.work_dir, args.config)
-    if args.out:
-        cc.check_out_file(args.out, overwrite=args.overwrite)
     if args.show_dir:
-        cc.check_writable_dir(args.show_dir, what='--show-dir')
+        cc.check_writable_dir(args.show_dir, what='--show-dir', flag='--show-dir')
 
     runtime.start_distributed(cfg)
     from mmengine.dist import is_main_process
@@ -127,19 +137,35 @@ def test(args):
         if args.out:
             print(f'predictions dumped to {args.out}')
         if args.show_dir:
-            print(f'pictures of the predictions in {args.show_dir}')
+            where = args.show_dir
+            if cfg.get('default_scope') == 'mmseg':  # mmseg's visualizer saves under vis_data
+                where = osp.join(args.show_dir, 'vis_data', 'vis_image')
+            print(f'pictures of the predictions in {where}')
     return 0
 
 
-def main(argv=None):
+def import_mmsnn():
+    """``import mmsnn`` first: it registers every mmsnn module in mmdet's and mmseg's scopes."""
     try:
-        import mmsnn  # noqa: F401  (registers every mmsnn module in mmdet's and mmseg's scopes)
+        import mmsnn  # noqa: F401
     except ImportError as e:
         print(f'error: mmsnn cannot be imported ({type(e).__name__}: {e}).\n'
               '  fix: run `bash tools/setup_env.sh` and use its python (.venv/bin/python).',
               file=sys.stderr)
-        return 2
+        raise SystemExit(2)
+
+
+def main(argv=None):
     args = parse_args(argv)
+    early = early_checks()
+    try:  # what needs no torch answers before the heavy imports
+        early.check_config_file(args.config)
+        early.check_checkpoint_file(args.checkpoint)
+        if args.out:
+            early.check_out_file(args.out, overwrite=args.overwrite)
+    except early.MMSNNUserError as e:
+        early.fail(str(e))
+    import_mmsnn()
     from mmsnn.utils.config_checks import run_tool
     return run_tool(test, args)
 

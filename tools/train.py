@@ -12,6 +12,7 @@ config, data, checkpoint; unknown module type; a work dir holding earlier checkp
 the run before any work with one ``error: ...`` line and exit status 2.
 """
 import argparse
+import functools
 import os
 import os.path as osp
 import sys
@@ -19,6 +20,18 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing: mmsnn and local modules
     sys.path.insert(0, ROOT)
+
+
+@functools.lru_cache(maxsize=None)
+def early_checks():
+    """``mmsnn/utils/config_checks.py`` loaded on its own, without ``import mmsnn`` (torch,
+    mmdet, mmseg: seconds), so that argument errors and a missing config answer at once."""
+    import importlib.util
+    path = osp.join(ROOT, 'mmsnn', 'utils', 'config_checks.py')
+    spec = importlib.util.spec_from_file_location('_mmsnn_early_checks', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def parse_args(argv=None):
@@ -44,9 +57,8 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the total batch size (needs '
                         'auto_scale_lr in the config)')
-    from mmsnn.utils.config_checks import cfg_options_action
     parser.add_argument(
-        '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
+        '--cfg-options', nargs='+', action=early_checks().cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. train_dataloader.batch_size=2 '
         'model.backbone.arch=t "optim_wrapper.optimizer.lr=1e-4"; lists as key="[a,b]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -65,6 +77,9 @@ def train(args):
     from mmsnn.utils import runtime
 
     cfg = cc.load_config(args.config, args.cfg_options)
+    # `st_erf = dict(enable=True, ...)` (or --cfg-options st_erf.enable=True) -> STERFHook
+    from mmsnn.engine.hooks import add_st_erf_hook
+    add_st_erf_hook(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -80,7 +95,6 @@ def train(args):
 
     # --resume: an explicit checkpoint, or the latest one in the work dir
     if args.resume not in (None, 'auto'):
-        cc.check_checkpoint_file(args.resume, '--resume checkpoint')
         cfg.resume, cfg.load_from = True, args.resume
     elif args.resume == 'auto' or (cfg.get('resume') and not cfg.get('load_from')):
         latest = cc.resolve_auto_resume(work_dir)
@@ -101,6 +115,7 @@ def train(args):
     loaders = ['train']
     if all(cfg.get(k) for k in ('val_dataloader', 'val_cfg', 'val_evaluator')):
         loaders.append('val')  # validation runs during training
+    cc.check_dataloader_options(cfg, loaders)
     cc.check_data_paths(cfg, loaders)
     cc.check_writable_dir(work_dir)
     cc.check_work_dir_keeps_config(work_dir, args.config)
@@ -129,8 +144,15 @@ def import_mmsnn():
 
 
 def main(argv=None):
-    import_mmsnn()
     args = parse_args(argv)
+    early = early_checks()
+    try:  # what needs no torch answers before the heavy imports
+        early.check_config_file(args.config)
+        if args.resume not in (None, 'auto'):
+            early.check_checkpoint_file(args.resume, '--resume checkpoint')
+    except early.MMSNNUserError as e:
+        early.fail(str(e))
+    import_mmsnn()
     from mmsnn.utils.config_checks import run_tool
     return run_tool(train, args)
 

@@ -48,13 +48,14 @@ val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = dict(dataset=dict(data_root=data_root))
 
 # AdamW lr 1e-3, weight decay 0.005, decode head lr x2
-optimizer = dict(
-    _delete_=True, type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.005)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=optimizer,
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.005),
     paramwise_cfg=dict(custom_keys={'decode_head': dict(lr_mult=2.)}))
+# the stock file's top-level SGD `optimizer` variable, kept in step (optim_wrapper is used)
+optimizer = dict(
+    _delete_=True, type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.005)
 
 # 1500-iteration linear warm-up, then poly decay to 0 at 160k
 param_scheduler = [

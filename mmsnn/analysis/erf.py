@@ -28,13 +28,7 @@ import warnings
 
 import torch
 
-try:  # mmsnn's neurons need spikingjelly; keep the ERF maths usable without it
-    from ..models.neurons import reset_neurons
-except ImportError:  # pragma: no cover
-    def reset_neurons(module):
-        for m in module.modules():
-            if hasattr(m, 'reset') and m.__class__.__module__.startswith('spikingjelly'):
-                m.reset()
+from ..models.neurons import reset_neurons
 
 __all__ = ['ERFResult', 'compute_erf', 'spatial_erf', 'layer_erf', 'st_erf', 'temporal_erf',
            'erf_mode', 'make_noise_inputs', 'naive_erf', 'backbone_tap_targets',

@@ -96,18 +96,26 @@ def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
         norm = colors.Normalize(vmin=0.0, vmax=vmax)
     else:
         raise ValueError(f"scale must be 'log' or 'linear', got {scale!r}")
-    cm = plt.get_cmap(cmap).copy()
-    cm.set_bad(cm(0.0))
-    cm.set_under(cm(0.0))
+    base = plt.get_cmap(cmap)
+    cm = base.with_extremes(bad=base(0.0), under=base(0.0))
 
     H, W = next(m.shape for row in cells for m in row if m is not None)
-    aspect = H / W
-    fig, axes = plt.subplots(R, C, figsize=(cell_size * C + 1.2, cell_size * aspect * R + 0.8),
-                             squeeze=False, constrained_layout=True)
+    # fixed layout in inches (faster and steadier than constrained_layout)
+    cw, ch = cell_size, cell_size * H / W
+    gap, left, right = 0.08, (0.35 if row_labels is not None else 0.1), 1.0
+    top = 0.08 + (0.25 if col_labels is not None else 0) + (0.25 if title else 0)
+    bottom = 0.1
+    fw = left + C * cw + (C - 1) * gap + right
+    fh = top + R * ch + (R - 1) * gap + bottom
+    fig = plt.figure(figsize=(fw, fh))
+
+    def box(x0, y0, w, h):  # inches from the top-left corner -> figure fractions
+        return [x0 / fw, 1 - (y0 + h) / fh, w / fw, h / fh]
+
     image = None
     for r in range(R):
         for c in range(C):
-            ax = axes[r][c]
+            ax = fig.add_axes(box(left + c * (cw + gap), top + r * (ch + gap), cw, ch))
             ax.set_xticks([])
             ax.set_yticks([])
             m = cells[r][c]
@@ -115,9 +123,10 @@ def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
                 ax.axis('off')
                 continue
             shown = np.ma.masked_less_equal(m, 0) if scale == 'log' else m
-            image = ax.imshow(shown, cmap=cm, norm=norm, interpolation='nearest')
+            image = ax.imshow(shown, cmap=cm, norm=norm, interpolation='nearest',
+                              aspect='auto')
             if r == 0 and col_labels is not None:
-                ax.set_title(str(col_labels[c]), fontsize=9)
+                ax.set_title(str(col_labels[c]), fontsize=9, pad=3)
             if c == 0 and row_labels is not None:
                 ax.set_ylabel(str(row_labels[r]), fontsize=9)
             if annotate is not None and annotate[r][c]:
@@ -127,9 +136,12 @@ def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
     if image is not None:
         label = {'global': 'ERF / global max', 'row': 'ERF / row max', 'col': 'ERF / column max',
                  'map': 'ERF / map max', 'none': 'ERF'}[normalize]
-        fig.colorbar(image, ax=axes, shrink=0.8, label=label)
+        grid_h = R * ch + (R - 1) * gap
+        cax = fig.add_axes(box(left + C * (cw + gap) + 0.05, top + 0.1 * grid_h, 0.12,
+                               0.8 * grid_h))
+        fig.colorbar(image, cax=cax, label=label)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.text(0.5, 1 - 0.06 / fh, title, ha='center', va='top', fontsize=10)
     _save(fig, path, dpi)
     return path
 

@@ -85,23 +85,23 @@ def check_out_file(path, overwrite=False):
         raise MMSNNUserError(
             f'--out {path!r} already exists; it may hold earlier results.\n'
             '  fix: choose another file name, or pass --overwrite to replace it.')
-    check_writable_dir(osp.dirname(osp.abspath(path)), what='the folder of --out')
+    check_writable_dir(osp.dirname(osp.abspath(path)), what='the folder of --out', flag='--out')
 
 
-def check_writable_dir(path, what='work dir'):
+def check_writable_dir(path, what='work dir', flag='--work-dir'):
     """``path`` is (or can be created as) a directory this process can write to.
 
     Nothing is created: an existing folder is probed with a temporary file that is removed
     at once; for a missing one, the nearest existing parent must be a writable folder.
     """
     path = osp.abspath(path)
-    fix = ('  fix: pass a folder you can write to, e.g. --work-dir ./work_dirs/<name>, '
-           'or change the permissions of the existing one.')
+    fix = (f'  fix: pass a folder you can write to with {flag}, or change the permissions '
+           'of the existing one.')
     if osp.exists(path):
         if not osp.isdir(path):
             raise MMSNNUserError(
                 f'{what} {path!r} cannot be used: a file of that name is in the way.\n'
-                '  fix: pass another --work-dir, or move the file away.')
+                f'  fix: pass another {flag}, or move the file away.')
         try:
             fd, probe = tempfile.mkstemp(prefix='.mmsnn_write_test_', dir=path)
             os.close(fd)
@@ -119,7 +119,7 @@ def check_writable_dir(path, what='work dir'):
     if not osp.isdir(parent):
         raise MMSNNUserError(
             f'{what} {path!r} cannot be created: {parent!r} is a file, not a folder.\n'
-            '  fix: pass another --work-dir, or move the file away.')
+            f'  fix: pass another {flag}, or move the file away.')
     if not os.access(parent, os.W_OK | os.X_OK):
         raise MMSNNUserError(
             f'{what} {path!r} cannot be created: no write permission in {parent!r}.\n{fix}')
@@ -129,7 +129,8 @@ def existing_checkpoints(work_dir):
     """Checkpoint files (``*.pth``) and ``last_checkpoint`` directly in ``work_dir``."""
     if not osp.isdir(work_dir):
         return []
-    found = sorted(osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth')))
+    found = sorted((osp.basename(p) for p in glob.glob(osp.join(work_dir, '*.pth'))),
+                   key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', n)])
     if osp.exists(osp.join(work_dir, 'last_checkpoint')):
         found.append('last_checkpoint')
     return found
@@ -160,11 +161,12 @@ def resolve_auto_resume(work_dir):
     if osp.isfile(marker):
         with open(marker) as f:
             target = f.read().strip()
+        # a work dir that was moved or copied: its own copy of the named checkpoint
+        local = osp.join(work_dir, osp.basename(target)) if target else ''
+        if local and osp.isfile(local):
+            return local
         if target and osp.isfile(target):
             return target
-        moved = osp.join(work_dir, osp.basename(target)) if target else ''
-        if moved and osp.isfile(moved):
-            return moved
         raise MMSNNUserError(
             f'--resume: {marker!r} names {target!r}, which does not exist.\n'
             '  fix: pass the checkpoint to continue from explicitly: --resume PATH.pth')
@@ -259,13 +261,18 @@ def check_data_paths(cfg, loaders=('train', 'val', 'test')):
     for (path, kind), keys in by_path.items():
         lines.append(f'    {", ".join(keys)}: {kind} {path!r} does not exist')
     layout = _layout_for([m[3] for m in missing])
+    roots = [m for m in missing if m[0].endswith('.data_root')]
+    demo = bool(layout and roots and all('demo' in str(m[1]) for m in roots))
     if layout:
-        lines.append(f'  expected {layout[0]} layout:\n{layout[1]}')
+        tree = layout[1]
+        if demo:  # the generated data has the layout under its own root
+            first = tree.splitlines()[0]
+            tree = tree.replace(first.strip(), str(roots[0][1]).rstrip('/') + '/', 1)
+        lines.append(f'  expected {layout[0]} layout:\n{tree}')
     else:
         lines.append('  expected: each data_root folder holds the ann_file and the '
                      'data_prefix folders named above.')
-    roots = [m for m in missing if m[0].endswith('.data_root')]
-    if layout and roots and all('demo' in str(m[1]) for m in roots):
+    if demo:
         root = str(roots[0][1]).rstrip('/')
         generator = layout[2].rsplit(' --out ', 1)[0]
         lines.append(f'  fix: generate the demo data first: {generator} --out {root}')
@@ -298,6 +305,26 @@ def check_config_sections(cfg, mode):
             f'the config has no {", ".join(absent)}, which {mode}ing needs.\n'
             f'  fix: add {" and ".join(absent)} to the config (see configs/det or configs/seg '
             'for complete examples).')
+
+
+def check_dataloader_options(cfg, loaders=('train', 'val', 'test')):
+    """Dataloader settings torch would reject deep inside ``DataLoader``."""
+    for split in loaders:
+        loader = cfg.get(f'{split}_dataloader')
+        if not isinstance(loader, dict):
+            continue
+        key = f'{split}_dataloader'
+        workers = loader.get('num_workers', 0)
+        if not isinstance(workers, int) or workers < 0:
+            raise MMSNNUserError(f'{key}.num_workers={workers!r}: it must be an integer >= 0.')
+        if loader.get('persistent_workers') and workers == 0:
+            raise MMSNNUserError(
+                f'{key}.persistent_workers=True needs worker processes, but '
+                f'{key}.num_workers=0.\n  fix: also pass --cfg-options '
+                f'{key}.persistent_workers=False (or use num_workers > 0).')
+        batch = loader.get('batch_size', 1)
+        if not isinstance(batch, int) or batch < 1:
+            raise MMSNNUserError(f'{key}.batch_size={batch!r}: it must be an integer >= 1.')
 
 
 def enable_visualization(cfg, show_dir=None, show=False):
@@ -405,8 +432,10 @@ def checkpoint_mismatch(model, checkpoint):
 def _listing(title, keys, limit=8):
     if not keys:
         return []
-    more = f' ... and {len(keys) - limit} more' if len(keys) > limit else ''
-    return [f'    {title} ({len(keys)}): ' + ', '.join(keys[:limit]) + more]
+    lines = [f'    {title} ({len(keys)}):'] + [f'      {k}' for k in keys[:limit]]
+    if len(keys) > limit:
+        lines.append(f'      ... and {len(keys) - limit} more')
+    return lines
 
 
 def check_checkpoint_fits(model, path, purpose='load_from'):
@@ -523,10 +552,28 @@ def cfg_options_action():
 
 
 def fail(message, code=2):
-    """Print ``error: message`` to stderr and exit with ``code`` (no traceback)."""
+    """Print ``error: message`` to stderr and exit with ``code`` (no traceback).
+
+    Under ``tools/dist_*.sh`` (``MMSNN_ERROR_DIR`` set) every process would print the same
+    message; each writes it to ``$MMSNN_ERROR_DIR/rank<R>.txt`` instead and the script
+    prints one of them once torchrun has stopped.
+    """
     import sys
+    text = f'error: {message}\n'
+    err_dir = os.environ.get('MMSNN_ERROR_DIR')
+    if err_dir and osp.isdir(err_dir):
+        rank = os.environ.get('RANK', '0')
+        try:
+            tmp = osp.join(err_dir, f'.rank{rank}.tmp')
+            with open(tmp, 'w') as f:
+                f.write(text)
+            os.replace(tmp, osp.join(err_dir, f'rank{rank}.txt'))
+            raise SystemExit(code)
+        except OSError:
+            pass  # fall back to printing
     sys.stdout.flush()
-    print(f'error: {message}', file=sys.stderr, flush=True)
+    sys.stderr.write(text)
+    sys.stderr.flush()
     raise SystemExit(code)
 
 

@@ -65,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument('--reduce', default='mean', choices=['mean', 'sum'])
     p.add_argument('--normalize', default='col', choices=['global', 'row', 'col', 'map'],
                    help='which maps of the comparison figure share a colour scale')
+    p.add_argument('--batched-grads', action='store_true',
+                   help='all targets in one vmapped backward (faster, more memory)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu')
     p.add_argument('--out-dir', default='work_dirs/st_erf')
@@ -215,7 +217,6 @@ def build_bare(spec, taps):
         backbone = MODELS.build(spec)
     except (KeyError, ValueError, TypeError) as e:
         raise CLIError(f'could not build backbone {spec}: {e}') from None
-    backbone.init_weights()
     return backbone, 'random init'
 
 
@@ -279,7 +280,8 @@ def run_analysis(args):
         x = make_noise_inputs(args.num_inputs, tuple(args.size), time_steps=T, seed=args.seed,
                               dtype=p.dtype, device=p.device)
         s = analyze_backbone(backbone, x, args.taps, grad=args.grad, reduce=args.reduce,
-                             batch_size=args.batch_size, progress=bar.update)
+                             batch_size=args.batch_size, progress=bar.update,
+                             batched_grads=args.batched_grads)
         s['note'] = note
         summaries[label] = s
     print()
@@ -292,7 +294,8 @@ def run_analysis(args):
                              taps={n: e['metrics'] for n, e in s['taps'].items()})
         rows += [(label, n, e['metrics']) for n, e in s['taps'].items()]
     # comparison: rows = models, columns = taps
-    tap_names = list(dict.fromkeys(n for s in summaries.values() for n in s['taps']))
+    tap_names = sorted({n for s in summaries.values() for n in s['taps']},
+                       key=lambda n: (len(n), n))  # tap0 < tap1 < ... < tap10
     grid = [[s['taps'][n]['spatial'][-1] if n in s['taps'] else None for n in tap_names]
             for s in summaries.values()]
     notes = [[(f"cov {s['taps'][n]['metrics']['coverage']:.2f}\n"

@@ -7,7 +7,9 @@
 # Swapped relative to the COCO config: the data (demo_coco, 128 px images, 3 classes via
 # metainfo, a plain resize + flip pipeline instead of the 480..800 px crops), the schedule
 # (a few epochs, short warm-up, a higher lr for training from scratch) and, to fit a 2-core
-# CPU, the widths: backbone embed_dims (16, 32, 64, 96), neck / heads 64 channels.
+# CPU, the widths (backbone embed_dims (16, 32, 64, 96), neck / heads 64 channels) and the
+# number of proposals / sampled RoIs. On a busy machine set OMP_NUM_THREADS=1 (often several
+# times faster than letting two threads fight for the cores).
 _base_ = '../sdt_srb_s_coco.py'
 
 data_root = 'data/demo_coco/'
@@ -23,11 +25,19 @@ model = dict(
     neck=dict(in_channels=[16, 32, 64, 96], out_channels=width),
     rpn_head=dict(in_channels=width, feat_channels=width),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=width),
+        bbox_roi_extractor=dict(
+            out_channels=width, roi_layer=dict(sampling_ratio=2)),
         bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=num_classes),
-        mask_roi_extractor=dict(out_channels=width),
+        mask_roi_extractor=dict(
+            out_channels=width, roi_layer=dict(sampling_ratio=2)),
         mask_head=dict(in_channels=width, conv_out_channels=width,
-                       num_classes=num_classes)))
+                       num_classes=num_classes)),
+    # fewer proposals / sampled RoIs: RoIAlign dominates the time on CPU, and the demo
+    # images hold 1-3 objects
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=300)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

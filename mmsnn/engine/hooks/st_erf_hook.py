@@ -71,6 +71,8 @@ class STERFHook(Hook):
         thresholds (tuple[float]): area-ratio thresholds.
         out_dir (str): folder under ``runner.work_dir``.
         pictures (bool): write PNGs.
+        batched_grads (bool): all taps and steps in one vmapped backward (faster, more
+            memory); default one backward per target on the retained graph.
         strict (bool): re-raise errors of the probe (default: log them and keep training).
     """
 
@@ -80,7 +82,7 @@ class STERFHook(Hook):
                  after_train=True, taps=None, num_inputs=2, size=(128, 128),
                  input_source='noise', seed=0, grad='abs', reduce='mean',
                  thresholds=(0.2, 0.3, 0.5, 0.99), out_dir='st_erf', pictures=True,
-                 strict=False):
+                 batched_grads=False, strict=False):
         if input_source not in ('noise', 'val'):
             raise ValueError(f"input_source must be 'noise' or 'val', got {input_source!r}")
         if grad not in ('abs', 'relu') or reduce not in ('mean', 'sum'):
@@ -102,6 +104,7 @@ class STERFHook(Hook):
         self.thresholds = tuple(float(t) for t in thresholds)
         self.out_dir = out_dir
         self.pictures = bool(pictures)
+        self.batched_grads = bool(batched_grads)
         self.strict = bool(strict)
         self._warned = set()
         self.history = []  # (tag, metrics) of every probe, for tests and callers
@@ -145,7 +148,8 @@ class STERFHook(Hook):
         try:
             inputs = self._inputs(runner, model, backbone)
             summary = analyze_backbone(backbone, inputs, self.taps, grad=self.grad,
-                                       reduce=self.reduce, thresholds=self.thresholds)
+                                       reduce=self.reduce, thresholds=self.thresholds,
+                                       batched_grads=self.batched_grads)
             self._report(runner, tag, step, summary, time.time() - start)
         except Exception as e:  # noqa: BLE001 - an analysis must not kill a training run
             if self.strict:

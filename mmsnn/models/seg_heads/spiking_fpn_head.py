@@ -84,7 +84,7 @@ class SpikingFPNHead(BaseDecodeHead):
 
     def _unit(self, in_ch, out_ch):
         unit = SpikeConvBN(in_ch, out_ch, 3, 1, self.neuron_cfg, with_bn=True)
-        if self.norm_cfg is not None and self.norm_cfg.get('type', 'BN') != 'BN':
+        if self.norm_cfg is not None:  # BN, SyncBN, GN, ... as mmcv builds them
             unit.bn = build_norm_layer(self.norm_cfg, out_ch)[1]
         return unit
 
