@@ -14,6 +14,17 @@ if TEST_DATA not in sys.path:  # toy modules for in-process tests (mmsnn_toy)
     sys.path.insert(0, TEST_DATA)
 
 
+@pytest.fixture(autouse=True, scope='session')
+def one_thread():
+    """All tests use tiny tensors, where OpenMP threads only add overhead (up to 20x on a
+    busy 2-core machine); subprocesses get OMP_NUM_THREADS=1 through ``tool_env``."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope='session')
 def repo_root():
     """Absolute path of the repository checkout."""

@@ -224,6 +224,18 @@ def test_drop_path_really_drops():
     assert torch.equal(m(x)[1], m(x)[1])
 
 
+def test_with_cp_gives_same_numbers_and_grads():
+    torch.manual_seed(0)
+    a = MetaSDT(**TINY, mixer='srb').train()
+    b = MetaSDT(**TINY, mixer='srb', with_cp=True).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    for m in (a, b):
+        sum(o.sum() for o in m(x)).backward()
+    ga = a.ConvBlock1_2[0].fc1.weight.grad
+    assert ga.abs().sum() > 0 and torch.allclose(ga, b.ConvBlock1_2[0].fc1.weight.grad)
+
+
 def test_frozen_stages_and_norm_eval():
     m = MetaSDT(**TINY, frozen_stages=1, norm_eval=True).train()
     assert not any(p.requires_grad for p in m.downsample1_2.parameters())

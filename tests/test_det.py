@@ -27,15 +27,6 @@ FEAT_STRIDES = [4, 8, 16, 16]
 ANCHOR_STRIDES = [4, 8, 16, 16, 32]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Two threads on a busy 2-core machine are many times slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _plain(cfg):
     """A config section as plain python without mmengine's ``_scope_`` annotations."""
     if hasattr(cfg, 'to_dict'):
@@ -147,18 +138,32 @@ def test_coco_config_inherits_stock_pipelines_and_schedule(path, stock):
 
 
 def test_pretrained_variable_sets_backbone_init(tmp_path):
-    child = tmp_path / 'with_ckpt.py'
-    child.write_text(f"_base_ = '{SRB_S}'\n"
-                     "pretrained = 'ckpt/meta_sdt_s_srb.pth'\n"
-                     "model = dict(backbone=dict(_delete_=True, type='MetaSDT', arch='s', "
-                     "mixer='srb', init_cfg=dict(type='Pretrained', checkpoint=pretrained)))\n")
-    cfg = Config.fromfile(str(child))
-    assert cfg.model.backbone.init_cfg == dict(type='Pretrained',
-                                               checkpoint='ckpt/meta_sdt_s_srb.pth')
-    # the top-of-file variable: the same expression the configs use
+    """Setting ``pretrained`` at the top of a config gives the backbone a Pretrained init."""
     text = open(SRB_S).read()
     assert 'pretrained = None' in text
-    assert "init_cfg=dict(type='Pretrained', checkpoint=pretrained) if pretrained" in text
+    text = text.replace('pretrained = None', "pretrained = 'ckpt/meta_sdt_s_srb.pth'")
+    text = text.replace("'./_base_/", repr(osp.join(REPO, 'configs', 'det', '_base_'))[:-1] + '/')
+    edited = tmp_path / 'sdt_srb_s_coco_pretrained.py'
+    edited.write_text(text)
+    cfg = Config.fromfile(str(edited))
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained',
+                                               checkpoint='ckpt/meta_sdt_s_srb.pth')
+    # the README's child-config recipe
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = '{SRB_S}'\n"
+                     "model = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', "
+                     "checkpoint='x.pth')))\n")
+    assert Config.fromfile(str(child)).model.backbone.init_cfg == dict(type='Pretrained',
+                                                                       checkpoint='x.pth')
+
+    # and the backbone really loads it when the detector is initialised
+    cfg = Config.fromfile(DEMO)
+    donor = _build(cfg).backbone
+    ckpt = tmp_path / 'backbone.pth'
+    torch.save(donor.state_dict(), str(ckpt))
+    model = _build(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    for k, v in donor.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v), k
 
 
 def test_data_root_from_cfg_options(tmp_path, demo_data):

@@ -15,15 +15,6 @@ GOLDEN = '/work/shared/golden/meta_sdt_parity.pt'
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: OpenMP threads only add overhead (20x on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw):
     kw.setdefault('embed_dims', (8, 16, 16, 16))
     kw.setdefault('out_indices', (1, 2, 3, 4))

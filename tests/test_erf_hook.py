@@ -20,15 +20,6 @@ from mmsnn.models import MetaSDT
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: OpenMP threads only add overhead (20x on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TinyNet(BaseModel):
     """A classifier with a multi-step MetaSDT backbone and a dropout head (uses the RNG)."""
 

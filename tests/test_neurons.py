@@ -19,6 +19,18 @@ def test_quantiser_straight_through_window_is_inclusive():
     assert torch.equal(u.grad, torch.tensor([0, 0.25, 0.25, 0.25, 0]))
 
 
+def test_quantiser_equals_spikingjelly_multilevel_spike_count():
+    from spikingjelly.activation_based.surrogate import MultiLevelSpikeCount
+    u = (torch.randn(4000, dtype=torch.float64) * 3).requires_grad_(True)
+    u.data[:5] = torch.tensor([0.0, 4.0, 0.5, 2.5, -0.0], dtype=torch.float64)
+    w = torch.randn(4000, dtype=torch.float64)
+    ours = build_neuron(dict(type='MultiSpike', max_value=4, norm=4.0))(u)
+    (g_ours,) = torch.autograd.grad((ours * w).sum(), u)
+    ref = MultiLevelSpikeCount(4)(u) / 4.0
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), u)
+    assert torch.equal(ours, ref) and torch.equal(g_ours, g_ref)
+
+
 def test_quantiser_same_in_train_and_eval():
     q = build_neuron(None)
     u = torch.randn(1000) * 3

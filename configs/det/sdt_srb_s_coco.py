@@ -9,5 +9,7 @@ model = dict(
     backbone=dict(
         arch='s',
         mixer='srb',
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained) if pretrained else None),
+        # _delete_: replace the base's init_cfg=None
+        init_cfg=dict(_delete_=True, type='Pretrained', checkpoint=pretrained)
+        if pretrained else None),
     neck=dict(in_channels=[32, 64, 128, 192]))

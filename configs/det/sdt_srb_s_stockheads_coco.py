@@ -6,7 +6,9 @@ pretrained = None  # ImageNet checkpoint of the backbone; None trains from scrat
 
 model = dict(
     backbone=dict(
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained) if pretrained else None),
+        # _delete_: replace the base's init_cfg=None
+        init_cfg=dict(_delete_=True, type='Pretrained', checkpoint=pretrained)
+        if pretrained else None),
     neck=dict(type='FPN'),
     rpn_head=dict(type='RPNHead'),
     roi_head=dict(

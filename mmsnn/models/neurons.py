@@ -6,7 +6,11 @@ Two families, selected by a ``neuron_cfg`` dict:
   ``s = round(clamp(u, 0, D)) / norm`` with a hard straight-through window on ``0 <= u <= D``.
   It is stateless: the paper's "T = 4" is virtual (an integer count n stands for n binary
   spikes spread over D steps at deployment), so a model built with it computes one step.
-  The maths is spikingjelly's ``surrogate.MultiLevelSpikeCount``; we only add ``/ norm``.
+  The maths is spikingjelly's ``surrogate.MultiLevelSpikeCount`` (tested equal, forward and
+  backward); our autograd function differs only in what it keeps for the backward pass: a
+  1-byte window mask instead of the 4-byte input, and the division by ``norm`` fused in.
+  Spike sites are the largest saved activations of the backbone, so this is what keeps the
+  training step's memory down (``tools/analysis/benchmark_backbone.py``).
 * ``ILIF`` / ``LIF`` -- real multi-step neurons from spikingjelly (membrane, leak, reset),
   for models with ``T > 1`` time steps. They see tensors with time folded into the batch,
   ``[T*B, ...]``, unfold them to ``[T, B, ...]`` and run spikingjelly's multi-step mode.
@@ -18,7 +22,6 @@ import torch
 import torch.nn as nn
 from mmengine.registry import Registry
 from spikingjelly.activation_based import neuron as sj_neuron
-from spikingjelly.activation_based import quantize as sj_quantize
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
 NEURONS = Registry('spiking neuron', scope='mmsnn')
@@ -152,10 +155,27 @@ def reset_neurons(module):
             m.reset()
 
 
+class _MultiSpikeFunction(torch.autograd.Function):
+    """``round(clamp(u, 0, D)) / norm``; backward ``g / norm`` where ``0 <= u <= D``."""
+
+    @staticmethod
+    def forward(ctx, u, max_value, norm):
+        if ctx.needs_input_grad[0]:  # a bool mask: a quarter of saving u itself
+            ctx.save_for_backward((u >= 0) & (u <= max_value))
+        ctx.scale = 1.0 / norm
+        out = torch.round(torch.clamp(u, 0, max_value))
+        return out.mul_(ctx.scale) if norm != 1.0 else out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        grad = grad * mask.to(grad.dtype)
+        return (grad.mul_(ctx.scale) if ctx.scale != 1.0 else grad), None, None
+
+
 def quantize(x, max_value=4, norm=4.0):
     """Functional form of :class:`MultiSpikeQuantizer` for heads that need no module."""
-    s = sj_quantize.multi_level_spike_count(x, max_value)  # round(clamp), hard STE window
-    return s / norm if norm != 1.0 else s
+    return _MultiSpikeFunction.apply(x, int(max_value), float(norm))
 
 
 __all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'build_neuron',

@@ -34,7 +34,7 @@ def measure(args):
     dev = torch.device(args.device)
     h, w = args.size
     model = MetaSDT(arch=args.arch, mixer=args.mixer, attn_order=args.order,
-                    out_indices=(1, 2, 3, 4)).to(dev)
+                    out_indices=(1, 2, 3, 4), with_cp=args.with_cp).to(dev)
     x = torch.randn(args.batch, 3, h, w, device=dev)
     train = args.mode == 'train'
     model.train(train)
@@ -69,6 +69,7 @@ def run_child(args, order, size, mode):
     cmd = [sys.executable, __file__, '--child', '--arch', args.arch, '--mixer', args.mixer,
            '--order', order, '--size', str(size[0]), str(size[1]), '--mode', mode,
            '--repeats', str(args.repeats), '--batch', str(args.batch), '--device', args.device]
+    cmd += ['--with-cp'] if args.with_cp else []
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f'measurement {order} {size} {mode} failed:\n{out.stderr[-2000:]}')
@@ -88,6 +89,8 @@ def main():
     p.add_argument('--repeats', type=int, default=2)
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--device', default='cuda' if _cuda() else 'cpu')
+    p.add_argument('--with-cp', action='store_true',
+                   help='activation checkpointing of every block, in both orders')
     p.add_argument('--json', help='also write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--order', help=argparse.SUPPRESS)
@@ -98,7 +101,8 @@ def main():
         return measure(args)
 
     rows = []
-    print(f'MetaSDT-{args.arch} {args.mixer}, batch {args.batch}, device {args.device}')
+    print(f'MetaSDT-{args.arch} {args.mixer}, batch {args.batch}, device {args.device}'
+          f'{", with_cp" if args.with_cp else ""}')
     print(f'{"size":>10} {"mode":>6} | {"linear s":>9} {"quad s":>9} {"t ratio":>7} | '
           f'{"linear MiB":>10} {"quad MiB":>10} {"mem ratio":>9}')
     for size in args.sizes:

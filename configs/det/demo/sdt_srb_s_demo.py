@@ -78,3 +78,6 @@ optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=max_epochs))
+# a fixed seed: the same weights init and sampling each run (unseeded runs of this short
+# schedule scatter by several points of mAP)
+randomness = dict(seed=0)

@@ -14,6 +14,7 @@ Detection uses taps (1, 2, 3, 4), segmentation (0, 1, 2, 4).
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
@@ -82,6 +83,9 @@ class MetaSDT(BaseModule):
             'quadratic' the reference's (q k^T) v, for benchmarks.
         frozen_stages (int): freeze stages 0..frozen_stages (-1: none).
         norm_eval (bool): keep BatchNorm in eval mode while training.
+        with_cp (bool): activation checkpointing of every block (as ``with_cp`` of
+            mmdet's/mmpretrain's backbones): the backward recomputes each block's forward,
+            trading training time for activation memory. Same numbers either way.
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)`` loads a reference
             or mmsnn checkpoint through :func:`convert_reference_checkpoint` and logs every
             missing and unexpected key by name.
@@ -91,7 +95,7 @@ class MetaSDT(BaseModule):
                  token_layout='raster', in_channels=3, num_heads=8, out_indices=(1, 2, 3, 4),
                  drop_rate=0.0, drop_path_rate=0.0, T=1, neuron_cfg=None, keep_time=False,
                  last_stage_stride=1, attn_order='linear', frozen_stages=-1, norm_eval=False,
-                 init_cfg=None):
+                 with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims is None:
             if arch not in ARCH_SETTINGS:
@@ -119,6 +123,7 @@ class MetaSDT(BaseModule):
         self.keep_time = keep_time
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.with_cp = with_cp
         self.tap_channels = (C0 // 2, C0, C1, C2, C3)
         self.tap_strides = (2, 4, 8, 16, 16 * last_stage_stride)
 
@@ -192,7 +197,10 @@ class MetaSDT(BaseModule):
                 module = getattr(self, name)
                 if isinstance(module, nn.ModuleList):
                     for block in module:
-                        x = block(x)
+                        if self.with_cp and x.requires_grad:
+                            x = cp.checkpoint(block, x, use_reentrant=False)
+                        else:
+                            x = block(x)
                 else:
                     x = module(x)
             if tap in self.out_indices:
@@ -228,6 +236,11 @@ class MetaSDT(BaseModule):
 
     def init_weights(self):
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            if not self.init_cfg.get('checkpoint'):  # configs carry the slot; None = random
+                MMLogger.get_current_instance().info(
+                    'MetaSDT: init_cfg.checkpoint is None, keeping the random initialisation')
+                self._is_init = True
+                return
             # mmengine's PretrainedInit would load with a silent strict=False; we convert
             # reference / detector / ImageNet layouts and report every key that did not fit.
             load_pretrained(self, self.init_cfg['checkpoint'],
