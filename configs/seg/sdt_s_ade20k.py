@@ -64,5 +64,11 @@ param_scheduler = [
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=16000)
 
+# ST-ERF analysis of the backbone during training (mmsnn.engine.hooks.STERFHook), off by
+# default: `--cfg-options st_erf.enable=True` (tools/train.py turns this into the hook; with
+# other launchers put dict(type='STERFHook', ...) in custom_hooks). Before training, every 16k
+# iterations and after training; files under {work_dir}/st_erf/.
+st_erf = dict(enable=False, interval=16000, by_epoch=False, num_inputs=2, size=(128, 128))
+
 # the recipe's batch: 16 in total = 4 GPUs x 4 images (train_dataloader.batch_size=4)
 auto_scale_lr = dict(enable=False, base_batch_size=16)

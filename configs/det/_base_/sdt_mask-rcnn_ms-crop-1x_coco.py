@@ -61,5 +61,10 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05))
+# ST-ERF analysis of the backbone during training (mmsnn.engine.hooks.STERFHook), off by
+# default: `--cfg-options st_erf.enable=True` (tools/train.py turns this into the hook; with
+# other launchers put dict(type='STERFHook', ...) in custom_hooks). Before training, every 4
+# epochs and after training; files under {work_dir}/st_erf/.
+st_erf = dict(enable=False, interval=4, by_epoch=True, num_inputs=2, size=(128, 128))
 # lr is for 16 images per iteration; `--auto-scale-lr` rescales it for other batch sizes
 auto_scale_lr = dict(enable=False, base_batch_size=16)
