@@ -236,6 +236,23 @@ def test_with_cp_gives_same_numbers_and_grads():
     assert ga.abs().sum() > 0 and torch.allclose(ga, b.ConvBlock1_2[0].fc1.weight.grad)
 
 
+@pytest.mark.parametrize('neuron', [None, dict(type='LIF')])
+def test_compact_spike_storage_is_exact(neuron):
+    torch.manual_seed(0)
+    T = 1 if neuron is None else 2
+    a = MetaSDT(**TINY, mixer='srb', compact_spikes=False, T=T, neuron_cfg=neuron).train()
+    b = MetaSDT(**TINY, mixer='srb', compact_spikes=True, T=T, neuron_cfg=neuron).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    grads = []
+    for m in (a, b):
+        xi = x.clone().requires_grad_(True)
+        sum((o * o).sum() for o in m(xi)).backward()
+        grads.append((xi.grad, m.block3[0].attn.v_conv[0].weight.grad))
+    assert grads[0][0].abs().sum() > 0
+    assert all(torch.equal(u, v) for u, v in zip(*grads))
+
+
 def test_frozen_stages_and_norm_eval():
     m = MetaSDT(**TINY, frozen_stages=1, norm_eval=True).train()
     assert not any(p.requires_grad for p in m.downsample1_2.parameters())

@@ -47,7 +47,10 @@ class MultiSpikeQuantizer(nn.Module):
         self.T = T
 
     def forward(self, x):
-        return quantize(x, self.max_value, self.norm)
+        s = quantize(x, self.max_value, self.norm)
+        if s.requires_grad and self.max_value <= 255:
+            s._mmsnn_spike_norm = self.norm  # lets compact_spike_storage() save it as uint8
+        return s
 
     def extra_repr(self):
         return f'max_value={self.max_value}, norm={self.norm}'
@@ -173,10 +176,33 @@ class _MultiSpikeFunction(torch.autograd.Function):
         return (grad.mul_(ctx.scale) if ctx.scale != 1.0 else grad), None, None
 
 
+def _pack_spikes(t):
+    norm = getattr(t, '_mmsnn_spike_norm', None)
+    if norm is None:
+        return t
+    # spikes are k / norm with integer k in [0, max_value]: uint8 holds them exactly
+    return torch.round(t * norm).to(torch.uint8), norm, t.dtype
+
+
+def _unpack_spikes(packed):
+    if isinstance(packed, torch.Tensor):
+        return packed
+    counts, norm, dtype = packed
+    return counts.to(dtype) / norm
+
+
+def compact_spike_storage():
+    """Context manager: tensors that autograd saves for the backward pass and that are
+    outputs of a :class:`MultiSpikeQuantizer` (the inputs of most convs) are kept as uint8
+    spike counts instead of float32 -- exact, and a quarter of the memory. Everything else is
+    saved as usual."""
+    return torch.autograd.graph.saved_tensors_hooks(_pack_spikes, _unpack_spikes)
+
+
 def quantize(x, max_value=4, norm=4.0):
     """Functional form of :class:`MultiSpikeQuantizer` for heads that need no module."""
     return _MultiSpikeFunction.apply(x, int(max_value), float(norm))
 
 
 __all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'build_neuron',
-           'is_stateful', 'reset_neurons', 'quantize', 'DEFAULT_NEURON']
+           'is_stateful', 'reset_neurons', 'quantize', 'compact_spike_storage', 'DEFAULT_NEURON']

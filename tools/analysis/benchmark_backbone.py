@@ -7,7 +7,8 @@ For each input size it times forward (eval, no grad) and forward+backward (train
 the same backbone with the linear attention order ``q (k^T v)`` (mmsnn's default) and with
 the reference's quadratic order ``(q k^T) v``, and reports peak memory. Each measurement runs
 in a fresh subprocess so peaks do not mix: on CUDA the peak is ``max_memory_allocated``; on
-the CPU it is the process's peak RSS above its RSS after building the model and input.
+the CPU it is the process's peak RSS above its RSS after building the model and input, with
+glibc's mmap threshold fixed so that freed tensors leave the RSS at once.
 Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800x1216 the
 train step's peak memory <= 0.4x the quadratic order's and no slower.
 """
@@ -34,7 +35,8 @@ def measure(args):
     dev = torch.device(args.device)
     h, w = args.size
     model = MetaSDT(arch=args.arch, mixer=args.mixer, attn_order=args.order,
-                    out_indices=(1, 2, 3, 4), with_cp=args.with_cp).to(dev)
+                    out_indices=(1, 2, 3, 4), with_cp=args.with_cp,
+                    compact_spikes=not args.no_compact_spikes).to(dev)
     x = torch.randn(args.batch, 3, h, w, device=dev)
     train = args.mode == 'train'
     model.train(train)
@@ -70,7 +72,11 @@ def run_child(args, order, size, mode):
            '--order', order, '--size', str(size[0]), str(size[1]), '--mode', mode,
            '--repeats', str(args.repeats), '--batch', str(args.batch), '--device', args.device]
     cmd += ['--with-cp'] if args.with_cp else []
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    cmd += ['--no-compact-spikes'] if args.no_compact_spikes else []
+    # glibc raises its mmap threshold after large frees and then keeps freed memory in the
+    # heap, so peak RSS would count dead tensors; a fixed threshold returns them at once.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072')
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f'measurement {order} {size} {mode} failed:\n{out.stderr[-2000:]}')
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -91,6 +97,8 @@ def main():
     p.add_argument('--device', default='cuda' if _cuda() else 'cpu')
     p.add_argument('--with-cp', action='store_true',
                    help='activation checkpointing of every block, in both orders')
+    p.add_argument('--no-compact-spikes', action='store_true',
+                   help='save spikes for the backward pass as float32 (MetaSDT compact_spikes=False)')
     p.add_argument('--json', help='also write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--order', help=argparse.SUPPRESS)
@@ -102,7 +110,8 @@ def main():
 
     rows = []
     print(f'MetaSDT-{args.arch} {args.mixer}, batch {args.batch}, device {args.device}'
-          f'{", with_cp" if args.with_cp else ""}')
+          f'{", with_cp" if args.with_cp else ""}'
+          f'{", float32 spike storage" if args.no_compact_spikes else ""}')
     print(f'{"size":>10} {"mode":>6} | {"linear s":>9} {"quad s":>9} {"t ratio":>7} | '
           f'{"linear MiB":>10} {"quad MiB":>10} {"mem ratio":>9}')
     for size in args.sizes:

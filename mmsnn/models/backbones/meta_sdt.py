@@ -22,7 +22,7 @@ from ...registry import register
 from ..checkpoint import load_pretrained
 from ..layers import SpikeConvBlock, SpikeDownsample, SpikeTransformerBlock
 from ..mixers import MLPixerMixer, SplashReconstructMixer
-from ..neurons import build_neuron, is_stateful
+from ..neurons import build_neuron, compact_spike_storage, is_stateful
 
 #: embed dims (C0, C1, C2, C3) of the published sizes; parameter counts in the reference doc.
 ARCH_SETTINGS = {
@@ -83,6 +83,8 @@ class MetaSDT(BaseModule):
             'quadratic' the reference's (q k^T) v, for benchmarks.
         frozen_stages (int): freeze stages 0..frozen_stages (-1: none).
         norm_eval (bool): keep BatchNorm in eval mode while training.
+        compact_spikes (bool): during training, keep the spikes that autograd saves for the
+            backward pass as uint8 counts (exact; a quarter of float32). On by default.
         with_cp (bool): activation checkpointing of every block (as ``with_cp`` of
             mmdet's/mmpretrain's backbones): the backward recomputes each block's forward,
             trading training time for activation memory. Same numbers either way.
@@ -95,7 +97,7 @@ class MetaSDT(BaseModule):
                  token_layout='raster', in_channels=3, num_heads=8, out_indices=(1, 2, 3, 4),
                  drop_rate=0.0, drop_path_rate=0.0, T=1, neuron_cfg=None, keep_time=False,
                  last_stage_stride=1, attn_order='linear', frozen_stages=-1, norm_eval=False,
-                 with_cp=False, init_cfg=None):
+                 compact_spikes=True, with_cp=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims is None:
             if arch not in ARCH_SETTINGS:
@@ -124,6 +126,7 @@ class MetaSDT(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.compact_spikes = compact_spikes
         self.tap_channels = (C0 // 2, C0, C1, C2, C3)
         self.tap_strides = (2, 4, 8, 16, 16 * last_stage_stride)
 
@@ -169,6 +172,12 @@ class MetaSDT(BaseModule):
         return [self.tap_strides[i] for i in self.out_indices]
 
     def forward(self, x, keep_time=None):
+        if self.compact_spikes and not self.with_cp and torch.is_grad_enabled():
+            with compact_spike_storage():
+                return self._forward(x, keep_time)
+        return self._forward(x, keep_time)
+
+    def _forward(self, x, keep_time=None):
         """``x``: [B, 3, H, W], or [T, B, 3, H, W] with a frame per time step.
 
         Returns a tuple of taps [B, C, h, w] (mean over time), or [T, B, C, h, w] when
