@@ -60,10 +60,10 @@ def main():
         ckpt = f.read().strip()
     test_dir = osp.join(work_dir, 'test')
     t_test = run([py, 'tools/test.py', args.config, ckpt, '--work-dir', test_dir,
-                  '--show-dir', 'vis', '--cfg-options', f'data_root={data_root}'], env)
+                  '--show-dir', osp.join(test_dir, 'vis'), '--cfg-options', f'data_root={data_root}'], env)
 
     with open(osp.join(ROOT, test_dir, 'metrics.json')) as f:
-        metrics = json.load(f)
+        metrics = json.load(f)["metrics"]
     erf_dir = osp.join(work_dir, 'st_erf')
     print('\n================ mmsnn demo: spiking Mask R-CNN (SRB) on generated COCO data')
     print(f'box mAP   {metrics.get("coco/bbox_mAP", float("nan")):.3f}   '
@@ -73,7 +73,7 @@ def main():
     print(f'time      train {t_train:.0f} s, test {t_test:.0f} s, total '
           f'{time.time() - t_start:.0f} s')
     print(f'checkpoint   {ckpt}')
-    print(f'predictions  {test_dir}/<timestamp>/vis/ (pictures), {test_dir}/metrics.json')
+    print(f'predictions  {test_dir}/vis/ (pictures), {test_dir}/metrics.json')
     if not args.no_erf and osp.isdir(osp.join(ROOT, erf_dir)):
         last = osp.join(ROOT, erf_dir, 'after_train', 'metrics.json')
         print(f'ST-ERF       {erf_dir}/{{before_train,epoch_N,after_train}}/ '
