@@ -170,11 +170,17 @@ def main():
                        '--size-key', size_key, '--variant', variant, '--iters',
                        str(args.iters), '--batch', str(args.batch), '--device', args.device]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-                if out.returncode:
-                    raise SystemExit(f'{task}/{size_key}/{variant} failed:\n{out.stderr[-3000:]}')
+                tag = dict(task=task, size=f'{shape[0]}x{shape[1]}', size_key=size_key,
+                           variant=variant)
+                if out.returncode:  # e.g. killed for memory: report it, measure the rest
+                    why = ('killed (out of memory?)' if out.returncode < 0 else
+                           out.stderr.strip().splitlines()[-1][-200:])
+                    print(f'{task:4} {tag["size"]:10} {variant:10} | failed: exit '
+                          f'{out.returncode}: {why}', flush=True)
+                    results.append(dict(tag, error=f'exit {out.returncode}: {why}'))
+                    continue
                 r = json.loads(out.stdout.strip().splitlines()[-1])
-                r.update(task=task, size=f'{shape[0]}x{shape[1]}', size_key=size_key,
-                         variant=variant)
+                r.update(tag)
                 results.append(r)
                 print(f'{task:4} {r["size"]:10} {variant:10} | {r["train_img_s"]:11.3f} '
                       f'{r["infer_img_s"]:11.3f} {r["train_peak_mib"]:14.1f}', flush=True)
@@ -184,7 +190,7 @@ def main():
     for task in args.tasks:
         for size_key in args.sizes:
             row = {r['variant']: r for r in results
-                   if r['task'] == task and r['size_key'] == size_key}
+                   if r['task'] == task and r['size_key'] == size_key and 'error' not in r}
 
             def ratio(a, b, key):
                 if a in row and b in row:
