@@ -34,7 +34,7 @@ fi
 check_all() {
   "$PY" - <<'PY' 2>/dev/null
 import importlib, sys
-for m in ("torch", "mmengine", "mmcv.ops", "mmdet", "mmseg",
+for m in ("torch", "pkg_resources", "mmengine", "mmcv.ops", "mmdet", "mmseg",
           "spikingjelly.activation_based.neuron", "mmsnn"):
     importlib.import_module(m)
 import mmcv, mmdet, mmseg, mmengine
@@ -60,7 +60,10 @@ else
   "${PIP[@]}" "$TORCH_DEFAULT"
 fi
 # numpy<2: mmcv 2.1 / mmdet 3.3 / mmseg 1.2 were built against the numpy 1 API.
-"${PIP[@]}" 'numpy<2' 'mmengine==0.10.7'
+# setuptools<70: mmcv's build and mmengine at run time (package_utils, used by every
+# `mmdet::` / `mmseg::` config) import pkg_resources, which newer setuptools dropped. torch
+# declares setuptools>=77 but only its C++-extension builder uses it; pip warns, nothing breaks.
+"${PIP[@]}" 'numpy<2' 'mmengine==0.10.7' 'setuptools<70'
 
 if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   TORCH_VER="$("$PY" -c 'import torch; print(torch.__version__)')"
@@ -69,9 +72,6 @@ if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev
   mkdir -p "$WHEELS"
   if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
     log "building mmcv 2.1.0 with ops against torch $TORCH_VER (about 11 min on 2 cores)"
-    # mmcv's setup.py imports pkg_resources, gone from setuptools>=70; torch's install may
-    # have upgraded setuptools, so pin it right before the build.
-    "${PIP[@]}" 'setuptools<70'
     export MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
     "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
       --no-cache-dir 'mmcv==2.1.0' -w "$WHEELS"
@@ -79,8 +79,6 @@ if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev
     log "reusing mmcv wheel built for torch $TORCH_VER from $WHEELS"
   fi
   "${PIP[@]}" --no-deps --force-reinstall "$WHEELS"/mmcv-2.1.0-*.whl
-  # back to the setuptools torch asks for (>=77); only mmcv's build needed the old one.
-  "${PIP[@]}" 'setuptools>=77' 
   # mmcv's own light requirements (installed separately because of --no-deps above).
   "${PIP[@]}" addict 'numpy<2' packaging Pillow pyyaml yapf opencv-python
 fi
