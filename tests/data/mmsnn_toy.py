@@ -1,0 +1,79 @@
+"""A toy model, dataset, metric and hook for the tools' tests (``tests/data/toy_config.py``).
+
+A tiny MetaSDT backbone + linear classifier on random 32x32 tensors: enough for the runner
+to train, checkpoint, resume and test in seconds. Registered in mmdet's registries only (the
+toy config runs with ``default_scope = 'mmdet'``); not part of mmsnn's module list. Import
+it as ``mmsnn_toy`` with ``tests/data`` on PYTHONPATH (the tests set that up).
+"""
+import os.path as osp
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.registry import DATASETS, HOOKS, METRICS, MODELS
+from mmengine.dist import get_dist_info
+from mmengine.hooks import Hook
+from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
+
+
+@MODELS.register_module(force=True)
+class ToySpikeClassifier(BaseModel):
+    """``backbone`` (a MetaSDT config) -> global average pool of its last tap -> linear."""
+
+    def __init__(self, backbone, num_classes=3, data_preprocessor=None, init_cfg=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.head = nn.Linear(self.backbone.out_channels[-1], num_classes)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        feat = self.backbone(inputs)[-1].float().mean((2, 3))
+        logits = self.head(feat).float()
+        if mode == 'loss':
+            return dict(loss_cls=F.cross_entropy(logits, data_samples.long()))
+        if mode == 'predict':
+            return [dict(pred_label=int(p.argmax()), gt_label=int(g))
+                    for p, g in zip(logits, data_samples)]
+        return logits
+
+
+@DATASETS.register_module(force=True)
+class ToySpikeDataset(torch.utils.data.Dataset):
+    """``num_samples`` random images with random labels; the path arguments are accepted (and
+    checked by the tools) but not read."""
+
+    def __init__(self, num_samples=8, img_size=32, num_classes=3, seed=0, data_root='',
+                 ann_file='', data_prefix=None, pipeline=None):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(num_samples, 3, img_size, img_size, generator=g)
+        self.labels = torch.randint(0, num_classes, (num_samples,), generator=g)
+        self.metainfo = dict(classes=tuple(f'class{i}' for i in range(num_classes)))
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return dict(inputs=self.images[i], data_samples=self.labels[i])
+
+
+@METRICS.register_module(force=True)
+class ToyAccuracy(BaseMetric):
+    default_prefix = 'toy'
+
+    def process(self, data_batch, data_samples):
+        self.results.extend(data_samples)
+
+    def compute_metrics(self, results):
+        hits = sum(r['pred_label'] == r['gt_label'] for r in results)
+        return dict(accuracy=hits / max(len(results), 1))
+
+
+@HOOKS.register_module(force=True)
+class ToyRankMarkerHook(Hook):
+    """Each process writes ``rank{R}.done`` (world size, iteration) into the work dir at the
+    end of a run, so the distributed test can see that every rank finished."""
+
+    def after_run(self, runner):
+        rank, world_size = get_dist_info()
+        with open(osp.join(runner.work_dir, f'rank{rank}.done'), 'w') as f:
+            f.write(f'world_size={world_size} iter={runner.iter}\n')
