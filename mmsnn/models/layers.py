@@ -5,7 +5,6 @@ so a reference checkpoint loads with only a prefix change (see ``checkpoint.py``
 All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """
-import torch
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
 
