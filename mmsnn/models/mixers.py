@@ -43,7 +43,9 @@ def _bias_free_linear(in_features, out_features):
 
 
 class _EarlyMixerBlock(nn.Module):
-    """Shared first half: ``x = x + SepConv7(x)``; subclasses define ``mix``."""
+    """What MLPixer and SRB share: ``x = x + SepConv7(x)``, then ``x = x + mix(x)`` whose
+    first step, ``splash``, is ``dropout(fc1(spike1(x)))`` over tokens (C -> rC);
+    subclasses define the rest of ``mix`` after ``spike2``."""
 
     def __init__(self, dim, mlp_ratio, neuron, drop_rate, drop_path, token_layout):
         super().__init__()
@@ -54,6 +56,12 @@ class _EarlyMixerBlock(nn.Module):
         self.Conv = InvertedSepConv(dim, kernel_size=7, neuron=neuron)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.spike1 = neuron()
+        self.fc1 = _bias_free_linear(dim, self.hidden)
+        self.spike2 = neuron()
+
+    def splash(self, x):
+        return self.drop(tokens_to_linear(self.fc1, self.spike1(x), self.token_layout))
 
     def forward(self, x):
         x = x + self.drop_path(self.Conv(x))
@@ -67,13 +75,10 @@ class MLPixerMixer(_EarlyMixerBlock):
     def __init__(self, dim, mlp_ratio=4, neuron=None, drop_rate=0.0, drop_path=0.0,
                  token_layout='raster'):
         super().__init__(dim, mlp_ratio, neuron, drop_rate, drop_path, token_layout)
-        self.spike1 = neuron()
-        self.fc1 = _bias_free_linear(dim, self.hidden)
-        self.spike2 = neuron()
         self.fc2 = _bias_free_linear(self.hidden, dim)
 
     def mix(self, x):
-        y = self.drop(tokens_to_linear(self.fc1, self.spike1(x), self.token_layout))
+        y = self.splash(x)
         return self.drop(tokens_to_linear(self.fc2, self.spike2(y), self.token_layout))
 
 
@@ -84,12 +89,8 @@ class SplashReconstructMixer(_EarlyMixerBlock):
     def __init__(self, dim, mlp_ratio=4, neuron=None, drop_rate=0.0, drop_path=0.0,
                  token_layout='raster'):
         super().__init__(dim, mlp_ratio, neuron, drop_rate, drop_path, token_layout)
-        self.spike1 = neuron()
-        self.fc1 = _bias_free_linear(dim, self.hidden)
-        self.spike2 = neuron()
         self.conv2 = nn.Conv2d(self.hidden, dim, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(dim)
 
     def mix(self, x):
-        z = self.drop(tokens_to_linear(self.fc1, self.spike1(x), self.token_layout))
-        return self.bn2(self.conv2(self.spike2(z)))
+        return self.bn2(self.conv2(self.spike2(self.splash(x))))
