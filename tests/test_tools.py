@@ -393,3 +393,26 @@ def test_cpu_amp_train_step():
     losses = model.train_step(data, wrapper)
     assert torch.isfinite(losses['loss_cls'])
     assert not torch.equal(before, model.head.weight)
+
+
+def test_amp_on_cpu_trains_in_bf16(tmp_path, run_tool):
+    """--amp on a CPU machine: bf16 autocast through CPUAmpOptimWrapper, no loss scaling."""
+    work_dir = tmp_path / 'amp'
+    proc = run_tool('tools/train.py', TOY, '--work-dir', work_dir, '--amp',
+                    '--cfg-options', 'train_cfg.max_iters=2')
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (work_dir / 'iter_2.pth').exists()
+    dumped = (work_dir / osp.basename(TOY)).read_text()
+    assert "type='CPUAmpOptimWrapper'" in dumped and "dtype='bfloat16'" in dumped
+
+
+def test_cpu_amp_wrapper_runs_the_quantiser_in_bf16():
+    from mmsnn.models import MetaSDT
+    from mmsnn.utils.runtime import CPUAmpOptimWrapper
+    model = MetaSDT(embed_dims=(8, 16, 16, 16), out_indices=(4,))
+    wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.AdamW(model.parameters()))
+    with wrapper.optim_context(model):
+        out = model(torch.randn(1, 3, 32, 32))[0]
+    assert out.dtype == torch.bfloat16
+    wrapper.update_params(out.float().mean())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
