@@ -3,7 +3,7 @@ import torch
 from mmdet.models.roi_heads import StandardRoIHead
 
 from ...registry import register
-from ._time import mean_over_time
+from ..time_axis import mean_over_time
 
 
 def _batch_major(x):

@@ -4,7 +4,8 @@ from mmdet.models.dense_heads import RPNHead
 
 from ...registry import register
 from ..necks.spiking_fpn import SpikeConvBN
-from ._time import fold, head_neuron, mean_over_time
+from ..time_axis import fold, mean_over_time
+from ._time import head_neuron
 
 
 @register('model', scopes=('mmdet',))

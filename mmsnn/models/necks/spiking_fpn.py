@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 
 from ...registry import register
 from ..neurons import build_neuron
+from ..time_axis import fold_time, unfold_time
 
 #: the heads' default neuron: the reference's integer counts 0..4, not divided by 4
 HEAD_NEURON = dict(type='MultiSpike', max_value=4, norm=1.0)
@@ -29,20 +30,6 @@ class SpikeConvBN(nn.Sequential):
                               bias=not with_bn)
         if with_bn:
             self.bn = nn.BatchNorm2d(out_ch)
-
-
-def fold_time(feats):
-    """Tuple of [T,B,...] or [B,...] tensors -> (tuple of [T*B,...], T or None)."""
-    if feats[0].dim() == 5:
-        T = feats[0].shape[0]
-        return tuple(f.flatten(0, 1) for f in feats), T
-    return tuple(feats), None
-
-
-def unfold_time(feats, T):
-    if T is None:
-        return tuple(feats)
-    return tuple(f.reshape(T, f.shape[0] // T, *f.shape[1:]) for f in feats)
 
 
 @register('model')

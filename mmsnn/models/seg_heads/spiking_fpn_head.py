@@ -29,7 +29,8 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
 
 from ...registry import register
-from ..necks.spiking_fpn import HEAD_NEURON, SpikeConvBN, fold_time
+from ..necks.spiking_fpn import HEAD_NEURON, SpikeConvBN
+from ..time_axis import fold_time, mean_over_time
 from ..neurons import build_neuron
 
 
@@ -116,10 +117,7 @@ class SpikingFPNHead(BaseDecodeHead):
             if y.shape[2:] != out.shape[2:]:  # odd sizes: 2x upsampling overshoots by a pixel
                 y = self._resize(y, size=out.shape[2:])
             out = out + y
-        logits = self.cls_seg(out)
-        if T is not None:  # [T*B, K, h, w] -> mean over time
-            logits = logits.reshape(T, logits.shape[0] // T, *logits.shape[1:]).mean(0)
-        return logits
+        return mean_over_time(self.cls_seg(out), T)  # [T*B, K, h, w] -> mean over time
 
     def cls_seg(self, feat):
         """Quantise, dropout, 1x1 classifier."""
