@@ -15,17 +15,19 @@ of the train step. Variants:
     relu-T4    ReLU twin run over 4 steps like snn-T4
 
 Every measurement runs in its own subprocess (peaks do not mix; CPU peak = peak RSS above the
-RSS after building; CUDA peak = max_memory_allocated). All rows of one call are measured side
+RSS after building, with glibc's mmap threshold fixed so freed tensors leave the RSS at once;
+CUDA peak = max_memory_allocated). All rows of one call are measured side
 by side on the same machine; ratios are printed at the end and written as JSON.
 """
 import argparse
 import json
 import os
 import os.path as osp
-import resource
 import subprocess
 import sys
 import time
+
+from _memory import CHILD_ENV, memory_base, peak_above
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -41,11 +43,6 @@ VARIANTS = {
     'relu-T1': dict(T=1, neuron=dict(type='ReLU'), head=dict(type='ReLU')),
     'relu-T4': dict(T=4, neuron=dict(type='ReLU', multistep=True), head=dict(type='ReLU')),
 }
-
-
-def rss_mib():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
 def set_head_neurons(model_cfg, head_cfg):
@@ -122,13 +119,10 @@ def measure(args):
             best = min(best, time.perf_counter() - t0)
         return best
 
-    base = torch.cuda.memory_allocated() if dev.type == 'cuda' else rss_mib()
+    base = memory_base(dev)
     model.train()
     t_train = timed(lambda: model.train_step(data, optim))
-    if dev.type == 'cuda':
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = peak_above(base, dev)
     model.eval()
     with torch.no_grad():
         t_test = timed(lambda: model.test_step(data))
@@ -156,7 +150,7 @@ def main():
     if args.child:
         return measure(args)
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    env = dict(os.environ, **CHILD_ENV, PYTHONPATH=os.pathsep.join(
         [ROOT] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
     results = []
     print(f'device {args.device}, batch {args.batch}, best of {args.iters} iterations')

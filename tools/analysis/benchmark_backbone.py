@@ -15,15 +15,11 @@ train step's peak memory <= 0.4x the quadratic order's and no slower.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-
-def rss_mib():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+from _memory import CHILD_ENV, memory_base, peak_above
 
 
 def measure(args):
@@ -53,17 +49,14 @@ def measure(args):
             torch.cuda.synchronize()
 
     # baseline before any step: model, input and the Python runtime
-    base = torch.cuda.memory_allocated() if dev.type == 'cuda' else rss_mib()
+    base = memory_base(dev)
     step()  # warm-up (allocator, oneDNN primitives); its peak is the step's peak too
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    if dev.type == 'cuda':
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:  # ru_maxrss is KiB on Linux
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = peak_above(base, dev)
     print(json.dumps(dict(time_s=min(times), peak_mib=peak)))
 
 
@@ -73,9 +66,7 @@ def run_child(args, order, size, mode):
            '--repeats', str(args.repeats), '--batch', str(args.batch), '--device', args.device]
     cmd += ['--with-cp'] if args.with_cp else []
     cmd += ['--no-compact-spikes'] if args.no_compact_spikes else []
-    # glibc raises its mmap threshold after large frees and then keeps freed memory in the
-    # heap, so peak RSS would count dead tensors; a fixed threshold returns them at once.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072')
+    env = dict(os.environ, **CHILD_ENV)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f'measurement {order} {size} {mode} failed:\n{out.stderr[-2000:]}')
