@@ -55,6 +55,8 @@ def load_pretrained(model, checkpoint, logger=None, strict=False):
     """
     source = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else 'checkpoint'
     sd = convert_reference_checkpoint(checkpoint)
+    if hasattr(model, 'checkpoint_filter'):  # per-family key filter beside the model
+        sd = model.checkpoint_filter(sd)
     own = model.state_dict()
     shape_errors = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                     for k, v in sd.items() if k in own and own[k].shape != v.shape]

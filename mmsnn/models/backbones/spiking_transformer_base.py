@@ -1,0 +1,208 @@
+"""What the three time-first spiking transformers (Spikformer, SDT v1, QKFormer) share.
+
+* :class:`MultiStepLIF` -- the reference's LIF neuron: spikingjelly's activation_based
+  ``LIFNode`` in multi-step mode (tau 2, hard reset to 0, detached reset, sigmoid surrogate
+  with alpha 4), stepping along axis 0 of its input and reset before every forward.
+* :class:`SpikingTransformerBackbone` -- the mmdet/mmseg backbone plumbing: input encoding,
+  five stage taps (strides 2, 4, 8, 16, 16), mean over time, ``frozen_stages``,
+  ``norm_eval``, ``init_cfg=dict(type='Pretrained', ...)`` through the one converter, and
+  an optional ImageNet classifier (``num_classes > 0``) for checking against the reference.
+
+Tensors are time-first, ``[T, B, C, H, W]``, as in the references: every conv, BN and
+max-pool runs on the merged ``[T*B, ...]`` tensor (index ``t*B + b``), every LIF on the
+un-merged tensor. Unlike the reference code (``H // 16`` reshapes) any input size works; a
+stride-2 step maps a side ``n`` to ``ceil(n / 2)``.
+"""
+import re
+
+import torch.nn as nn
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from spikingjelly.activation_based import neuron as sj_neuron
+from spikingjelly.activation_based import surrogate as sj_surrogate
+
+#: strides of the five stage taps of every model built on :class:`SpikingTransformerBackbone`
+#: when all four tokenizer max-pools are on (tap 3 = tokenizer output, tap 4 = last block)
+TAP_STRIDES = (2, 4, 8, 16, 16)
+
+
+class MultiStepLIF(sj_neuron.LIFNode):
+    """The reference's ``MultiStepLIFNode`` on spikingjelly's torch path.
+
+    ``H = V + (X[t] - V) / tau``; spike where ``H >= v_threshold``; hard reset to 0. The input
+    is ``[T, ...]`` and the membrane steps along axis 0. The state is reset before every
+    forward (nothing leaks from one batch into the next) and after it (no graph kept alive).
+
+    Args:
+        v_threshold (float): 1.0, or 0.5 for the attention neurons of the references.
+        tau (float): membrane time constant (2.0 in all three references).
+
+    The references run spikingjelly 0.0.0.0.14's 'cupy' kernel (CUDA fp32/fp16 only);
+    spikingjelly 2.0's torch path computes the same numbers on CPU and GPU, in any float
+    dtype (``shared/docs/snn_transformers.md`` section 0).
+    """
+
+    def __init__(self, v_threshold=1.0, tau=2.0):
+        super().__init__(tau=float(tau), decay_input=True, v_threshold=v_threshold, v_reset=0.0,
+                         surrogate_function=sj_surrogate.Sigmoid(alpha=4.0),
+                         detach_reset=True, step_mode='m')
+
+    def forward(self, x):
+        self.reset()
+        out = super().forward(x)
+        self.reset()
+        return out
+
+
+def merged(module, x):
+    """Run ``module`` on ``x`` [T, B, ...] with time merged into the batch, ``[T*B, ...]``."""
+    T, B = x.shape[:2]
+    y = module(x.flatten(0, 1))
+    return y.reshape(T, B, *y.shape[1:])
+
+
+def conv_bn(x, conv, bn):
+    """``bn(conv(x))`` for ``x`` [T, B, ...], time merged into the batch."""
+    T, B = x.shape[:2]
+    y = bn(conv(x.flatten(0, 1)))
+    return y.reshape(T, B, *y.shape[1:])
+
+
+class SpikingTransformerBackbone(BaseModule):
+    """Base of the time-first spiking transformer backbones (see the module docstring).
+
+    Subclasses build their layers, set ``tap_channels`` / ``tap_strides`` / ``_tap_modules``
+    and implement ``_forward_taps(x, last)`` (``x`` is ``[T, B, C, H, W]``; returns the list
+    of taps ``0..last`` as ``[T, B, C, h, w]``) and ``_forward_head(last_tap)``.
+    """
+
+    #: runs T real time steps (read by the ERF tools)
+    stateful = True
+    num_taps = 5
+
+    def __init__(self, T=4, out_indices=(1, 2, 3, 4), num_classes=0, keep_time=False,
+                 frozen_stages=-1, norm_eval=False, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        name = type(self).__name__
+        out_indices = tuple(int(i) for i in out_indices)
+        if not out_indices or any(i not in range(self.num_taps) for i in out_indices):
+            raise ValueError(f'{name}: out_indices must index the stage taps '
+                             f'0..{self.num_taps - 1}, got {out_indices}')
+        if int(T) < 1:
+            raise ValueError(f'{name}: T must be >= 1, got {T}')
+        if int(num_classes) < 0:
+            raise ValueError(f'{name}: num_classes must be >= 0, got {num_classes}')
+        self.T = int(T)
+        self.out_indices = out_indices
+        self.num_classes = int(num_classes)
+        self.keep_time = keep_time
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def out_channels(self):
+        """Channels of the returned taps, in ``out_indices`` order (for neck configs)."""
+        return [self.tap_channels[i] for i in self.out_indices]
+
+    @property
+    def out_strides(self):
+        """Strides of the returned taps, in ``out_indices`` order (for anchors and RoIs)."""
+        return [self.tap_strides[i] for i in self.out_indices]
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, x):
+        """``[B, C, H, W]`` -> the same frame at every step (direct encoding), or
+        ``[T, B, C, H, W]`` with one frame per step -> as is."""
+        name = type(self).__name__
+        if x.dim() == 4:
+            return x.unsqueeze(0).expand(self.T, *x.shape)
+        if x.dim() == 5:
+            if x.shape[0] != self.T:
+                raise ValueError(f'{name} was built for T={self.T} time steps but got a 5-D '
+                                 f'input with {x.shape[0]} along axis 0; pass [T, B, C, H, W] '
+                                 f'(time first) with T={self.T}, or a [B, C, H, W] image')
+            return x
+        raise ValueError(f'{name} expects [B, C, H, W] or [T, B, C, H, W], got shape '
+                         f'{tuple(x.shape)}')
+
+    def forward(self, x, keep_time=None):
+        """``x``: [B, C, H, W] (repeated over T) or [T, B, C, H, W].
+
+        Returns the taps in ``out_indices`` as [B, C, h, w] (mean over time), or as
+        [T, B, C, h, w] when ``keep_time`` (argument or constructor) is true.
+        """
+        keep_time = self.keep_time if keep_time is None else keep_time
+        taps = self._forward_taps(self.encode(x), max(self.out_indices))
+        return tuple(taps[i] if keep_time else taps[i].mean(0) for i in self.out_indices)
+
+    def classify(self, x):
+        """ImageNet logits ``[B, num_classes]`` of the reference classifier (needs
+        ``num_classes > 0``)."""
+        if not self.num_classes:
+            raise RuntimeError(f'{type(self).__name__} was built without a classifier; pass '
+                               'num_classes > 0 to use classify()')
+        taps = self._forward_taps(self.encode(x), self.num_taps - 1)
+        return self._forward_head(taps[-1])
+
+    # ------------------------------------------------------------------ training
+    def _get(self, dotted):
+        module = self
+        for part in dotted.split('.'):
+            module = getattr(module, part)
+        return module
+
+    def _freeze_stages(self):
+        for i in range(min(self.frozen_stages + 1, self.num_taps)):
+            for name in self._tap_modules[i]:
+                m = self._get(name)
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def init_weights(self):
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            logger = MMLogger.get_current_instance()
+            if not self.init_cfg.get('checkpoint'):  # configs carry the slot; None = random
+                logger.info(f'{type(self).__name__}: init_cfg.checkpoint is None, keeping '
+                            'the random initialisation')
+            else:
+                # the one converter: container/prefix handling, then our key filter
+                from ..checkpoint import load_pretrained
+                load_pretrained(self, self.init_cfg['checkpoint'], logger=logger)
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def checkpoint_filter(self, state_dict):
+        """Reference checkpoint keys -> this model's keys: the family's
+        ``checkpoint_filter_fn`` (beside the model), called by the one converter."""
+        return self.checkpoint_filter_fn(state_dict, self)
+
+    @staticmethod
+    def checkpoint_filter_fn(state_dict, model=None):
+        return dict(state_dict)
+
+
+def filter_reference_keys(state_dict, unused, model=None):
+    """``state_dict`` without the keys whose name matches the regular expression ``unused``
+    (layers the reference declares but never runs), and without the classifier ``head.*``
+    when ``model`` is given and has none."""
+    pattern = re.compile(unused) if unused else None
+    drop_head = model is not None and not getattr(model, 'num_classes', 0)
+    return {k: v for k, v in state_dict.items()
+            if not (pattern is not None and pattern.search(k))
+            and not (drop_head and k.startswith(('head.', 'head_lif.')))}
+
+
+__all__ = ['MultiStepLIF', 'SpikingTransformerBackbone', 'merged', 'conv_bn', 'filter_reference_keys',
+           'TAP_STRIDES']
