@@ -204,5 +204,5 @@ def filter_reference_keys(state_dict, unused, model=None):
             and not (drop_head and k.startswith(('head.', 'head_lif.')))}
 
 
-__all__ = ['MultiStepLIF', 'SpikingTransformerBackbone', 'merged', 'conv_bn', 'filter_reference_keys',
-           'TAP_STRIDES']
+__all__ = ['MultiStepLIF', 'SpikingTransformerBackbone', 'merged', 'conv_bn',
+           'filter_reference_keys', 'TAP_STRIDES']
