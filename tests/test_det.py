@@ -17,8 +17,9 @@ import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.datasets import demo_metainfo, generate_demo_coco, set_data_root
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DET_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'det', '*.py')))
-DEMO_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'det', 'demo', '*.py')))
+# the Meta-SDT configs (the spiking transformers' are in test_snn_transformer_configs.py)
+DET_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'det', 'sdt_*.py')))
+DEMO_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'det', 'demo', 'sdt_*.py')))
 DEMO = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
 SRB_S = osp.join(REPO, 'configs', 'det', 'sdt_srb_s_coco.py')
 STOCK_1X = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'

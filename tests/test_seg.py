@@ -30,8 +30,9 @@ from mmsnn.utils.config_checks import load_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_DIR = osp.join(REPO, 'configs', 'seg')
-ADE_CONFIGS = sorted(glob.glob(osp.join(SEG_DIR, '*.py')))
-DEMO_CONFIGS = sorted(glob.glob(osp.join(SEG_DIR, 'demo', '*.py')))
+# the Meta-SDT configs (the spiking transformers' are in test_snn_transformer_configs.py)
+ADE_CONFIGS = sorted(glob.glob(osp.join(SEG_DIR, 'sdt_*.py')))
+DEMO_CONFIGS = sorted(glob.glob(osp.join(SEG_DIR, 'demo', 'sdt_*.py')))
 STOCK_NAME = 'sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 STOCK = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', STOCK_NAME)
 DEMO = osp.join(SEG_DIR, 'demo', 'sdt_srb_demo.py')
