@@ -32,8 +32,10 @@ setup(
         # spikingjelly 2.0.0 declares torchvision/torchaudio it does not need here;
         # tools/setup_env.sh installs it with --no-deps.
         'spikingjelly==2.0.0',
+        'scipy',  # the Gaussian fit of the ERF metrics
+        'matplotlib',  # ERF figures
     ],
-    extras_require={'tests': ['pytest', 'scipy', 'matplotlib']},
+    extras_require={'tests': ['pytest']},
     include_package_data=True,
     zip_safe=False,
 )

@@ -5,15 +5,17 @@ their metrics and figures.
     >>> erf = spatial_erf(backbone, torch.randn(2, 3, 128, 128), output_index=0)  # [H, W]
     >>> area_ratio(erf)  # {0.2: ..., 0.3: ..., 0.5: ..., 0.99: ...}
 
-Plotting lives in :mod:`mmsnn.analysis.plots` (imported on demand, it loads matplotlib).
+The gradient engine is :mod:`~mmsnn.analysis.erf_engine`, the recipes built on it
+:mod:`~mmsnn.analysis.erf`, the scalar summaries :mod:`~mmsnn.analysis.metrics`. Plotting
+lives in :mod:`mmsnn.analysis.plots` (imported on demand, it loads matplotlib).
 """
-from .erf import (ERFResult, analyze_backbone, backbone_tap_targets,  # noqa: F401
-                  compute_erf, erf_mode, is_multi_step, layer_erf, make_noise_inputs,
-                  merge_results, naive_erf, spatial_erf, st_erf, temporal_erf)
+from .erf import (analyze_backbone, backbone_tap_targets, is_multi_step,  # noqa: F401
+                  layer_erf, make_noise_inputs, spatial_erf, st_erf, temporal_erf)
+from .erf_engine import ERFResult, compute_erf, erf_mode, merge_results  # noqa: F401
 from .metrics import (DEFAULT_THRESHOLDS, area_ratio, erf_coverage, erf_metrics,  # noqa: F401
                       gaussian_width)
 
-__all__ = ['spatial_erf', 'layer_erf', 'st_erf', 'temporal_erf', 'compute_erf', 'naive_erf',
+__all__ = ['spatial_erf', 'layer_erf', 'st_erf', 'temporal_erf', 'compute_erf',
            'ERFResult', 'erf_mode', 'make_noise_inputs', 'backbone_tap_targets',
            'is_multi_step', 'area_ratio', 'erf_coverage', 'gaussian_width', 'erf_metrics',
            'DEFAULT_THRESHOLDS', 'analyze_backbone', 'merge_results']

@@ -1,4 +1,4 @@
-"""Figures of ERF maps (matplotlib, Agg backend: works on headless machines).
+"""Figures of ERF maps (matplotlib).
 
 * :func:`plot_erf_grid` -- a grid of heatmaps (rows: layers / models, columns: time steps /
   delays / taps) with one shared colour scale and one colour bar.
@@ -7,20 +7,27 @@
 * :func:`save_erf_report` -- ``.npy`` maps, the three PNGs and ``metrics.json`` of one
   :func:`~mmsnn.analysis.erf.analyze_backbone` summary.
 
-Every function writes a PNG (``path``) and returns the path.
+Every ``plot_*`` function writes a PNG (``path``) and returns the path; the ``*_figure``
+functions return the :class:`matplotlib.figure.Figure` instead, and :func:`figure_to_rgb` /
+:func:`heatmap_rgb` give RGB arrays for visual backends (TensorBoard, ...).
+
+Figures are drawn on :class:`~matplotlib.figure.Figure` objects with the Agg canvas, never
+through ``pyplot``: no backend is selected, no global figure state is kept, and it works on
+headless machines whatever backend the user's session has chosen.
 """
 import json
 import math
 import os
 
 import matplotlib
+import numpy as np
+from matplotlib import colors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use('Agg', force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import colors  # noqa: E402
-
-__all__ = ['plot_erf_grid', 'plot_st_erf', 'plot_temporal_erf', 'save_erf_report']
+__all__ = ['plot_erf_grid', 'plot_st_erf', 'plot_temporal_erf', 'save_erf_report',
+           'erf_grid_figure', 'st_erf_figure', 'temporal_erf_figure', 'report_figures',
+           'figure_to_rgb', 'heatmap_rgb']
 
 _NORMALIZE = ('global', 'row', 'col', 'map', 'none')
 
@@ -56,15 +63,21 @@ def _group_max(grid, normalize):
     return div
 
 
-def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
-                  normalize='row', scale='log', dynamic_range=1e4, cmap='inferno',
-                  cell_size=2.0, dpi=150, annotate=None):
+def plot_erf_grid(maps, path, dpi=150, **kwargs):
+    """Write the heatmap grid of :func:`erf_grid_figure` (same arguments) to the PNG
+    ``path`` (folders are created) and return ``path``."""
+    _save(erf_grid_figure(maps, **kwargs), path, dpi)
+    return path
+
+
+def erf_grid_figure(maps, row_labels=None, col_labels=None, title=None, normalize='row',
+                    scale='log', dynamic_range=1e4, cmap='inferno', cell_size=2.0,
+                    annotate=None):
     """Heatmap grid with a shared colour scale.
 
     Args:
         maps: nested list ``[rows][cols]`` of [H, W] maps (torch/numpy; ``None`` leaves a
             cell empty), or ``{row_label: [maps...]}``.
-        path (str): PNG to write (folders are created).
         row_labels, col_labels (list[str]): axis labels.
         normalize ('global' | 'row' | 'col' | 'map' | 'none'): which maps share a maximum;
             each map is divided by its group's max so the single colour bar reads "fraction
@@ -96,8 +109,7 @@ def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
         norm = colors.Normalize(vmin=0.0, vmax=vmax)
     else:
         raise ValueError(f"scale must be 'log' or 'linear', got {scale!r}")
-    base = plt.get_cmap(cmap)
-    cm = base.with_extremes(bad=base(0.0), under=base(0.0))
+    cm = _colormap(cmap)
 
     H, W = next(m.shape for row in cells for m in row if m is not None)
     # fixed layout in inches (faster and steadier than constrained_layout)
@@ -107,7 +119,7 @@ def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
     bottom = 0.1
     fw = left + C * cw + (C - 1) * gap + right
     fh = top + R * ch + (R - 1) * gap + bottom
-    fig = plt.figure(figsize=(fw, fh))
+    fig = Figure(figsize=(fw, fh))
 
     def box(x0, y0, w, h):  # inches from the top-left corner -> figure fractions
         return [x0 / fw, 1 - (y0 + h) / fh, w / fw, h / fh]
@@ -142,26 +154,37 @@ def plot_erf_grid(maps, path, row_labels=None, col_labels=None, title=None,
         fig.colorbar(image, cax=cax, label=label)
     if title:
         fig.text(0.5, 1 - 0.06 / fh, title, ha='center', va='top', fontsize=10)
-    _save(fig, path, dpi)
+    return fig
+
+
+def plot_st_erf(delay_maps, path, dpi=150, **kwargs):
+    """Write the delay grid of :func:`st_erf_figure` (same arguments) to the PNG ``path``."""
+    _save(st_erf_figure(delay_maps, **kwargs), path, dpi)
     return path
 
 
-def plot_st_erf(delay_maps, path, title='ST-ERF: output step T-1 vs input step T-1-tau',
-                normalize='row', **kwargs):
+def st_erf_figure(delay_maps, title='ST-ERF: output step T-1 vs input step T-1-tau',
+                  normalize='row', **kwargs):
     """ST-ERF delay grid. ``delay_maps``: ``{row_label: [T, H, W]}`` indexed by delay."""
     rows = {k: list(_np(v)) for k, v in delay_maps.items()}
     T = max(len(v) for v in rows.values())
     cols = [f'\u03c4 = {t}' for t in range(T)]
-    return plot_erf_grid(rows, path, col_labels=cols, title=title, normalize=normalize,
-                         **kwargs)
+    return erf_grid_figure(rows, col_labels=cols, title=title, normalize=normalize, **kwargs)
 
 
-def plot_temporal_erf(curves, path, title='Temporal ERF', logy=True, dpi=150):
+def plot_temporal_erf(curves, path, dpi=150, **kwargs):
+    """Write the curves of :func:`temporal_erf_figure` (same arguments) to the PNG ``path``."""
+    _save(temporal_erf_figure(curves, **kwargs), path, dpi)
+    return path
+
+
+def temporal_erf_figure(curves, title='Temporal ERF', logy=True):
     """Temporal ERF curves ``{label: (mean[T], std[T])}`` against the delay tau, each with
     a mean +- std band over the runs. ``logy``: logarithmic y axis (the contribution of
     older inputs usually decays by orders of magnitude); the band's lower edge is clipped
     at zero, and the axis starts at half the smallest positive value."""
-    fig, ax = plt.subplots(figsize=(4.2, 3.0), constrained_layout=True)
+    fig = Figure(figsize=(4.2, 3.0), layout='constrained')
+    ax = fig.add_subplot()
     positives = []
     for label, (mean, std) in curves.items():
         mean, std = _np(mean).reshape(-1), _np(std).reshape(-1)
@@ -182,15 +205,47 @@ def plot_temporal_erf(curves, path, title='Temporal ERF', logy=True, dpi=150):
     if len(curves) > 1 or next(iter(curves)) not in ('', None):
         ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
-    _save(fig, path, dpi)
-    return path
+    return fig
+
+
+def _colormap(name):
+    base = matplotlib.colormaps[name]
+    return base.with_extremes(bad=base(0.0), under=base(0.0))  # zeros: the lowest colour
 
 
 def _save(fig, path, dpi):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    FigureCanvasAgg(fig)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+
+
+def figure_to_rgb(fig, dpi=100):
+    """The figure rendered at ``dpi`` as a ``uint8`` ``[H, W, 3]`` RGB array."""
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def heatmap_rgb(erf_map, scale='log', dynamic_range=1e4, cmap='inferno'):
+    """One ERF map ``[H, W]`` as a ``uint8`` ``[H, W, 3]`` RGB image, one pixel per input
+    pixel, divided by its maximum and coloured like :func:`erf_grid_figure` (``scale='log'``:
+    ``dynamic_range`` decades below the peak; zeros get the lowest colour)."""
+    m = _np(erf_map)
+    if m.ndim != 2:
+        raise ValueError(f'expected a 2-D ERF map [H, W], got shape {m.shape}')
+    peak = float(m.max()) if m.size else 0.0
+    m = m / peak if peak > 0 else np.zeros_like(m)
+    if scale == 'log':
+        norm = colors.LogNorm(vmin=1.0 / dynamic_range, vmax=1.0, clip=True)
+        shown = np.ma.masked_less_equal(m, 0)
+    elif scale == 'linear':
+        norm, shown = colors.Normalize(vmin=0.0, vmax=1.0, clip=True), m
+    else:
+        raise ValueError(f"scale must be 'log' or 'linear', got {scale!r}")
+    rgba = _colormap(cmap)(norm(shown), bytes=True)
+    return np.ascontiguousarray(rgba[..., :3])
 
 
 def _json_safe(v):
@@ -205,13 +260,47 @@ def _json_safe(v):
     return v
 
 
-def save_erf_report(summary, out_dir, title='', extra=None, pictures=True):
+def report_figures(summary, title=''):
+    """The figures of one :func:`~mmsnn.analysis.erf.analyze_backbone` summary:
+    ``{'erf': taps x time steps (or one row of taps), 'st_erf': taps x delays,
+    'temporal_erf': curves}``; the last two only for multi-step backbones."""
+    taps = summary['taps']
+    size = 'x'.join(str(s) for s in summary['size'])
+    head = f'{title} ' if title else ''
+    figures = {}
+    steps = max(len(e['spatial']) for e in taps.values())
+    if steps > 1:  # rows: taps, columns: time steps
+        grid = {name: list(_np(e['spatial'])) for name, e in taps.items()}
+        figures['erf'] = erf_grid_figure(
+            grid, col_labels=[f't = {t}' for t in range(steps)],
+            title=f'{head}spatial ERF per time step (input {size}, '
+                  f'N={summary["num_inputs"]})')
+    else:  # one row, columns: taps
+        figures['erf'] = erf_grid_figure(
+            [[e['spatial'][-1] for e in taps.values()]], col_labels=list(taps),
+            normalize='map',
+            annotate=[[f"cov {e['metrics']['coverage']:.2f}\n"
+                       f"A@0.5 {e['metrics'].get('area@0.5', float('nan')):.3f}"
+                       for e in taps.values()]],
+            title=f'{head}spatial ERF (input {size}, N={summary["num_inputs"]})')
+    delays = {name: e['delays'] for name, e in taps.items() if e['delays'] is not None}
+    if delays:
+        figures['st_erf'] = st_erf_figure(delays, title=f'{head}ST-ERF by delay')
+        figures['temporal_erf'] = temporal_erf_figure(
+            {name: e['temporal'] for name, e in taps.items() if e['temporal'] is not None},
+            title=f'{head}temporal ERF')
+    return figures
+
+
+def save_erf_report(summary, out_dir, title='', extra=None, pictures=True, figures=None,
+                    dpi=150):
     """Write one :func:`~mmsnn.analysis.erf.analyze_backbone` summary to ``out_dir``:
 
     * ``erf_tap{k}.npy`` -- spatial ERF ``[S, H, W]`` (one map per output step);
     * ``st_erf_tap{k}.npy`` -- ST-ERF ``[T, H, W]`` by delay (multi-step backbones);
     * ``temporal_erf_tap{k}.npy`` -- ``[2, T]``: mean and std of the temporal ERF;
-    * ``erf.png`` (taps x time steps), ``st_erf.png`` (taps x delays), ``temporal_erf.png``;
+    * ``erf.png`` (taps x time steps), ``st_erf.png`` (taps x delays), ``temporal_erf.png``
+      (when ``pictures``; ``figures``: the :func:`report_figures` already drawn);
     * ``metrics.json`` -- metrics per tap, the temporal curves and ``extra``.
 
     Returns ``{kind: path}`` of the files written.
@@ -229,31 +318,12 @@ def save_erf_report(summary, out_dir, title='', extra=None, pictures=True):
             np.save(files[f'temporal_erf_{name}'],
                     np.stack([_np(e['temporal'][0]), _np(e['temporal'][1])]))
     if pictures:
-        size = 'x'.join(str(s) for s in summary['size'])
-        head = f'{title} ' if title else ''
-        steps = max(len(e['spatial']) for e in taps.values())
-        if steps > 1:  # rows: taps, columns: time steps
-            grid = {name: list(_np(e['spatial'])) for name, e in taps.items()}
-            files['erf_png'] = plot_erf_grid(
-                grid, os.path.join(out_dir, 'erf.png'),
-                col_labels=[f't = {t}' for t in range(steps)],
-                title=f'{head}spatial ERF per time step (input {size}, '
-                      f'N={summary["num_inputs"]})')
-        else:  # one row, columns: taps
-            files['erf_png'] = plot_erf_grid(
-                [[e['spatial'][-1] for e in taps.values()]], os.path.join(out_dir, 'erf.png'),
-                col_labels=list(taps), normalize='map',
-                annotate=[[f"cov {e['metrics']['coverage']:.2f}\n"
-                           f"A@0.5 {e['metrics'].get('area@0.5', float('nan')):.3f}"
-                           for e in taps.values()]],
-                title=f'{head}spatial ERF (input {size}, N={summary["num_inputs"]})')
-        delays = {name: e['delays'] for name, e in taps.items() if e['delays'] is not None}
-        if delays:
-            files['st_erf_png'] = plot_st_erf(delays, os.path.join(out_dir, 'st_erf.png'),
-                                              title=f'{head}ST-ERF by delay')
-            files['temporal_png'] = plot_temporal_erf(
-                {name: e['temporal'] for name, e in taps.items() if e['temporal'] is not None},
-                os.path.join(out_dir, 'temporal_erf.png'), title=f'{head}temporal ERF')
+        figures = report_figures(summary, title) if figures is None else figures
+        for kind, key in (('erf', 'erf_png'), ('st_erf', 'st_erf_png'),
+                          ('temporal_erf', 'temporal_png')):
+            if kind in figures:
+                files[key] = os.path.join(out_dir, f'{kind}.png')
+                _save(figures[kind], files[key], dpi)
     record = dict(extra or {})
     record.update(T=summary['T'], multi_step=summary['multi_step'],
                   num_inputs=summary['num_inputs'], size=list(summary['size']),

@@ -150,14 +150,6 @@ def is_stateful(neuron_cfg):
     return bool(getattr(NEURONS.get(cfg['type']), 'stateful', False))
 
 
-def reset_neurons(module):
-    """Reset every spikingjelly state below ``module`` (ours reset on their own; this is for
-    foreign spikingjelly nodes inside user models, e.g. before an ERF probe)."""
-    for m in module.modules():
-        if hasattr(m, 'reset') and m.__class__.__module__.startswith('spikingjelly'):
-            m.reset()
-
-
 class _MultiSpikeFunction(torch.autograd.Function):
     """``round(clamp(u, 0, D)) / norm``; backward ``g / norm`` where ``0 <= u <= D``."""
 
@@ -205,4 +197,4 @@ def quantize(x, max_value=4, norm=4.0):
 
 
 __all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'build_neuron',
-           'is_stateful', 'reset_neurons', 'quantize', 'compact_spike_storage', 'DEFAULT_NEURON']
+           'is_stateful', 'quantize', 'compact_spike_storage', 'DEFAULT_NEURON']

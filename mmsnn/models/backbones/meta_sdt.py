@@ -224,6 +224,22 @@ class MetaSDT(BaseModule):
             return x.expand(self.T, *x.shape[1:]) if steps == 1 else x
         return x.mean(0)
 
+    def stage_module_names(self):
+        """Per stage tap, the names of the modules that make it in forward order (module
+        lists block by block); the last one's output is the tap, time still folded into the
+        batch. The ERF tools read taps outside ``out_indices`` there."""
+        stages = []
+        for names in _STAGES:
+            stage = []
+            for name in names:
+                module = getattr(self, name, None)
+                if isinstance(module, nn.ModuleList):
+                    stage += [f'{name}.{i}' for i in range(len(module))]
+                elif module is not None:
+                    stage.append(name)
+            stages.append(tuple(stage))
+        return tuple(stages)
+
     def _stage_modules(self, i):
         return [getattr(self, name) for name in _STAGES[i]]
 
