@@ -278,3 +278,14 @@ def test_imagenet_checkpoint_through_the_converter(fname, tmp_path):
 def test_published_parameter_counts(cls, arch, params):
     model = cls(arch=arch, num_classes=1000)
     assert sum(p.numel() for p in model.parameters()) == params
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('fname', sorted(TAP_STAGES))
+def test_golden_logits_on_cuda(fname):
+    """The same model on a GPU (spikingjelly's torch path, float64) gives the same logits."""
+    g = _shared(fname)
+    model, _ = build_from_golden(g)
+    with torch.no_grad():
+        out = model.cuda().classify(g['input'].cuda()).cpu()
+    assert_close('output', out, g['output'])

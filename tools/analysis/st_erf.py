@@ -13,8 +13,20 @@ Examples::
     # multi-step (real LIF neurons, T=4): adds the ST-ERF delay grid and the temporal ERF
     python tools/analysis/st_erf.py --arch t --mixers conv srb --T 4 --neuron LIF
 
+    # any mix of mmsnn backbones and stock ANN backbones, matched stage stride, one figure
+    python tools/analysis/st_erf.py --models spikformer sdt_v1 qkformer metasdt-conv \
+        swin-t pvtv2-b0 --size 224 --strides 8 16
+    python tools/analysis/st_erf.py --models qkformer "dict(type='QKFormer', arch=None, \
+        embed_dims=64, depth=4, num_heads=2)" --encoding per-step --delays --strides 16
+
     # speed of the one-forward ERF engine vs one forward per layer per sample
     python tools/analysis/st_erf.py --benchmark
+
+``--models`` (presets: ``MODEL_PRESETS``, or literal backbone dicts; ``mmdet.``/``mmseg.``
+type prefixes reach the toolboxes' own backbones): every model sees the same inputs, and the
+columns are stage strides (each model's deepest tap with that stride, measured by a forward
+pass) or, with ``--delays``, the ST-ERF delays of one stride. Writes ``models.png`` and
+``models_table.md`` (coverage, area ratios) and prints the table.
 
 Writes, under --out-dir: ``compare.png`` (rows: models, columns: taps, shared colour scale
 per tap), ``compare_st_erf.png`` / ``compare_temporal.png`` for multi-step models,
@@ -32,6 +44,24 @@ import time
 
 class CLIError(Exception):
     """A problem with the user's input: printed as one line, no traceback."""
+
+
+#: ``--models`` presets: name -> backbone dict, built in the mmdet scope (an ``mmdet.`` /
+#: ``mmseg.`` type prefix picks that toolbox's registry). mmsnn backbones expose all five
+#: taps so that any stride can be matched; the sizes are the published ones (Meta-SDT: the
+#: smallest, 't').
+MODEL_PRESETS = {
+    'spikformer': dict(type='Spikformer', arch='8-512', out_indices=(0, 1, 2, 3, 4)),
+    'sdt_v1': dict(type='SDTv1', arch='8-384', out_indices=(0, 1, 2, 3, 4)),
+    'qkformer': dict(type='QKFormer', arch='10-384', out_indices=(0, 1, 2, 3, 4)),
+    'metasdt-conv': dict(type='MetaSDT', arch='t', mixer='conv', out_indices=(0, 1, 2, 3, 4)),
+    'metasdt-mlpixer': dict(type='MetaSDT', arch='t', mixer='mlpixer',
+                            out_indices=(0, 1, 2, 3, 4)),
+    'metasdt-srb': dict(type='MetaSDT', arch='t', mixer='srb', out_indices=(0, 1, 2, 3, 4)),
+    'swin-t': dict(type='mmdet.SwinTransformer'),
+    'pvtv2-b0': dict(type='mmdet.PyramidVisionTransformerV2', embed_dims=32,
+                     num_layers=[2, 2, 2, 2]),
+}
 
 
 def parse_args(argv=None):
@@ -54,6 +84,25 @@ def parse_args(argv=None):
     p.add_argument('--T', type=int, default=None, help='time steps of bare backbones')
     p.add_argument('--neuron', default=None, choices=['MultiSpike', 'ILIF', 'LIF'],
                    help='neuron of bare backbones (ILIF/LIF: real multi-step SNN)')
+    p.add_argument('--models', nargs='+', default=None, metavar='MODEL',
+                   help='compare any mix of backbones at matched strides: preset names '
+                        f'({", ".join(MODEL_PRESETS)}) or literal backbone dicts, e.g. '
+                        "\"dict(type='mmdet.SwinTransformer')\"")
+    p.add_argument('--model-checkpoints', nargs='+', default=None, metavar='CKPT',
+                   help='one checkpoint per --models entry ("none": random init)')
+    p.add_argument('--strides', type=int, nargs='+', default=[8, 16],
+                   help='--models: stage strides to compare (one column each)')
+    p.add_argument('--delays', action='store_true',
+                   help='--models: columns are the ST-ERF delays tau = 0..T-1 of the last '
+                        '--strides entry (needs --encoding per-step)')
+    p.add_argument('--encoding', default='direct', choices=['direct', 'per-step'],
+                   help='--models, multi-step SNNs: the same noise frame at every step '
+                        '(direct, as the reference ERF script) or one frame per step '
+                        '(per-step: also gives the ST-ERF delays)')
+    p.add_argument('--objective', default='relu', choices=['relu', 'sum'],
+                   help='--models: the probed unit is the centre of relu(tap) summed over '
+                        "channels (relu: RepLKNet's ERF script; at random init the plain sum "
+                        "of a LayerNorm-ed ANN tap is identically 0) or of the tap itself")
     p.add_argument('--labels', nargs='+', default=None, help='names of the models in figures')
     p.add_argument('--taps', type=int, nargs='+', default=None,
                    help='stage taps to probe (default: the backbone out_indices)')
@@ -63,8 +112,10 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=4, help='inputs per forward pass')
     p.add_argument('--grad', default='abs', choices=['abs', 'relu'])
     p.add_argument('--reduce', default='mean', choices=['mean', 'sum'])
-    p.add_argument('--normalize', default='col', choices=['global', 'row', 'col', 'map'],
-                   help='which maps of the comparison figure share a colour scale')
+    p.add_argument('--normalize', default=None, choices=['global', 'row', 'col', 'map'],
+                   help='which maps of the comparison figure share a colour scale (default: '
+                        "col; with --models: map, or row with --delays, since ANN and SNN "
+                        'gradients differ by orders of magnitude)')
     p.add_argument('--batched-grads', action='store_true',
                    help='all targets in one vmapped backward (faster, more memory)')
     p.add_argument('--seed', type=int, default=0)
@@ -76,6 +127,8 @@ def parse_args(argv=None):
                    help='time the one-forward ERF engine against one forward per layer '
                         'per sample, side by side, and exit')
     args = p.parse_args(argv)
+    if args.normalize is None:
+        args.normalize = ('row' if args.delays else 'map') if args.models else 'col'
     if len(args.size) == 1:
         args.size = args.size * 2
     if len(args.size) != 2:
@@ -272,7 +325,7 @@ def run_analysis(args):
     chunks = -(-args.num_inputs // args.batch_size)
     print(f'ERF of {len(models)} model(s), {args.num_inputs} N(0,1) inputs of '
           f'{args.size[0]}x{args.size[1]}, grad={args.grad}, reduce={args.reduce}')
-    bar = ProgressBar(len(models) * chunks)
+    bar = ProgressBar(len(models) * chunks, file=sys.stdout)  # the current stdout
     summaries = {}
     for label, backbone, note in models:
         p = next(backbone.parameters())
@@ -323,6 +376,242 @@ def run_analysis(args):
         print(f'  {label}: {note}')
     print('figures: ' + ', '.join(figs))
     return summaries
+
+
+# ---------------------------------------------------------------------------- --models
+def comparison_specs(args):
+    """[(label, backbone dict, checkpoint or None)] of ``--models``, checked before any work."""
+    if args.configs or args.backbone or args.mixers or args.arch or args.embed_dims:
+        raise CLIError('--models compares its own list: do not combine it with config files, '
+                       '--backbone, --arch or --mixers (put those models in --models)')
+    if args.taps:
+        raise CLIError('--models matches taps by stride: use --strides instead of --taps')
+    ckpts = args.model_checkpoints or []
+    if ckpts and len(ckpts) != len(args.models):
+        raise CLIError(f'got {len(args.models)} model(s) but {len(ckpts)} checkpoint(s); give '
+                       'one per --models entry, in the same order ("none" for random init)')
+    if args.delays and args.encoding != 'per-step':
+        raise CLIError('--delays needs one input frame per time step: add --encoding per-step')
+    specs = []
+    for i, text in enumerate(args.models):
+        if text in MODEL_PRESETS:
+            label, spec = text, dict(MODEL_PRESETS[text])
+        elif text.lstrip().startswith(('dict(', '{')):
+            spec = parse_backbone_spec(text)
+            if 'type' not in spec:
+                raise CLIError(f'--models {text!r} has no type')
+            label = str(spec['type']).split('.')[-1]
+        else:
+            raise CLIError(f'--models: unknown model {text!r}; use a preset '
+                           f'({", ".join(MODEL_PRESETS)}) or a backbone dict such as '
+                           "\"dict(type='mmdet.SwinTransformer')\"")
+        if args.T is not None and spec.get('type') in ('Spikformer', 'SDTv1', 'QKFormer'):
+            spec.setdefault('T', args.T)
+        ckpt = ckpts[i] if ckpts else None
+        if ckpt is not None and ckpt.lower() in ('none', '-', ''):
+            ckpt = None
+        if ckpt is not None and not osp.isfile(ckpt):
+            raise CLIError(f'checkpoint {ckpt!r} (for {text}) does not exist; check the path, '
+                           'or pass "none" for a randomly initialised model')
+        specs.append((label, spec, ckpt))
+    if args.labels:
+        if len(args.labels) != len(specs):
+            raise CLIError(f'--labels has {len(args.labels)} names for {len(specs)} models')
+        specs = [(lab, sp, ck) for lab, (_, sp, ck) in zip(args.labels, specs)]
+    seen, unique = {}, []
+    for label, spec, ckpt in specs:
+        n = seen.get(label, 0)
+        seen[label] = n + 1
+        unique.append((f'{label}_{n}' if n else label, spec, ckpt))
+    return unique
+
+
+def build_any_backbone(spec, ckpt):
+    """A backbone from the mmdet-scope registry (random init as the toolbox does it, or
+    ``ckpt`` through mmsnn's converter); returns ``(backbone, note)``."""
+    from mmengine.registry import init_default_scope
+
+    import mmsnn  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmsnn.models import CheckpointMismatchError, load_pretrained
+    init_default_scope('mmdet')
+    try:
+        backbone = MODELS.build(dict(spec))
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise CLIError(f'could not build backbone {spec}: {e}') from None
+    if hasattr(backbone, 'init_weights'):  # the toolbox's own random init
+        from mmengine.logging import MMLogger
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel('WARNING')  # not one INFO line per parameter
+        try:
+            backbone.init_weights()
+        finally:
+            logger.setLevel(level)
+    if ckpt is None:
+        return backbone, 'random init'
+    try:
+        missing, _ = load_pretrained(backbone, ckpt)
+    except (CheckpointMismatchError, RuntimeError) as e:
+        raise CLIError(f'checkpoint {ckpt!r} does not fit {spec["type"]}: '
+                       f'{str(e).splitlines()[0]}') from None
+    note = f'checkpoint {osp.basename(ckpt)}'
+    return backbone, note + (f' ({len(missing)} keys missing!)' if missing else '')
+
+
+def relu_taps(backbone):
+    """The backbone with ``relu`` on every returned tap: the ERF engine's objective (the
+    centre summed over channels) becomes RepLKNet's ``relu(y_centre).sum()``. Spike taps
+    (non-negative) are unchanged, gradients included; a LayerNorm-ed ANN tap at random init, whose channel sum
+    is identically 0, gets a meaningful ERF."""
+    import inspect
+
+    import torch
+
+    class ReluTaps(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+            for attr in ('T', 'stateful', 'out_indices'):  # read by the ERF engine
+                if hasattr(backbone, attr):
+                    setattr(self, attr, getattr(backbone, attr))
+            self._keep_time = 'keep_time' in inspect.signature(backbone.forward).parameters
+
+        def forward(self, x, keep_time=None):
+            outs = (self.backbone(x, keep_time=keep_time) if self._keep_time and keep_time
+                    else self.backbone(x))
+            # clamp, not F.relu: its gradient is 1 at 0, so a silent spike (0) keeps the
+            # surrogate gradient and spike taps are left exactly as they are
+            return tuple(o.clamp(min=0) for o in ((outs,) if torch.is_tensor(outs) else outs))
+
+    return ReluTaps()
+
+
+def tap_strides(backbone, size):
+    """``[(tap, stride)]`` of the backbone's outputs, measured by one forward pass (tap = the
+    backbone's ``out_indices`` entry, or the output position)."""
+    import torch
+    p = next(backbone.parameters())
+    backbone.eval()
+    with torch.no_grad():
+        outs = backbone(torch.zeros(1, 3, *size, dtype=p.dtype, device=p.device))
+    if torch.is_tensor(outs):
+        outs = (outs,)
+    indices = list(getattr(backbone, 'out_indices', range(len(outs))))
+    out = []
+    for k, y in zip(indices, outs):
+        h = y.shape[-2]
+        out.append((int(k), int(round(size[0] / h))))
+    return out
+
+
+def match_strides(label, strides_of_taps, wanted):
+    """``{stride: tap}``: for each wanted stride the deepest tap that has it."""
+    taps = {}
+    for s in wanted:
+        found = [k for k, st in strides_of_taps if st == s]
+        if not found:
+            have = sorted({st for _, st in strides_of_taps})
+            raise CLIError(f'{label} has no stage tap with stride {s} (its strides: {have}); '
+                           'pick --strides among the strides every model has')
+        taps[s] = found[-1]
+    return taps
+
+
+def markdown_table(rows, thresholds, multi):
+    head = ['model', 'stride', 'tap'] + [f'A@{t:g}' for t in thresholds] + ['coverage']
+    if multi:
+        head.append('temp. share')
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for label, stride, tap, m in rows:
+        cells = [label, str(stride), tap] + [fmt(m.get(f'area@{t:g}')) for t in thresholds]
+        cells.append(fmt(m['coverage'], '.3f'))
+        if multi:
+            cells.append(fmt(m['temporal_share'], '.3f') if 'temporal_share' in m else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def run_model_comparison(args):
+    """``--models``: the same N(0, 1) inputs through every model, spatial ERF of the tap
+    matched to each ``--strides`` entry (or its ST-ERF delays), one figure, one table."""
+    import torch
+    from mmengine.utils import ProgressBar
+
+    from mmsnn.analysis import DEFAULT_THRESHOLDS, analyze_backbone, is_multi_step
+    from mmsnn.analysis import make_noise_inputs
+    from mmsnn.analysis.plots import plot_erf_grid
+    specs = comparison_specs(args)
+    size = tuple(args.size)
+    torch.manual_seed(args.seed)
+    models = []
+    for label, spec, ckpt in specs:
+        backbone, note = build_any_backbone(spec, ckpt)
+        backbone = backbone.to(args.device)
+        taps = match_strides(label, tap_strides(backbone, size), args.strides)
+        if args.objective == 'relu':
+            backbone = relu_taps(backbone)
+        models.append((label, backbone, note, taps))
+    per_step = args.encoding == 'per-step'
+    chunks = -(-args.num_inputs // args.batch_size)
+    print(f'ERF of {len(models)} model(s) at strides {args.strides}, {args.num_inputs} N(0,1) '
+          f'inputs of {size[0]}x{size[1]} ({args.encoding} encoding for multi-step SNNs), '
+          f'objective={args.objective}, grad={args.grad}, reduce={args.reduce}')
+    bar = ProgressBar(len(models) * chunks, file=sys.stdout)  # the current stdout
+    results = []
+    for label, backbone, note, taps in models:
+        p = next(backbone.parameters())
+        T = int(backbone.T) if per_step and is_multi_step(backbone) else None
+        x = make_noise_inputs(args.num_inputs, size, time_steps=T, seed=args.seed,
+                              dtype=p.dtype, device=p.device)
+        s = analyze_backbone(backbone, x, sorted(set(taps.values())), grad=args.grad,
+                             reduce=args.reduce, batch_size=args.batch_size,
+                             progress=bar.update, batched_grads=args.batched_grads)
+        results.append((label, note, taps, s))
+    print()
+    os.makedirs(args.out_dir, exist_ok=True)
+    rows, grid, notes, record = [], [], [], {}
+    if args.delays:
+        stride = args.strides[-1]
+        T_max = max(s['T'] for *_, s in results)
+        cols = [f'stride {stride}, tau={tau}' for tau in range(T_max)]
+    else:
+        cols = [f'stride {st}' for st in args.strides]
+    for label, note, taps, s in results:
+        record[label] = dict(note=note, T=s['T'], taps={})
+        for st in args.strides:
+            e = s['taps'][f'tap{taps[st]}']
+            rows.append((label, st, f'tap{taps[st]}', e['metrics']))
+            record[label]['taps'][f'stride{st}'] = dict(tap=taps[st], metrics=e['metrics'])
+        if args.delays:
+            e = s['taps'][f'tap{taps[args.strides[-1]]}']
+            maps = (list(e['delays']) if e['delays'] is not None else [e['spatial'][-1]])
+            grid.append(maps + [None] * (len(cols) - len(maps)))
+            notes.append([f'tau {tau}' for tau in range(len(maps))] + [''] * (len(cols) -
+                                                                               len(maps)))
+        else:
+            entries = [s['taps'][f'tap{taps[st]}'] for st in args.strides]
+            grid.append([e['spatial'][-1] for e in entries])
+            notes.append([f"cov {e['metrics']['coverage']:.2f}\n"
+                          f"A@0.5 {e['metrics']['area@0.5']:.3f}" for e in entries])
+    what = 'ST-ERF delays' if args.delays else 'spatial ERF'
+    fig = plot_erf_grid(grid, osp.join(args.out_dir, 'models.png'),
+                        row_labels=[r[0] for r in results], col_labels=cols,
+                        normalize=args.normalize, annotate=notes,
+                        title=f'{what}, input {size[0]}x{size[1]}, N={args.num_inputs}')
+    multi = any('temporal_share' in m for *_, m in rows)
+    table = markdown_table(rows, DEFAULT_THRESHOLDS, multi)
+    with open(osp.join(args.out_dir, 'models_table.md'), 'w') as f:
+        f.write(table + '\n')
+    with open(osp.join(args.out_dir, 'models_summary.json'), 'w') as f:
+        from mmsnn.analysis.plots import _json_safe
+        json.dump(_json_safe(record), f, indent=2)
+    print(table)
+    for label, note, *_ in results:
+        print(f'  {label}: {note}')
+    print(f'figure: {fig}\ntable: {osp.join(args.out_dir, "models_table.md")}')
+    return results
 
 
 # ---------------------------------------------------------------------------- benchmark
@@ -397,6 +686,8 @@ def main(argv=None):
     try:
         if args.benchmark:
             return run_benchmark(args)
+        if args.models:
+            return run_model_comparison(args)
         return run_analysis(args)
     except CLIError as e:
         print(f'error: {e}', file=sys.stderr)

@@ -1,0 +1,110 @@
+"""``tools/analysis/st_erf.py --models``: the ERF comparison of any mix of mmsnn backbones and
+stock ANN backbones at matched strides (tiny models, 32 px inputs)."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+TINY = [
+    "dict(type='Spikformer', arch=None, embed_dims=16, depth=1, num_heads=2, T=2)",
+    "dict(type='SDTv1', arch=None, embed_dims=16, depth=1, num_heads=2, T=2)",
+    "dict(type='QKFormer', arch=None, embed_dims=16, depth=4, num_heads=2, T=2)",
+    "dict(type='MetaSDT', embed_dims=(8, 16, 16, 16), mixer='srb', out_indices=(0, 1, 2, 3, 4))",
+    "dict(type='mmdet.PyramidVisionTransformerV2', embed_dims=8, num_layers=[1, 1, 1, 1], "
+    "num_heads=[1, 1, 1, 1])",
+]
+LABELS = ['spikformer', 'sdt_v1', 'qkformer', 'metasdt_srb', 'pvtv2']
+# the deepest tap with each stride, read off the architectures (module docstrings; PVTv2's
+# stages have strides 4, 8, 16, 32)
+EXPECTED_TAPS = {8: {'spikformer': 2, 'sdt_v1': 2, 'qkformer': 2, 'metasdt_srb': 2, 'pvtv2': 1},
+                 16: {'spikformer': 4, 'sdt_v1': 4, 'qkformer': 4, 'metasdt_srb': 4,
+                      'pvtv2': 2}}
+
+
+def _cli():
+    path = os.path.join(os.path.dirname(__file__), '..', 'tools', 'analysis', 'st_erf.py')
+    spec = importlib.util.spec_from_file_location('st_erf_cli', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _png(path):
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n', path
+    assert os.path.getsize(path) > 1000
+
+
+def _rows(table_text):
+    rows = [line.strip('|').split('|') for line in table_text.splitlines()[2:]]
+    return [[c.strip() for c in r] for r in rows]
+
+
+def test_models_figure_and_table(tmp_path, capsys):
+    out = tmp_path / 'out'
+    _cli().main(['--models', *TINY, '--labels', *LABELS, '--strides', '8', '16',
+                 '--size', '32', '--num-inputs', '2', '--batch-size', '2',
+                 '--out-dir', str(out)])
+    text = capsys.readouterr().out
+    _png(str(out / 'models.png'))
+    table = (out / 'models_table.md').read_text()
+    assert table.strip() in text  # printed as written
+    rows = _rows(table)
+    assert [(r[0], int(r[1])) for r in rows] == [(m, s) for m in LABELS for s in (8, 16)]
+    for label, stride, tap, *values in rows:
+        assert tap == f'tap{EXPECTED_TAPS[int(stride)][label]}', (label, stride, tap)
+        areas, coverage = [float(v) for v in values[:4]], float(values[4])
+        assert all(0 < a <= 1 for a in areas) and areas == sorted(areas), (label, areas)
+        assert 0 < coverage <= 1
+    summary = json.loads((out / 'models_summary.json').read_text())
+    assert summary['pvtv2']['note'] == 'random init'
+
+
+def test_models_delays_per_step(tmp_path, capsys):
+    out = tmp_path / 'delays'
+    _cli().main(['--models', TINY[2], TINY[4], '--labels', 'qkformer', 'pvtv2',
+                 '--strides', '16', '--delays', '--encoding', 'per-step', '--size', '32',
+                 '--num-inputs', '2', '--out-dir', str(out)])
+    capsys.readouterr()
+    _png(str(out / 'models.png'))
+    rows = _rows((out / 'models_table.md').read_text())
+    share = {r[0]: r[-1] for r in rows}
+    # a 2-step SNN gets some of its last output from the earlier frame; the ANN has no time
+    assert 0 < float(share['qkformer']) < 1 and share['pvtv2'] == '-'
+
+
+@pytest.mark.parametrize('argv,needle', [
+    (['--models', 'resnet-9000'], "unknown model 'resnet-9000'"),
+    (['--models', TINY[4], '--strides', '2'], 'has no stage tap with stride 2'),
+    (['--models', TINY[0], '--delays'], '--delays needs one input frame per time step'),
+    (['--models', TINY[0], '--mixers', 'srb'], 'do not combine it'),
+    (['--models', TINY[0], TINY[1], '--model-checkpoints', 'x.pth'], 'one per --models'),
+])
+def test_models_errors(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        _cli().main(argv + ['--size', '32', '--num-inputs', '1'])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and 'Traceback' not in err
+
+
+def test_models_checkpoint_is_loaded(tmp_path, capsys):
+    """A checkpoint per model goes through the one converter: a ``{'model': sd}`` file of a
+    differently initialised twin changes the ERF and is reported in the notes."""
+    from mmsnn.models import SDTv1
+    torch.manual_seed(5)
+    twin = SDTv1(arch=None, embed_dims=16, depth=1, num_heads=2, T=2)
+    for m in twin.modules():  # a visibly different model: strong BN gains
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.constant_(m.weight, 3.0)
+    ckpt = tmp_path / 'sdt.pth'
+    torch.save({'model': twin.state_dict()}, ckpt)
+    args = ['--models', TINY[1], TINY[1], '--labels', 'random', 'loaded', '--strides', '16',
+            '--size', '32', '--num-inputs', '1', '--out-dir', str(tmp_path / 'o')]
+    _cli().main(args + ['--model-checkpoints', 'none', str(ckpt)])
+    text = capsys.readouterr().out
+    assert 'loaded: checkpoint sdt.pth' in text and 'random: random init' in text
+    rows = _rows((tmp_path / 'o' / 'models_table.md').read_text())
+    assert rows[0][3:] != rows[1][3:]
