@@ -80,6 +80,15 @@ class SpikeConvBlock(nn.Module):
         return x + self.drop_path(self.channel_mix(x))
 
 
+class MatMul(nn.Module):
+    """``a @ b`` as a (parameter-free) module: gives the attention's two products a name and a
+    hook point, so ``mmsnn.analysis.energy`` can count them like the conv layers. No state-dict
+    keys, same numbers as a bare ``@``."""
+
+    def forward(self, a, b):
+        return a @ b
+
+
 class SpikeDrivenAttention(nn.Module):
     """Spike-driven self-attention (no softmax) with 8 heads and a 4x wide value.
 
@@ -87,6 +96,8 @@ class SpikeDrivenAttention(nn.Module):
     ``k^T v`` first needs O(N d^2) memory instead of the O(N^2) of ``(q k^T) v``. Both orders
     give the same numbers (exactly, in float64, since spikes are multiples of 1/norm);
     ``attn_order='quadratic'`` keeps the reference order for benchmarks.
+    The products run in named :class:`MatMul` modules: ``kv`` (``k^T v``) and ``qkv``
+    (``q (k^T v)``); in the quadratic order ``qk`` (``q k^T``) and ``qkv`` (``(q k^T) v``).
     """
 
     def __init__(self, dim, num_heads=8, value_ratio=4, neuron=None, attn_order='linear'):
@@ -108,6 +119,11 @@ class SpikeDrivenAttention(nn.Module):
         self.v_spike = neuron()
         self.talking_heads = neuron()
         self.proj_conv = conv_bn(value_ratio * dim, dim)
+        if attn_order == 'linear':
+            self.kv = MatMul()
+        else:
+            self.qk = MatMul()
+        self.qkv = MatMul()
 
     def _heads(self, x):
         # [B, h*d, N] -> [B, h, N, d]; channel c belongs to head c // d
@@ -121,9 +137,9 @@ class SpikeDrivenAttention(nn.Module):
         k = self._heads(self.k_spike(self.k_conv(x)).flatten(2))
         v = self._heads(self.v_spike(self.v_conv(x)).flatten(2))
         if self.attn_order == 'linear':
-            y = q @ (k.transpose(-2, -1) @ v)
+            y = self.qkv(q, self.kv(k.transpose(-2, -1), v))
         else:
-            y = (q @ k.transpose(-2, -1)) @ v
+            y = self.qkv(self.qk(q, k.transpose(-2, -1)), v)
         y = y * self.scale
         y = y.transpose(-1, -2).reshape(B, self.value_ratio * C, H, W)  # merge heads
         return self.proj_conv(self.talking_heads(y))

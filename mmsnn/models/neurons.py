@@ -96,6 +96,7 @@ class IntegerLIF(_MultiStepNeuron):
             surrogate_function=sj_surrogate.MultiLevelSpikeCount(int(max_value)),
             detach_reset=detach_reset, step_mode='m')
         super().__init__(node, T, norm)
+        self.max_value = int(max_value)  # the largest spike count D (read by the energy report)
 
 
 @NEURONS.register_module(name='LIF')
@@ -106,6 +107,7 @@ class BinaryLIF(_MultiStepNeuron):
         node = sj_neuron.LIFNode(tau=tau, v_threshold=v_threshold, decay_input=decay_input,
                                  detach_reset=detach_reset, step_mode='m')
         super().__init__(node, T, norm=1.0)
+        self.max_value = 1  # binary spikes
 
 
 @NEURONS.register_module(name='ReLU')
