@@ -2,14 +2,15 @@
 """Evaluate a checkpoint on the test set of an mmdet 3.x / mmseg 1.x config with mmsnn modules.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--overwrite]
-                         [--show-dir DIR] [--show] [--cfg-options KEY=VALUE ...]
+                         [--show-dir DIR] [--show] [--energy] [--cfg-options KEY=VALUE ...]
                          [--launcher none|pytorch|slurm|mpi]
     tools/dist_test.sh CONFIG CHECKPOINT NPROC [same options]
 
 Prints the metrics (bbox/segm mAP for detection, mIoU/aAcc for segmentation) and saves them
 as JSON in ``{work_dir}/{timestamp}/metrics.json`` (kept per run) and
 ``{work_dir}/metrics.json`` (the latest run). ``--out`` dumps the raw predictions as a pickle
-(mmengine's ``DumpResults``), ``--show-dir`` draws the predictions into pictures.
+(mmengine's ``DumpResults``), ``--show-dir`` draws the predictions into pictures, ``--energy``
+adds the energy report (``tools/analysis/energy.py``) of the evaluated images.
 """
 import argparse
 import json
@@ -39,6 +40,10 @@ def parse_args(argv=None):
                         help='show the pictures in a window (needs a display)')
     parser.add_argument('--wait-time', type=float, default=2,
                         help='seconds each picture is shown with --show')
+    parser.add_argument('--energy', action='store_true',
+                        help='also report firing rates, SOPs and energy per image '
+                        '(mmsnn.analysis.energy) into {work_dir}/energy/; the test set then '
+                        'runs with batch size 1, so each image is counted at its own size')
     parser.add_argument(
         '--cfg-options', nargs='+', action=early_checks().cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
@@ -89,6 +94,8 @@ def test(args):
     cfg.resume = False
 
     cc.check_config_sections(cfg, 'test')
+    if args.energy:  # one image per batch: counts without the batch's padding
+        cfg.test_dataloader.batch_size = 1
     if args.show or args.show_dir:
         cc.enable_visualization(cfg, osp.abspath(args.show_dir) if args.show_dir else None,
                                 args.show)
@@ -111,6 +118,11 @@ def test(args):
     cc.check_checkpoint_fits(runner.model, args.checkpoint, 'test')
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    if args.energy:
+        from mmsnn.analysis.energy import EnergyHook
+        runner.register_hook(EnergyHook(
+            out_dir=osp.join(cfg.work_dir, 'energy'),
+            meta=dict(config=osp.abspath(args.config), checkpoint=args.checkpoint)))
     metrics = runner.test()
 
     if is_main_process():

@@ -1,0 +1,364 @@
+"""Energy report (mmsnn.analysis.energy): FLOPs counted by hand, spike counts from inputs whose
+quantised values are known, the spike-driven check, real time steps, the CLI and test.py.
+
+Every expected number here is written out from the layer shapes (formulas in the test) or
+from the constants fed to a quantiser; none is taken from the code under test.
+"""
+import csv
+import json
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmsnn.analysis.energy import energy_report
+from mmsnn.models import MetaSDT
+from mmsnn.models.layers import SpikeDrivenAttention
+from mmsnn.models.neurons import IntegerLIF, MultiSpikeQuantizer
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_DET = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
+E_MAC, E_AC = 4.6e-9, 0.9e-9  # mJ per operation (4.6 pJ, 0.9 pJ)
+
+
+def by_name(report):
+    return {lay['name']: lay for lay in report.layers}
+
+
+# ----------------------------------------------------------------- FLOPs by hand
+
+def conv(k, cin, cout, h, w, groups=1):
+    """k x k conv: k*k*(cin/groups)*cout*h_out*w_out."""
+    return k * k * (cin // groups) * cout * h * w
+
+
+def out_size(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def hand_meta_sdt_srb(H, W, dims, r=4, heads=8):
+    """FLOPs per layer of MetaSDT(mixer='srb'), written out from the architecture table."""
+    C0, C1, C2, C3 = dims
+    f = {}
+
+    def sep(prefix, c, k, h, w):  # InvertedSepConv: pw 1x1 (x2), dw kxk, pw 1x1
+        f[f'{prefix}.pwconv1.0'] = ('Conv2d', c * 2 * c * h * w)
+        f[f'{prefix}.dwconv.0'] = ('Conv2d', k * k * 2 * c * h * w)  # depthwise
+        f[f'{prefix}.pwconv2.0'] = ('Conv2d', 2 * c * c * h * w)
+
+    def srb(prefix, c, h, w):
+        sep(f'{prefix}.Conv', c, 7, h, w)
+        f[f'{prefix}.fc1'] = ('Linear', c * r * c * h * w)  # h*w tokens of c -> r*c
+        f[f'{prefix}.conv2'] = ('Conv2d', conv(3, r * c, c, h, w))
+
+    def transformer(prefix, c, n):
+        sep(f'{prefix}.conv', c, 3, n, 1)
+        d, dv = c // heads, 4 * c // heads
+        f[f'{prefix}.attn.q_conv.0'] = ('Conv2d', c * c * n)
+        f[f'{prefix}.attn.k_conv.0'] = ('Conv2d', c * c * n)
+        f[f'{prefix}.attn.v_conv.0'] = ('Conv2d', c * 4 * c * n)
+        f[f'{prefix}.attn.kv'] = ('matmul', heads * d * n * dv)  # k^T v: [d, N] x [N, dv]
+        f[f'{prefix}.attn.qkv'] = ('matmul', heads * n * d * dv)  # q (k^T v): [N, d] x [d, dv]
+        f[f'{prefix}.attn.proj_conv.0'] = ('Conv2d', 4 * c * c * n)
+        f[f'{prefix}.mlp.fc1_conv'] = ('Conv1d', c * r * c * n)
+        f[f'{prefix}.mlp.fc2_conv'] = ('Conv1d', r * c * c * n)
+
+    h1, w1 = out_size(H, 7, 2, 3), out_size(W, 7, 2, 3)
+    f['downsample1_1.encode_conv'] = ('Conv2d', conv(7, 3, C0 // 2, h1, w1))
+    srb('ConvBlock1_1.0', C0 // 2, h1, w1)
+    h2, w2 = out_size(h1, 3, 2, 1), out_size(w1, 3, 2, 1)
+    f['downsample1_2.encode_conv'] = ('Conv2d', conv(3, C0 // 2, C0, h2, w2))
+    srb('ConvBlock1_2.0', C0, h2, w2)
+    h3, w3 = out_size(h2, 3, 2, 1), out_size(w2, 3, 2, 1)
+    f['downsample2.encode_conv'] = ('Conv2d', conv(3, C0, C1, h3, w3))
+    srb('ConvBlock2_1.0', C1, h3, w3)
+    srb('ConvBlock2_2.0', C1, h3, w3)
+    h4, w4 = out_size(h3, 3, 2, 1), out_size(w3, 3, 2, 1)
+    f['downsample3.encode_conv'] = ('Conv2d', conv(3, C1, C2, h4, w4))
+    for i in range(6):
+        transformer(f'block3.{i}', C2, h4 * w4)
+    f['downsample4.encode_conv'] = ('Conv2d', conv(3, C2, C3, h4, w4))  # stride 1
+    for i in range(2):
+        transformer(f'block4.{i}', C3, h4 * w4)
+    return f
+
+
+def test_meta_sdt_flops_match_hand_count_for_every_layer():
+    dims, H, W = (16, 16, 32, 32), 64, 48
+    torch.manual_seed(0)
+    model = MetaSDT(embed_dims=dims, mixer='srb')
+    report = energy_report(model, torch.randn(2, 3, H, W))
+    expected = hand_meta_sdt_srb(H, W, dims)
+    got = by_name(report)
+    assert sorted(got) == sorted(expected)
+    for name, (kind, flops) in expected.items():
+        assert got[name]['type'] == kind, name
+        assert got[name]['flops'] == flops, name
+    assert report.totals['flops'] == sum(f for _, f in expected.values())
+    # the stem reads the image: dense MACs, not a violation; everything else takes spikes
+    stem = got['downsample1_1.encode_conv']
+    assert not stem['spike_driven'] and stem['input_from'] == 'input'
+    assert stem['macs'] == stem['flops'] and stem['sops'] == 0
+    assert report.totals['violations'] == []
+    assert all(lay['spike_driven'] for n, lay in got.items() if n != stem['name'])
+    assert report.totals['macs'] == stem['flops']
+    # groups: one per stage tap, in the order of the architecture table
+    assert got['ConvBlock1_2.0.fc1']['group'] == 'stage1'
+    assert got['block3.5.attn.kv']['group'] == 'stage3'
+    assert set(report.totals['groups']) == {f'stage{i}' for i in range(5)}
+
+
+def test_quadratic_attention_order_is_reported_as_run():
+    n, c, heads = 16, 16, 8
+    attn = SpikeDrivenAttention(c, heads, neuron=MultiSpikeQuantizer, attn_order='quadratic')
+    got = by_name(energy_report(attn, torch.randn(1, c, 4, 4)))
+    d, dv = c // heads, 4 * c // heads
+    assert got['qk']['flops'] == heads * n * d * n  # (q k^T): [N, d] x [d, N]
+    assert got['qkv']['flops'] == heads * n * n * dv  # (q k^T) v: [N, N] x [N, dv]
+    assert 'kv' not in got
+
+
+def test_spiking_heads_flops_by_hand():
+    """Neck (1x1 laterals, 3x3 outputs), box head (Linear), mask head (conv, deconv, 1x1)."""
+    from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead  # noqa: F401
+    from mmsnn.models.det_heads import SpikingFCNMaskHead, SpikingShared2FCBBoxHead
+    from mmsnn.models.necks.spiking_fpn import SpikingFPN
+    neck = SpikingFPN([4, 8], 8, num_outs=3)
+    feats = (torch.randn(1, 4, 8, 6), torch.randn(1, 8, 4, 3))
+    got = by_name(energy_report(neck, [feats]))
+    assert got['lateral_convs.0.conv']['flops'] == 4 * 8 * 8 * 6
+    assert got['lateral_convs.1.conv']['flops'] == 8 * 8 * 4 * 3
+    assert got['fpn_convs.0.conv']['flops'] == 9 * 8 * 8 * 8 * 6
+    assert got['fpn_convs.1.conv']['flops'] == 9 * 8 * 8 * 4 * 3
+    assert len(got) == 4 and all(lay['spike_driven'] for lay in got.values())
+
+    R, C, fc = 3, 8, 16
+    box = SpikingShared2FCBBoxHead(in_channels=C, fc_out_channels=fc, roi_feat_size=7,
+                                   num_classes=5).eval()
+    got = by_name(energy_report(box, [torch.randn(R, C, 7, 7)]))
+    assert got['shared_fcs.0']['flops'] == R * C * 7 * 7 * fc
+    assert got['shared_fcs.1']['flops'] == R * fc * fc
+    assert got['fc_cls']['flops'] == R * fc * (5 + 1)
+    assert got['fc_reg']['flops'] == R * fc * 4 * 5  # class-specific boxes
+    assert all(lay['type'] == 'Linear' and lay['spike_driven'] for lay in got.values())
+
+    mask = SpikingFCNMaskHead(num_convs=2, in_channels=C, conv_out_channels=C,
+                              num_classes=5).eval()
+    got = by_name(energy_report(mask, [torch.randn(R, C, 14, 14)]))
+    assert got['convs.0.conv']['flops'] == R * 9 * C * C * 14 * 14
+    assert got['convs.1.conv']['flops'] == R * 9 * C * C * 14 * 14
+    # 2x2 stride-2 deconv: every input element meets 2*2*C_out weights
+    assert got['upsample']['flops'] == R * C * 14 * 14 * 2 * 2 * C
+    assert got['conv_logits']['flops'] == R * C * 5 * 28 * 28
+    assert all(lay['spike_driven'] for lay in got.values())
+
+
+# ----------------------------------------------------------- known spike counts
+
+def test_rate_and_sops_from_a_quantiser_fed_constants():
+    # channel 0 gets 1.2 (count 1), channel 1 gets 7.0 (clamped to 4): mean count 2.5
+    model = nn.Sequential(MultiSpikeQuantizer(max_value=4, norm=4.0),
+                          nn.Conv2d(2, 3, 3, padding=1, bias=True))
+    x = torch.empty(1, 2, 5, 4)
+    x[:, 0], x[:, 1] = 1.2, 7.0
+    lay = energy_report(model, x).layers[0]
+    flops = 9 * 2 * 3 * 5 * 4
+    assert lay['name'] == '1' and lay['flops'] == flops
+    assert lay['rate'] == pytest.approx(2.5)  # counts, not the quantiser's k/4 output
+    assert lay['r'] == pytest.approx(2.5 / 4) and lay['D'] == 4
+    assert lay['nonzero'] == 1.0
+    assert lay['sops'] == pytest.approx(2.5 * flops) and lay['macs'] == 0
+    assert lay['energy_mj'] == pytest.approx(E_AC * 2.5 * flops)
+
+
+def test_rate_is_averaged_over_images_of_different_counts():
+    model = nn.Sequential(MultiSpikeQuantizer(max_value=4, norm=1.0), nn.Linear(6, 2))
+    images = [torch.full((1, 6), 1.0), torch.full((1, 6), 3.0), torch.zeros(1, 6)]
+    report = energy_report(model, images)
+    lay = report.layers[0]
+    assert lay['rate'] == pytest.approx((1 + 3 + 0) / 3)
+    assert lay['nonzero'] == pytest.approx(2 / 3)
+    assert lay['sops'] == pytest.approx((1 + 3 + 0) / 3 * 6 * 2)
+    assert report.meta['num_images'] == 3
+
+
+def test_attention_products_charge_min_rate_and_q_rate():
+    """q, k, v convs with zero weights and BN bias 2 / 1 / 3: counts 2, 1, 3 everywhere."""
+    c, heads, h, w = 16, 8, 4, 4
+    attn = SpikeDrivenAttention(c, heads, neuron=MultiSpikeQuantizer).eval()
+    with torch.no_grad():
+        for name, value in (('q_conv', 2.0), ('k_conv', 1.0), ('v_conv', 3.0)):
+            seq = getattr(attn, name)
+            seq[0].weight.zero_()
+            seq[1].weight.zero_()
+            seq[1].bias.fill_(value)
+    got = by_name(energy_report(attn, torch.randn(1, c, h, w)))
+    n, d, dv = h * w, c // heads, 4 * c // heads
+    assert got['kv']['rate'] == pytest.approx(1.0)  # min(c_k = 1, c_v = 3)
+    assert got['kv']['sops'] == pytest.approx(1.0 * heads * d * n * dv)
+    assert got['qkv']['rate'] == pytest.approx(2.0)  # c_q against the integer k^T v
+    assert got['qkv']['input_from'].endswith('kv (MatMul)')
+    # y = q (k^T v) * 2 / sqrt(d) = (2/4)(1/4)(3/4) * N * d * 2 / sqrt(d) per element,
+    # quantised (clamped to 4) before proj_conv
+    y = 0.5 * 0.25 * 0.75 * n * d * 2 / d ** 0.5
+    assert got['proj_conv.0']['rate'] == pytest.approx(min(4, round(y)))
+
+
+def test_layer_fed_by_a_non_spike_op_is_flagged_and_charged_as_macs():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),        # 0: reads the image (encoding layer)
+        MultiSpikeQuantizer(),
+        nn.MaxPool2d(2),                      # max-pooling keeps spikes
+        nn.Conv2d(4, 4, 1, bias=False),       # 3: spikes
+        nn.BatchNorm2d(4),
+        nn.Conv2d(4, 4, 1, bias=False),       # 5: reads BN output -> dense
+        MultiSpikeQuantizer(),
+        nn.AvgPool2d(2),                      # average pooling does not keep spikes
+        nn.Conv2d(4, 2, 1, bias=False))       # 8: dense
+    report = energy_report(model, torch.rand(1, 3, 8, 8))
+    got = by_name(report)
+    assert got['0']['input_from'] == 'input' and not got['0']['spike_driven']
+    assert got['3']['spike_driven'] and got['3']['input_from'] == '2 (MaxPool2d)'
+    for name, producer in (('5', '4 (BatchNorm2d)'), ('8', '7 (AvgPool2d)')):
+        lay = got[name]
+        assert not lay['spike_driven'] and lay['input_from'] == producer
+        assert lay['macs'] == lay['flops'] > 0 and lay['sops'] == 0 and lay['rate'] is None
+    assert [v['name'] for v in report.totals['violations']] == ['5', '8']
+    macs = 9 * 3 * 4 * 8 * 8 + 4 * 4 * 4 * 4 + 4 * 2 * 2 * 2
+    assert report.totals['macs'] == macs
+    assert report.totals['energy_mj'] == pytest.approx(
+        E_MAC * macs + E_AC * got['3']['sops'])
+
+
+def test_values_alone_are_not_spikes():
+    """{0, 1} values from a non-neuron op (ReLU of a sign) are not taken for spikes."""
+    model = nn.Sequential(nn.Identity(), nn.ReLU(), nn.Linear(4, 3, bias=False))
+    x = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    lay = energy_report(model, [x, x]).layers[0]
+    assert not lay['spike_driven'] and lay['input_from'] == '1 (ReLU)'
+
+
+def test_ilif_four_steps_cost_four_times_the_sops_of_one():
+    """I-LIF fed a constant far above threshold fires D = 4 every step: the same spikes
+    per step, so T = 4 costs 4x the SOPs of T = 1 (same FLOPs per step, same rate)."""
+    reports = {}
+    for T in (1, 4):
+        torch.manual_seed(0)
+        model = nn.Sequential(IntegerLIF(T=T, max_value=4, norm=4.0), nn.Conv2d(3, 5, 3))
+        reports[T] = energy_report(model, [torch.full((T, 3, 6, 6), 10.0)]).layers[0]
+    flops = 9 * 3 * 5 * 4 * 4
+    for T, lay in reports.items():
+        assert lay['flops'] == flops and lay['T'] == T
+        assert lay['rate'] == pytest.approx(4.0)
+    assert reports[1]['sops'] == pytest.approx(4.0 * flops)
+    assert reports[4]['sops'] == pytest.approx(4 * reports[1]['sops'])
+
+
+def test_meta_sdt_ilif_time_steps_multiply_sops_not_flops():
+    torch.manual_seed(0)
+    model = MetaSDT(embed_dims=(16, 16, 16, 16), mixer='conv', T=2,
+                    neuron_cfg=dict(type='ILIF'))
+    report = energy_report(model, torch.randn(1, 3, 32, 32))
+    got = by_name(report)
+    stem = got['downsample1_1.encode_conv']
+    assert stem['flops'] == conv(7, 3, 8, 16, 16)  # per time step
+    lay = got['block3.0.attn.q_conv.0']
+    assert lay['T'] == 2 and lay['flops'] == 16 * 16 * 2 * 2
+    assert lay['sops'] == pytest.approx(2 * lay['rate'] * lay['flops'])
+
+
+# ---------------------------------------------------------------------- outputs
+
+def test_report_files(tmp_path):
+    model = nn.Sequential(MultiSpikeQuantizer(), nn.Conv2d(2, 3, 1))
+    report = energy_report(model, torch.full((2, 2, 4, 4), 2.0), preset='int8',
+                           meta=dict(note='x'))
+    paths = report.save(str(tmp_path))
+    data = json.load(open(paths['json']))
+    assert data['meta']['e_ac_pj'] == 0.03 and data['meta']['note'] == 'x'
+    assert data['layers'][0]['rate'] == pytest.approx(2.0)
+    rows = list(csv.DictReader(open(paths['csv'])))
+    assert rows[0]['name'] == '1' and float(rows[0]['sops']) == pytest.approx(2 * 2 * 3 * 16)
+    assert open(paths['figure'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    assert 'E_ANN/E_SNN' in open(paths['table']).read()
+
+
+# -------------------------------------------------------------------------- CLI
+
+def load_tool(path):
+    """A tool script as a module (run in-process: the heavy imports are already loaded)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_energy_' + osp.basename(path)[:-3],
+                                                  osp.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def demo_coco(tmp_path_factory):
+    from mmsnn.datasets import generate_demo_coco
+    root = str(tmp_path_factory.mktemp('demo_coco_energy'))
+    generate_demo_coco(root, num_train=1, num_val=2, image_size=(64, 64), seed=3)
+    return root + '/'
+
+
+def test_cli_on_demo_detector_writes_the_files(demo_coco, tmp_path, capsys):
+    out = tmp_path / 'work'
+    tool = load_tool('tools/analysis/energy.py')
+    assert tool.main([DEMO_DET, '--num-images', '2', '--work-dir', str(out),
+                      '--cfg-options', f'data_root={demo_coco}']) == 0
+    for name in ('energy.txt', 'energy.json', 'energy.csv', 'energy_rates.png'):
+        assert (out / name).is_file(), name
+    data = json.loads((out / 'energy.json').read_text())
+    assert data['meta']['num_images'] == 2
+    names = [lay['name'] for lay in data['layers']]
+    assert names[0] == 'backbone.downsample1_1.encode_conv'
+    assert data['layers'][0]['input_from'] == 'input'
+    assert 'backbone.block3.0.attn.kv' in names and 'rpn_head.rpn_conv.0.conv' in names
+    assert data['totals']['violations'] == []  # the spiking demo detector is spike-driven
+    groups = data['totals']['groups']
+    for g in ('backbone', 'backbone.stage0', 'neck', 'rpn_head', 'roi_head'):
+        assert g in groups
+    t = data['totals']
+    assert t['energy_mj'] == pytest.approx(E_MAC * t['macs'] + E_AC * t['sops'])
+    assert t['energy_ann_mj'] == pytest.approx(E_MAC * t['flops'])
+    assert 'E_ANN/E_SNN' in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    tool = load_tool('tools/analysis/energy.py')
+    for argv, needle in (([DEMO_DET, '--num-images', '0'], '--num-images'),
+                         ([DEMO_DET, str(tmp_path / 'missing.pth')], 'missing.pth'),
+                         ([str(tmp_path / 'nope.py')], 'nope.py')):
+        with pytest.raises(SystemExit) as exc:
+            tool.main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count('error: ') == 1 and needle in err.splitlines()[0], err
+        assert 'Traceback' not in err
+
+
+def test_test_py_energy_adds_the_report(tmp_path, capsys):
+    """``tools/test.py --energy`` on the toy classifier (tests/data/toy_config.py): the
+    report covers every test image, and the linear head that reads the tap's mean (not
+    spikes) is listed as a violation."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    toy = osp.join(REPO, 'tests', 'data', 'toy_config.py')
+    init_default_scope('mmdet')
+    import mmsnn_toy  # noqa: F401  (tests/data is on sys.path: conftest)
+    model = MODELS.build(Config.fromfile(toy).model)
+    ckpt = tmp_path / 'toy.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    out = tmp_path / 'work'
+    tool = load_tool('tools/test.py')
+    assert tool.main([toy, str(ckpt), '--energy', '--work-dir', str(out)]) == 0
+    assert (out / 'metrics.json').is_file()
+    data = json.loads((out / 'energy' / 'energy.json').read_text())
+    assert data['meta']['num_images'] == 4  # the toy test set, one image per batch
+    assert [v['name'] for v in data['totals']['violations']] == ['head']
+    assert (out / 'energy' / 'energy_rates.png').is_file()
+    assert 'E_ANN/E_SNN' in capsys.readouterr().out
