@@ -184,6 +184,14 @@ def test_multistep_depends_on_time_and_resets(neuron):
     assert torch.allclose(merged[0], a[0].mean(0))
 
 
+def _flops(model, x):
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops()
+
+
 def test_integer_quantiser_time_is_virtual():
     torch.manual_seed(0)
     m1 = MetaSDT(**TINY, mixer='mlpixer', T=1).eval()
@@ -193,6 +201,12 @@ def test_integer_quantiser_time_is_virtual():
     with torch.no_grad():
         for a, b in zip(m1(x), m4(x, keep_time=True)):
             assert b.shape[0] == 4 and torch.equal(a, b[2])
+    # the T = 4 quantiser model costs one step; a real multi-step model costs T steps
+    lif4 = MetaSDT(**TINY, mixer='mlpixer', T=4, neuron_cfg=dict(type='LIF')).eval()
+    one_step = _flops(m1, x)
+    assert one_step > 0
+    assert _flops(m4, x) == one_step
+    assert _flops(lif4, x) == 4 * one_step
 
 
 def test_time_input_with_wrong_steps_is_clear():
@@ -211,6 +225,28 @@ def test_out_indices_strides_and_last_stage_stride():
         assert [o.shape[1] for o in outs] == m.out_channels == [4, 8, 16, 16, 16]
 
 
+def test_out_indices_build_only_the_stages_they_use(golden):
+    """Stages after the last tap are not built: every parameter gets a gradient (what DDP with
+    find_unused_parameters=False needs), and a full checkpoint still loads."""
+    MetaSDT(**dict(TINY, out_indices=(0, 2)), frozen_stages=4).train()  # freezes what exists
+    m = MetaSDT(**dict(TINY, out_indices=(0, 2))).train()
+    assert not any(hasattr(m, name) for name in ('downsample3', 'block3', 'downsample4',
+                                                  'block4'))
+    out = m(torch.randn(2, 3, 32, 32))
+    assert [o.shape[1] for o in out] == [4, 16]
+    sum(o.sum() for o in out).backward()
+    unused = [k for k, p in m.named_parameters() if p.grad is None]
+    assert not unused, f'parameters without gradient: {unused[:5]}'
+    # a checkpoint of the whole backbone loads; the keys of the unbuilt stages are skipped
+    g = golden['srb']
+    short = MetaSDT(embed_dims=g['embed_dims'], mlp_ratio=g['mlp_ratio'], mixer='srb',
+                    out_indices=(1, 2))
+    missing, unexpected = load_pretrained(short, g['state_dict'])
+    assert missing == [] and unexpected == []
+    assert torch.equal(short.ConvBlock2_2[0].fc1.weight,
+                       g['state_dict']['ConvBlock2_2.0.fc1.weight'])
+
+
 def test_drop_path_really_drops():
     torch.manual_seed(0)
     m = MetaSDT(**TINY, drop_path_rate=0.5).train()
@@ -222,6 +258,40 @@ def test_drop_path_really_drops():
     assert not torch.allclose(a, b)
     m.eval()
     assert torch.equal(m(x)[1], m(x)[1])
+
+
+def _record_drop_paths(model):
+    """Forward hooks on every drop-path module; returns the list of (input, output) pairs."""
+    seen = []
+    for name, m in model.named_modules():
+        if name.endswith('drop_path') and not isinstance(m, nn.Identity):
+            m.register_forward_hook(lambda mod, args, out: seen.append((args[0], out)))
+    return seen
+
+
+@pytest.mark.parametrize('neuron', [dict(type='LIF'), None])
+def test_drop_path_drops_a_sample_at_all_its_time_steps(neuron):
+    """On time-folded [T*B] tensors a sample's branch is dropped at every step or at none."""
+    T, B = 4, 3
+    torch.manual_seed(0)
+    m = MetaSDT(**TINY, mixer='srb', T=T, neuron_cfg=neuron, drop_path_rate=0.9).train()
+    seen = _record_drop_paths(m)
+    # a stateful model repeats a 4-D input over T; the quantiser one gets T frames
+    x = 3 * (torch.randn(B, 3, 32, 32) if neuron else torch.randn(T, B, 3, 32, 32))
+    with torch.no_grad():
+        m(x)
+    assert seen
+    dropped_any = kept_any = False
+    for inp, out in seen:
+        assert out.shape[0] == T * B
+        # dropping shows as an all-zero output; look at samples whose branch is non-zero at
+        # every step (a branch without spikes is zero anyway)
+        live = (inp.reshape(T, B, -1) != 0).any(-1).all(0)  # [B]
+        dropped = (out.reshape(T, B, -1) == 0).all(-1)[:, live]  # [T, live samples]
+        assert (dropped == dropped[:1]).all(), f'drop decisions differ over time: {dropped}'
+        dropped_any |= bool(dropped.any())
+        kept_any |= bool((~dropped).any())
+    assert dropped_any and kept_any
 
 
 def test_with_cp_gives_same_numbers_and_grads():
@@ -236,21 +306,38 @@ def test_with_cp_gives_same_numbers_and_grads():
     assert ga.abs().sum() > 0 and torch.allclose(ga, b.ConvBlock1_2[0].fc1.weight.grad)
 
 
-@pytest.mark.parametrize('neuron', [None, dict(type='LIF')])
-def test_compact_spike_storage_is_exact(neuron):
+@pytest.mark.parametrize('neuron', [None, dict(type='LIF'), dict(type='ILIF')])
+def test_compact_spike_storage_is_exact(neuron, monkeypatch):
+    from mmsnn.models import neurons
+    packed = []
+    pack = neurons._pack_spikes
+
+    def counting_pack(t):  # records what compact_spike_storage() really stored as uint8
+        out = pack(t)
+        if isinstance(out, tuple):
+            packed.append(out[0].dtype)
+        return out
+
+    monkeypatch.setattr(neurons, '_pack_spikes', counting_pack)
     torch.manual_seed(0)
     T = 1 if neuron is None else 2
     a = MetaSDT(**TINY, mixer='srb', compact_spikes=False, T=T, neuron_cfg=neuron).train()
     b = MetaSDT(**TINY, mixer='srb', compact_spikes=True, T=T, neuron_cfg=neuron).train()
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 32, 32)
-    grads = []
+    grads, n_packed = [], []
     for m in (a, b):
         xi = x.clone().requires_grad_(True)
         sum((o * o).sum() for o in m(xi)).backward()
         grads.append((xi.grad, m.block3[0].attn.v_conv[0].weight.grad))
+        n_packed.append(len(packed))
     assert grads[0][0].abs().sum() > 0
     assert all(torch.equal(u, v) for u, v in zip(*grads))
+    # every conv but the stem's reads a neuron's output, which must have been stored compact
+    convs = sum(isinstance(mod, (nn.Conv1d, nn.Conv2d)) for mod in b.modules()) - 1
+    assert n_packed[0] == 0, 'compact_spikes=False packed tensors'
+    assert n_packed[1] >= convs, f'only {n_packed[1]} spike tensors packed for {convs} convs'
+    assert set(packed) == {torch.uint8}
 
 
 def test_frozen_stages_and_norm_eval():

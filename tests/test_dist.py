@@ -1,16 +1,29 @@
-"""tools/dist_train.sh: a 2-process (gloo) run of the toy config, then a 1-process resume."""
+"""tools/dist_train.sh: 2-process runs of the toy config, then a 1-process resume.
+
+The runs take the machine's path: NCCL when it has two GPUs, else gloo on the CPU (a machine
+with one GPU hides it from these runs: two NCCL ranks cannot share one device).
+"""
 import os.path as osp
 import subprocess
 
 import torch
 
+import mmsnn  # noqa: F401  (lets torch's safe loader read mmengine's checkpoints)
+
 TOY = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'toy_config.py')
+
+
+def _dist_env(tool_env, venv_python, port):
+    env = dict(tool_env, PYTHON=venv_python, PORT=str(port))
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
+        env['CUDA_VISIBLE_DEVICES'] = ''
+    return env
 
 
 def test_two_process_training_then_single_process_resume(repo_root, venv_python, tool_env,
                                                           run_tool, free_port, tmp_path):
     work_dir = tmp_path / 'dist'
-    env = dict(tool_env, PYTHON=venv_python, PORT=str(free_port))
+    env = _dist_env(tool_env, venv_python, free_port)
     proc = subprocess.run(
         ['bash', osp.join(repo_root, 'tools', 'dist_train.sh'), TOY, '2', '--work-dir',
          str(work_dir)], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
@@ -39,6 +52,26 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
     assert 'resumed epoch: 0, iter: 4' in proc.stdout + proc.stderr
     assert (work_dir / 'rank0.done').read_text().strip() == 'world_size=1 iter=6'
     assert torch.load(work_dir / 'iter_6.pth', weights_only=True)['meta']['iter'] == 6
+
+
+def test_two_process_training_with_a_backbone_that_stops_early(repo_root, venv_python, tool_env,
+                                                               free_port, tmp_path):
+    """out_indices=(2,): the stages after tap 2 would get no gradient, and DDP (with
+    find_unused_parameters=False) stops at the second iteration if they exist."""
+    work_dir = tmp_path / 'short'
+    proc = subprocess.run(
+        ['bash', osp.join(repo_root, 'tools', 'dist_train.sh'), TOY, '2', '--work-dir',
+         str(work_dir), '--cfg-options', 'model.backbone.out_indices=[2]',
+         'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3'],
+        cwd=repo_root, env=_dist_env(tool_env, venv_python, free_port), capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    for rank in (0, 1):
+        assert (work_dir / f'rank{rank}.done').read_text().strip() == 'world_size=2 iter=3'
+    ckpt = torch.load(work_dir / 'iter_3.pth', map_location='cpu', weights_only=True)
+    keys = ckpt['state_dict']
+    assert 'backbone.ConvBlock2_2.0.conv1.weight' in keys
+    assert not any(k.startswith('backbone.block3.') for k in keys)
 
 
 def test_dist_scripts_reject_bad_arguments(repo_root, tmp_path):

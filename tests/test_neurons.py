@@ -71,3 +71,52 @@ def test_stateful_flags_and_unknown_type():
     assert is_stateful(dict(type='ReLU', multistep=True)) and not is_stateful(dict(type='ReLU'))
     with pytest.raises(KeyError, match="known: .*'ILIF'"):
         build_neuron(dict(type='Izhikevich'))
+
+
+def _ilif_recurrence(x, decay=0.25, max_value=4, norm=4.0):
+    """I-LIF written out (Luo et al., ECCV 2024): H[t] = decay * V[t-1] + X[t],
+    C[t] = round(clip(H[t], 0, D)), soft reset V[t] = H[t] - C[t]; output C[t] / norm."""
+    v = torch.zeros_like(x[0])
+    out = []
+    for xt in x:
+        h = decay * v + xt
+        c = torch.round(torch.clamp(h, 0, max_value))
+        v = h - c
+        out.append(c / norm)
+    return torch.stack(out)
+
+
+def _lif_recurrence(x, tau=2.0, v_threshold=1.0):
+    """LIF with decay_input and hard reset to 0: H[t] = V[t-1] + (X[t] - V[t-1]) / tau,
+    S[t] = H[t] >= threshold, V[t] = H[t] * (1 - S[t])."""
+    v = torch.zeros_like(x[0])
+    out = []
+    for xt in x:
+        h = v + (xt - v) / tau
+        s = (h >= v_threshold).to(x.dtype)
+        v = h * (1 - s)
+        out.append(s)
+    return torch.stack(out)
+
+
+def test_ilif_follows_the_written_out_recurrence_over_time():
+    T, B = 5, 3
+    torch.manual_seed(0)
+    x = torch.rand(T, B, 64, dtype=torch.float64) * 3 - 0.5
+    n = build_neuron(dict(type='ILIF'), T=T)
+    out = n(x.flatten(0, 1)).reshape(T, B, 64)
+    expect = _ilif_recurrence(x)
+    assert torch.equal(out, expect)
+    # the decay matters: with decay 0 (no memory) or 1 (no leak) the steps differ
+    assert not torch.equal(out, _ilif_recurrence(x, decay=0.0))
+    assert not torch.equal(out, _ilif_recurrence(x, decay=1.0))
+
+
+def test_lif_follows_the_written_out_recurrence_over_time():
+    T, B = 5, 3
+    torch.manual_seed(0)
+    x = torch.rand(T, B, 64, dtype=torch.float64) * 3
+    n = build_neuron(dict(type='LIF', tau=2.0), T=T)
+    out = n(x.flatten(0, 1)).reshape(T, B, 64)
+    assert torch.equal(out, _lif_recurrence(x, tau=2.0))
+    assert not torch.equal(out, _lif_recurrence(x, tau=1.0))

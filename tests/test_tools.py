@@ -395,15 +395,19 @@ def test_cpu_amp_train_step():
     assert not torch.equal(before, model.head.weight)
 
 
-def test_amp_on_cpu_trains_in_bf16(tmp_path, run_tool):
-    """--amp on a CPU machine: bf16 autocast through CPUAmpOptimWrapper, no loss scaling."""
+def test_amp_trains_with_the_machines_autocast(tmp_path, run_tool):
+    """--amp: fp16 with dynamic loss scaling (AmpOptimWrapper) on a GPU machine, bf16 autocast
+    without loss scaling (CPUAmpOptimWrapper) on a CPU one."""
     work_dir = tmp_path / 'amp'
     proc = run_tool('tools/train.py', TOY, '--work-dir', work_dir, '--amp',
                     '--cfg-options', 'train_cfg.max_iters=2')
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (work_dir / 'iter_2.pth').exists()
     dumped = (work_dir / osp.basename(TOY)).read_text()
-    assert "type='CPUAmpOptimWrapper'" in dumped and "dtype='bfloat16'" in dumped
+    if torch.cuda.is_available():
+        assert "type='AmpOptimWrapper'" in dumped and "loss_scale='dynamic'" in dumped
+    else:
+        assert "type='CPUAmpOptimWrapper'" in dumped and "dtype='bfloat16'" in dumped
 
 
 def test_cpu_amp_wrapper_runs_the_quantiser_in_bf16():

@@ -6,7 +6,6 @@ All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know ab
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """
 import torch.nn as nn
-from mmcv.cnn.bricks import DropPath
 
 
 def conv_bn(in_ch, out_ch, kernel_size=1, stride=1, padding=0, groups=1, bias=False):
@@ -55,6 +54,39 @@ class InvertedSepConv(nn.Module):
         return self.pwconv2(self.spike3(x))
 
 
+class TimeFoldedDropPath(nn.Module):
+    """Stochastic depth on time-folded ``[T*B, ...]`` tensors: one keep/drop draw per sample,
+    shared by all its T steps (mmcv's ``DropPath`` draws per row, i.e. per step and sample,
+    so a sample's branch would vanish at one step and come back at the next).
+
+    ``steps`` (T of the folded batch) is set by the backbone before each forward, since the
+    number of real steps depends on the input (see ``MetaSDT._forward``).
+    """
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+        self.steps = 1
+
+    def forward(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        if x.shape[0] % self.steps:
+            raise ValueError(f'TimeFoldedDropPath: leading dim {x.shape[0]} is not a multiple '
+                             f'of steps={self.steps}')
+        keep = 1.0 - self.drop_prob
+        B = x.shape[0] // self.steps
+        mask = x.new_empty((1, B) + (1,) * (x.dim() - 1)).bernoulli_(keep).div_(keep)
+        return (x.reshape(self.steps, B, *x.shape[1:]) * mask).reshape(x.shape)
+
+    def extra_repr(self):
+        return f'drop_prob={self.drop_prob}'
+
+
+def drop_path_or_identity(drop_prob):
+    return TimeFoldedDropPath(drop_prob) if drop_prob > 0 else nn.Identity()
+
+
 class SpikeConvBlock(nn.Module):
     """The baseline early-stage block ("conv" mixer):
     ``x += SepConv7(x)``; ``x += BN2(Conv3x3(rC->C)(spike(BN1(Conv3x3(C->rC)(spike(x))))))``."""
@@ -69,7 +101,7 @@ class SpikeConvBlock(nn.Module):
         self.spike2 = neuron()
         self.conv2 = nn.Conv2d(hidden, dim, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(dim)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def channel_mix(self, x):
         x = self.bn1(self.conv1(self.spike1(x)))
@@ -94,8 +126,10 @@ class SpikeDrivenAttention(nn.Module):
 
     ``y = q (k^T v) * 2 / sqrt(d)``: without softmax the product is associative, so computing
     ``k^T v`` first needs O(N d^2) memory instead of the O(N^2) of ``(q k^T) v``. Both orders
-    give the same numbers (exactly, in float64, since spikes are multiples of 1/norm);
-    ``attn_order='quadratic'`` keeps the reference order for benchmarks.
+    give the same numbers (to float64 rounding); ``attn_order='quadratic'`` keeps the
+    reference order for benchmarks. The scale is applied to the middle product (``k^T v``,
+    or ``q k^T``) before the last matmul, not to ``y``: unscaled, ``y`` grows with the token
+    count (about 1e5 at 800x1216) and overflows fp16 under mixed precision.
     The products run in named :class:`MatMul` modules: ``kv`` (``k^T v``) and ``qkv``
     (``q (k^T v)``); in the quadratic order ``qk`` (``q k^T``) and ``qkv`` (``(q k^T) v``).
     """
@@ -136,11 +170,12 @@ class SpikeDrivenAttention(nn.Module):
         q = self._heads(self.q_spike(self.q_conv(x)).flatten(2))
         k = self._heads(self.k_spike(self.k_conv(x)).flatten(2))
         v = self._heads(self.v_spike(self.v_conv(x)).flatten(2))
+        # The middle product is scaled in place: q, k, v stay the (compactable) spikes that
+        # autograd saves, and the O(N^2) order needs no second N x N buffer.
         if self.attn_order == 'linear':
-            y = self.qkv(q, self.kv(k.transpose(-2, -1), v))
+            y = self.qkv(q, self.kv(k.transpose(-2, -1), v).mul_(self.scale))
         else:
-            y = self.qkv(self.qk(q, k.transpose(-2, -1)), v)
-        y = y * self.scale
+            y = self.qkv(self.qk(q, k.transpose(-2, -1)).mul_(self.scale), v)
         y = y.transpose(-1, -2).reshape(B, self.value_ratio * C, H, W)  # merge heads
         return self.proj_conv(self.talking_heads(y))
 
@@ -175,7 +210,7 @@ class SpikeTransformerBlock(nn.Module):
         self.conv = InvertedSepConv(dim, kernel_size=3, neuron=neuron)
         self.attn = SpikeDrivenAttention(dim, num_heads, neuron=neuron, attn_order=attn_order)
         self.mlp = SpikeMLP(dim, mlp_ratio, neuron=neuron)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x):
         x = x + self.drop_path(self.conv(x))

@@ -17,10 +17,9 @@ vector, i.e. a 1x1 conv). It has the same parameter shapes but is *not* weight-c
 a raster-trained checkpoint loaded into it computes something else.
 """
 import torch.nn as nn
-from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_init
 
-from .layers import InvertedSepConv
+from .layers import InvertedSepConv, drop_path_or_identity
 
 TOKEN_LAYOUTS = ('raster', 'pixel')
 
@@ -55,7 +54,7 @@ class _EarlyMixerBlock(nn.Module):
         self.hidden = int(mlp_ratio * dim)
         self.Conv = InvertedSepConv(dim, kernel_size=7, neuron=neuron)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
         self.spike1 = neuron()
         self.fc1 = _bias_free_linear(dim, self.hidden)
         self.spike2 = neuron()

@@ -57,9 +57,13 @@ class MultiSpikeQuantizer(nn.Module):
 
 
 class _MultiStepNeuron(nn.Module):
-    """Runs a spikingjelly neuron in multi-step mode on time-folded ``[T*B, ...]`` input."""
+    """Runs a spikingjelly neuron in multi-step mode on time-folded ``[T*B, ...]`` input.
+
+    Subclasses set ``max_value``, the largest spike count D (outputs are ``count / norm``),
+    so ``compact_spike_storage()`` can keep their spikes as uint8 counts too."""
 
     stateful = True
+    max_value = 1
 
     def __init__(self, node, T, norm=1.0):
         super().__init__()
@@ -75,7 +79,10 @@ class _MultiStepNeuron(nn.Module):
         seq = x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:])
         out = self.node(seq).reshape(x.shape)
         self.node.reset()  # drop the graph-holding state once the sequence is done
-        return out / self.norm if self.norm != 1.0 else out
+        out = out / self.norm if self.norm != 1.0 else out
+        if out.requires_grad and self.max_value <= 255:
+            out._mmsnn_spike_norm = self.norm  # integer counts / norm: uint8-compactable
+        return out
 
     def extra_repr(self):
         return f'T={self.T}, norm={self.norm}'
@@ -187,9 +194,9 @@ def _unpack_spikes(packed):
 
 def compact_spike_storage():
     """Context manager: tensors that autograd saves for the backward pass and that are
-    outputs of a :class:`MultiSpikeQuantizer` (the inputs of most convs) are kept as uint8
-    spike counts instead of float32 -- exact, and a quarter of the memory. Everything else is
-    saved as usual."""
+    outputs of a neuron (the quantiser, I-LIF, LIF; the inputs of most convs) are kept as
+    uint8 spike counts instead of float32 -- exact, and a quarter of the memory. Everything
+    else is saved as usual."""
     return torch.autograd.graph.saved_tensors_hooks(_pack_spikes, _unpack_spikes)
 
 

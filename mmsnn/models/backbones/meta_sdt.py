@@ -20,7 +20,8 @@ from mmengine.model import BaseModule
 
 from ...registry import register
 from ..checkpoint import load_pretrained
-from ..layers import SpikeConvBlock, SpikeDownsample, SpikeTransformerBlock
+from ..layers import (SpikeConvBlock, SpikeDownsample, SpikeTransformerBlock,
+                      TimeFoldedDropPath)
 from ..mixers import MLPixerMixer, SplashReconstructMixer
 from ..neurons import build_neuron, compact_spike_storage, is_stateful
 
@@ -65,11 +66,13 @@ class MetaSDT(BaseModule):
             defaults to ``mlp_ratio``.
         token_layout (str): 'raster' (default; the reference's raw reshape, weight-compatible)
             or 'pixel' (per-pixel channel MLP; not weight-compatible). See ``mixers.py``.
-        out_indices (tuple[int]): stage taps to return, 0..4.
+        out_indices (tuple[int]): stage taps to return, 0..4. Stages after the last requested
+            tap are not built (their checkpoint keys are skipped when loading).
         drop_rate (float): dropout inside the MLPixer/SRB mixers (the reference uses 0.2 when
             training ImageNet models). Ignored by the conv mixer.
         drop_path_rate (float): stochastic depth, linearly increasing over the 12 blocks and
-            applied to every residual branch. The reference declares drop-path but never
+            applied to every residual branch, one draw per sample shared by its time steps
+            (also for time-folded ``[T*B]`` batches). The reference declares drop-path but never
             applies it; here it really drops paths (0 reproduces the reference).
         T (int): time steps. With the stateless integer quantiser (default) T is virtual and
             the backbone computes one step. With a stateful neuron (``ILIF``, ``LIF``) it runs
@@ -148,17 +151,27 @@ class MetaSDT(BaseModule):
                                       drop_path=next(dpr), attn_order=attn_order)
                 for _ in range(depth)])
 
-        self.downsample1_1 = SpikeDownsample(in_channels, C0 // 2, 7, 2, 3, first=True)
-        self.ConvBlock1_1 = early_block(C0 // 2)
-        self.downsample1_2 = SpikeDownsample(C0 // 2, C0, 3, 2, 1, neuron=neuron)
-        self.ConvBlock1_2 = early_block(C0)
-        self.downsample2 = SpikeDownsample(C0, C1, 3, 2, 1, neuron=neuron)
-        self.ConvBlock2_1 = early_block(C1)
-        self.ConvBlock2_2 = early_block(C1)
-        self.downsample3 = SpikeDownsample(C1, C2, 3, 2, 1, neuron=neuron)
-        self.block3 = transformer_blocks(C2, 6)
-        self.downsample4 = SpikeDownsample(C2, C3, 3, last_stage_stride, 1, neuron=neuron)
-        self.block4 = transformer_blocks(C3, 2)
+        # Only the stages up to the last requested tap are built: later ones could not change
+        # the output, and unused parameters break DDP (find_unused_parameters=False).
+        self.num_stages = max(out_indices) + 1
+        stage_builders = (
+            lambda: dict(downsample1_1=SpikeDownsample(in_channels, C0 // 2, 7, 2, 3, first=True),
+                         ConvBlock1_1=early_block(C0 // 2)),
+            lambda: dict(downsample1_2=SpikeDownsample(C0 // 2, C0, 3, 2, 1, neuron=neuron),
+                         ConvBlock1_2=early_block(C0)),
+            lambda: dict(downsample2=SpikeDownsample(C0, C1, 3, 2, 1, neuron=neuron),
+                         ConvBlock2_1=early_block(C1), ConvBlock2_2=early_block(C1)),
+            lambda: dict(downsample3=SpikeDownsample(C1, C2, 3, 2, 1, neuron=neuron),
+                         block3=transformer_blocks(C2, 6)),
+            lambda: dict(downsample4=SpikeDownsample(C2, C3, 3, last_stage_stride, 1,
+                                                     neuron=neuron),
+                         block4=transformer_blocks(C3, 2)),
+        )
+        for build in stage_builders[:self.num_stages]:
+            for name, module in build().items():
+                self.add_module(name, module)
+        self._drop_paths = [m for m in self.modules() if isinstance(m, TimeFoldedDropPath)]
+        self._register_load_state_dict_pre_hook(self._skip_unbuilt_stages)
         self._freeze_stages()
 
     @property
@@ -170,6 +183,19 @@ class MetaSDT(BaseModule):
     def out_strides(self):
         """Strides of the returned taps, in ``out_indices`` order (for anchors and RoIs)."""
         return [self.tap_strides[i] for i in self.out_indices]
+
+    def _skip_unbuilt_stages(self, state_dict, prefix, *args):
+        """Load-time hook: a checkpoint of the whole backbone fits one whose ``out_indices``
+        stop early; the keys of the stages it does not build are dropped, not 'unexpected'."""
+        unbuilt = tuple(f'{prefix}{name}.' for names in _STAGES[self.num_stages:]
+                        for name in names)
+        skipped = [k for k in state_dict if unbuilt and k.startswith(unbuilt)]
+        for k in skipped:
+            del state_dict[k]
+        if skipped:
+            MMLogger.get_current_instance().info(
+                f'MetaSDT: skipped {len(skipped)} checkpoint keys of the stages after tap '
+                f'{self.num_stages - 1} (not built: out_indices={self.out_indices})')
 
     def forward(self, x, keep_time=None):
         if self.compact_spikes and not self.with_cp and torch.is_grad_enabled():
@@ -199,9 +225,10 @@ class MetaSDT(BaseModule):
             raise ValueError(f'MetaSDT expects [B, C, H, W] or [T, B, C, H, W], got shape '
                              f'{tuple(x.shape)}')
 
+        for m in self._drop_paths:  # one drop decision per sample for all its steps
+            m.steps = steps
         outs = {}
-        last = max(self.out_indices)
-        for tap, names in enumerate(_STAGES):
+        for tap, names in enumerate(_STAGES[:self.num_stages]):
             for name in names:
                 module = getattr(self, name)
                 if isinstance(module, nn.ModuleList):
@@ -214,8 +241,6 @@ class MetaSDT(BaseModule):
                     x = module(x)
             if tap in self.out_indices:
                 outs[tap] = x
-            if tap == last:  # later stages cannot change the requested taps
-                break
         return tuple(self._time_out(outs[i], steps, B, keep_time) for i in self.out_indices)
 
     def _time_out(self, x, steps, B, keep_time):
@@ -244,7 +269,7 @@ class MetaSDT(BaseModule):
         return [getattr(self, name) for name in _STAGES[i]]
 
     def _freeze_stages(self):
-        for i in range(self.frozen_stages + 1):
+        for i in range(min(self.frozen_stages + 1, self.num_stages)):
             for m in self._stage_modules(i):
                 m.eval()
                 for p in m.parameters():
