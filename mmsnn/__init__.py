@@ -4,7 +4,7 @@
 mmsnn module in the mmdet and mmseg registries.
 """
 from .version import __version__  # noqa: F401
-from .utils import checkpoint as _checkpoint  # noqa: F401  (safe loading of mmengine ckpts)
+from . import utils  # noqa: F401,E402  (user errors, checks, CPU runtime wrappers)
 from . import models  # noqa: F401,E402
 from . import datasets  # noqa: F401,E402
 from . import engine  # noqa: F401,E402

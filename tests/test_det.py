@@ -168,7 +168,7 @@ def test_pretrained_variable_sets_backbone_init(tmp_path):
 
 
 def test_data_root_from_cfg_options(tmp_path, demo_data):
-    from mmsnn.utils.config_checks import load_config
+    from mmsnn.utils.config import load_config
     root = str(tmp_path / 'elsewhere') + '/'
     for path in (SRB_S, DEMO):
         cfg = load_config(path, {'data_root': root})  # what tools/{train,test}.py do

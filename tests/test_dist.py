@@ -6,7 +6,7 @@ with one GPU hides it from these runs: two NCCL ranks cannot share one device).
 import os.path as osp
 import subprocess
 
-import torch
+from mmsnn.utils.checkpoint import load_checkpoint_file
 
 import mmsnn  # noqa: F401  (lets torch's safe loader read mmengine's checkpoints)
 
@@ -33,7 +33,7 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
         assert (work_dir / f'rank{rank}.done').read_text().strip() == 'world_size=2 iter=4'
     # only the master writes checkpoints: one per interval
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_2.pth', 'iter_4.pth']
-    assert torch.load(work_dir / 'iter_4.pth', weights_only=True)['meta']['iter'] == 4
+    assert load_checkpoint_file(work_dir / 'iter_4.pth')['meta']['iter'] == 4
 
     # a bad input in a distributed run: one message, exit status 2, no torchrun report
     before = {p.name: p.stat().st_mtime_ns for p in work_dir.iterdir()}
@@ -51,7 +51,7 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert 'resumed epoch: 0, iter: 4' in proc.stdout + proc.stderr
     assert (work_dir / 'rank0.done').read_text().strip() == 'world_size=1 iter=6'
-    assert torch.load(work_dir / 'iter_6.pth', weights_only=True)['meta']['iter'] == 6
+    assert load_checkpoint_file(work_dir / 'iter_6.pth')['meta']['iter'] == 6
 
 
 def test_two_process_training_with_a_backbone_that_stops_early(repo_root, venv_python, tool_env,

@@ -26,7 +26,7 @@ from mmsnn.datasets import DEMO_CLASSES, generate_demo_ade
 from mmsnn.datasets import demo_ade
 from mmsnn.models import ARCH_SETTINGS
 from mmsnn.models.seg_heads import SpikingFPNHead
-from mmsnn.utils.config_checks import load_config
+from mmsnn.utils.config import load_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_DIR = osp.join(REPO, 'configs', 'seg')
@@ -92,8 +92,9 @@ def _samples(B, H, W, K=DEMO_K, seed=0):
 def test_config_set_is_complete():
     names = {_name(p) for p in ADE_CONFIGS}
     for mixer in ('', 'mlpixer_', 'srb_'):
-        for size in ('', 's_', 'l_'):
+        for size in ('s_', 'l_'):  # every name says its size: no alias files
             assert f'sdt_{mixer}{size}ade20k.py' in names
+        assert f'sdt_{mixer}ade20k.py' not in names
     assert {_name(p) for p in DEMO_CONFIGS} >= {'demo/sdt_demo.py', 'demo/sdt_srb_demo.py'}
     assert osp.isfile(osp.join(SEG_DIR, 'README.md'))
 
@@ -142,7 +143,7 @@ def test_ade_configs_keep_stock_data(path, stock):
     assert cfg.model.data_preprocessor.size == (512, 512)
 
 
-@pytest.mark.parametrize('path', ['sdt_srb_ade20k.py', 'sdt_mlpixer_l_ade20k.py'])
+@pytest.mark.parametrize('path', ['sdt_srb_s_ade20k.py', 'sdt_mlpixer_l_ade20k.py'])
 def test_ade_recipe(path):
     cfg = Config.fromfile(osp.join(SEG_DIR, path))
     ow = cfg.optim_wrapper
@@ -186,7 +187,7 @@ def test_demo_configs_swap_only_data_and_schedule(path, stock):
     assert cfg.optim_wrapper == Config.fromfile(osp.join(SEG_DIR, 'sdt_s_ade20k.py')).optim_wrapper
 
 
-@pytest.mark.parametrize('path', ['sdt_srb_ade20k.py', 'demo/sdt_srb_demo.py'])
+@pytest.mark.parametrize('path', ['sdt_srb_s_ade20k.py', 'demo/sdt_srb_demo.py'])
 def test_cfg_options_data_root_reaches_dataloaders(path, tmp_path):
     cfg = load_config(osp.join(SEG_DIR, path), {'data_root': str(tmp_path)})
     assert cfg.data_root == str(tmp_path)

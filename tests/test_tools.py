@@ -13,8 +13,12 @@ import shutil
 import pytest
 import torch
 
-from mmsnn.utils import config_checks as cc
-from mmsnn.utils.config_checks import MMSNNUserError
+from mmsnn.registry import explain_registry_error
+from mmsnn.utils import checkpoint as ckpts
+from mmsnn.utils import data_checks, paths, resume
+from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
+from mmsnn.utils.config import check_config_file, enable_visualization, load_config
+from mmsnn.utils.errors import MMSNNUserError
 
 HERE = osp.dirname(osp.abspath(__file__))
 TOY = osp.join(HERE, 'data', 'toy_config.py')
@@ -72,8 +76,10 @@ def test_tool(repo_root):
 
 def test_train_writes_checkpoints(trained):
     assert {'iter_2.pth', 'iter_4.pth', 'last_checkpoint'} <= set(os.listdir(trained))
-    # mmengine's own checkpoint loads with torch's safe loader (weights_only=True)
-    ckpt = torch.load(trained / 'iter_4.pth', map_location='cpu', weights_only=True)
+    # mmengine's own checkpoint loads with torch's safe loader (weights_only=True) and
+    # mmsnn's allow-list of mmengine's objects
+    with mmengine_checkpoint_globals():
+        ckpt = torch.load(trained / 'iter_4.pth', map_location='cpu', weights_only=True)
     assert ckpt['meta']['iter'] == 4
     assert (trained / 'rank0.done').read_text().startswith('world_size=1')
 
@@ -88,7 +94,8 @@ def test_resume_continues_from_saved_iteration(trained, tmp_path, run_tool):
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 0, iter: 4' in log
     assert 'Iter(train) [5/6]' in log and 'Iter(train) [1/6]' not in log
-    ckpt = torch.load(work_dir / 'iter_6.pth', map_location='cpu', weights_only=True)
+    with mmengine_checkpoint_globals():
+        ckpt = torch.load(work_dir / 'iter_6.pth', map_location='cpu', weights_only=True)
     assert ckpt['meta']['iter'] == 6
     # the earlier run's checkpoints are still there
     assert (work_dir / 'iter_4.pth').exists() and (work_dir / 'iter_2.pth').exists()
@@ -97,11 +104,12 @@ def test_resume_continues_from_saved_iteration(trained, tmp_path, run_tool):
 def test_resume_restores_optimizer_state(trained, tmp_path):
     from mmengine.runner import Runner
     ckpt_path = str(trained / 'iter_4.pth')
-    cfg = cc.load_config(TOY)
+    cfg = load_config(TOY)
     cfg.work_dir = str(tmp_path / 'inproc')
     runner = Runner.from_cfg(cfg)
-    runner.resume(ckpt_path)  # mmengine's plain torch.load, torch >= 2.6 weights_only default
-    saved = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    with mmengine_checkpoint_globals():
+        runner.resume(ckpt_path)  # mmengine's plain torch.load, torch >= 2.6 weights_only
+        saved = torch.load(ckpt_path, map_location='cpu', weights_only=True)
     assert runner.iter == 4
     state = runner.optim_wrapper.optimizer.state_dict()['state']
     assert set(state) == set(saved['optimizer']['state']) and state
@@ -132,7 +140,7 @@ def test_safe_loading_still_refuses_foreign_objects(tmp_path, payload):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'x': payload}, path)
     with pytest.raises(MMSNNUserError, match='could not read checkpoint'):
-        cc.load_checkpoint_safely(str(path))
+        ckpts.load_checkpoint_safely(str(path))
 
 
 # ---------------------------------------------------------------------------- test.py
@@ -167,8 +175,8 @@ def test_test_tool_refuses_existing_out(trained, tmp_path, test_tool, capsys):
     assert 'already exists' in err and '--overwrite' in err
     assert out.read_bytes() == b'earlier results'
     with pytest.raises(MMSNNUserError, match=r'\.pkl'):
-        cc.check_out_file(str(tmp_path / 'res.json'))
-    cc.check_out_file(str(out), overwrite=True)  # allowed when asked
+        paths.check_out_file(str(tmp_path / 'res.json'))
+    paths.check_out_file(str(out), overwrite=True)  # allowed when asked
 
 
 def test_show_dir_without_visualization_hook(trained, tmp_path, test_tool, capsys):
@@ -181,12 +189,12 @@ def test_enable_visualization_per_scope():
     from mmengine.config import Config
     det = Config(dict(default_scope='mmdet', default_hooks=dict(
         visualization=dict(type='DetVisualizationHook'))))
-    cc.enable_visualization(det, '/tmp/vis')
+    enable_visualization(det, '/tmp/vis')
     assert det.default_hooks.visualization == dict(type='DetVisualizationHook', draw=True,
                                                    test_out_dir='/tmp/vis')
     seg = Config(dict(default_scope='mmseg', visualizer=dict(type='SegLocalVisualizer'),
                       default_hooks=dict(visualization=dict(type='SegVisualizationHook'))))
-    cc.enable_visualization(seg, '/tmp/vis')
+    enable_visualization(seg, '/tmp/vis')
     assert seg.default_hooks.visualization.draw and seg.default_hooks.visualization.interval == 1
     assert seg.visualizer.save_dir == '/tmp/vis'
 
@@ -198,7 +206,7 @@ def test_missing_config(run_tool):
     assert_user_error(proc, "config file 'configs/det/no_such_config.py' does not exist",
                       'fix:')
     with pytest.raises(MMSNNUserError, match='does not exist'):
-        cc.check_config_file('nope/none.py')
+        check_config_file('nope/none.py')
 
 
 def test_existing_checkpoints_need_resume_or_overwrite(trained, train_tool, capsys):
@@ -208,8 +216,8 @@ def test_existing_checkpoints_need_resume_or_overwrite(trained, train_tool, caps
                    '--work-dir DIR', '--overwrite'):
         assert needle in err, (needle, err)
     assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before
-    cc.check_no_checkpoints_overwritten(str(trained), overwrite=True)
-    cc.check_no_checkpoints_overwritten(str(trained), resume=True)
+    resume.check_no_checkpoints_overwritten(str(trained), overwrite=True)
+    resume.check_no_checkpoints_overwritten(str(trained), resume=True)
 
 
 def test_unknown_module_type_lists_mmsnn_names(run_tool, tmp_path):
@@ -224,15 +232,15 @@ def test_registry_error_for_other_scope_and_kinds():
     from mmdet.registry import DATASETS
     with pytest.raises(KeyError) as exc:
         DATASETS.build(dict(type='CocoDatset'))
-    err = cc.explain_registry_error(exc.value)
+    err = explain_registry_error(exc.value)
     assert err is not None and "unknown dataset type 'CocoDatset'" in str(err)
     assert 'did you mean: CocoDataset' in str(err)
-    assert cc.explain_registry_error(KeyError('head.weight')) is None  # not a registry miss
+    assert explain_registry_error(KeyError('head.weight')) is None  # not a registry miss
     # an mmsnn module of the other toolbox
     from mmsnn.registry import mmsnn_names
     seg_only = sorted(set(mmsnn_names('model', 'mmseg')) - set(mmsnn_names('model', 'mmdet')))
     if seg_only:
-        err = cc.explain_registry_error(KeyError(
+        err = explain_registry_error(KeyError(
             f'{seg_only[0]} is not in the mmdet::model registry. Please check ...'))
         assert f"'{seg_only[0]}' is an mmsnn module for mmseg only" in str(err)
 
@@ -261,7 +269,7 @@ def test_missing_coco_and_ade_layouts(tmp_path, monkeypatch):
         val_evaluator=dict(type='CocoMetric',
                            ann_file='data/coco/annotations/instances_val2017.json')))
     with pytest.raises(MMSNNUserError) as exc:
-        cc.check_data_paths(coco, ('train', 'val'))
+        data_checks.check_data_paths(coco, ('train', 'val'))
     msg = str(exc.value)
     assert ("train_dataloader.dataset.dataset.data_root, val_dataloader.dataset.data_root: "
             "folder 'data/coco/' does not exist") in msg
@@ -273,11 +281,11 @@ def test_missing_coco_and_ade_layouts(tmp_path, monkeypatch):
         (tmp_path / 'data/coco' / d).mkdir()
     (tmp_path / 'data/coco/annotations/instances_val2017.json').write_text('{}')
     with pytest.raises(MMSNNUserError) as exc:
-        cc.check_data_paths(coco, ('train', 'val'))
+        data_checks.check_data_paths(coco, ('train', 'val'))
     assert 'instances_train2017.json' in str(exc.value)
     assert 'instances_val2017.json\' does not exist' not in str(exc.value)
     (tmp_path / 'data/coco/annotations/instances_train2017.json').write_text('{}')
-    cc.check_data_paths(coco, ('train', 'val'))  # complete: no error
+    data_checks.check_data_paths(coco, ('train', 'val'))  # complete: no error
 
     ade = Config(dict(test_dataloader=dict(dataset=dict(
         type='ConcatDataset', datasets=[dict(
@@ -285,7 +293,7 @@ def test_missing_coco_and_ade_layouts(tmp_path, monkeypatch):
             data_prefix=dict(img_path='images/validation',
                              seg_map_path='annotations/validation'))]))))
     with pytest.raises(MMSNNUserError) as exc:
-        cc.check_data_paths(ade, ('test', ))
+        data_checks.check_data_paths(ade, ('test', ))
     assert 'test_dataloader.dataset.datasets.0.data_root' in str(exc.value)
     assert 'expected ADE20K layout' in str(exc.value)
     assert 'images/training/' in str(exc.value)
@@ -294,7 +302,7 @@ def test_missing_coco_and_ade_layouts(tmp_path, monkeypatch):
         type='DemoADE20KDataset', data_root='data/demo_ade',
         data_prefix=dict(img_path='images/validation')))))
     with pytest.raises(MMSNNUserError) as exc:
-        cc.check_data_paths(demo, ('test', ))
+        data_checks.check_data_paths(demo, ('test', ))
     assert 'generate the demo data first: python -m mmsnn.datasets.demo_ade --out ' \
         'data/demo_ade' in str(exc.value)
     assert '    data/demo_ade/\n' in str(exc.value)
@@ -306,18 +314,18 @@ def test_unwritable_work_dir(tmp_path, train_tool, capsys, monkeypatch):
     err = tool_error(train_tool, [TOY, '--work-dir', blocker], capsys)
     assert 'a file of that name is in the way' in err and '--work-dir' in err
     with pytest.raises(MMSNNUserError, match='is a file, not a folder'):
-        cc.check_writable_dir(str(blocker / 'sub' / 'dir'))
+        paths.check_writable_dir(str(blocker / 'sub' / 'dir'))
     # permissions (as root chmod does not stop writes, so the refusals are simulated)
     monkeypatch.setattr(os, 'access', lambda *a, **k: False)
     with pytest.raises(MMSNNUserError, match='no write permission'):
-        cc.check_writable_dir(str(tmp_path / 'new' / 'dir'))
+        paths.check_writable_dir(str(tmp_path / 'new' / 'dir'))
 
     def refuse(*a, **k):
         raise PermissionError(13, 'Permission denied')
 
-    monkeypatch.setattr(cc.tempfile, 'mkstemp', refuse)
+    monkeypatch.setattr(paths.tempfile, 'mkstemp', refuse)
     with pytest.raises(MMSNNUserError, match='is not writable'):
-        cc.check_writable_dir(str(tmp_path))
+        paths.check_writable_dir(str(tmp_path))
 
 
 def test_work_dir_is_config_folder(tmp_path, train_tool, capsys):
@@ -336,7 +344,7 @@ def test_checkpoint_mismatch_names_keys(tmp_path):
     path = tmp_path / 'other.pth'
     torch.save({'state_dict': sd, 'meta': {'iter': 1}, 'message_hub': {}}, path)
     with pytest.raises(MMSNNUserError) as exc:
-        cc.check_checkpoint_fits(model, str(path), 'load_from')
+        ckpts.check_checkpoint_fits(model, str(path), 'load_from')
     msg = str(exc.value)
     assert '0.weight: checkpoint (5, 4) vs model (3, 4)' in msg
     assert 'missing in the checkpoint (1):\n      1.running_var' in msg
@@ -344,23 +352,23 @@ def test_checkpoint_mismatch_names_keys(tmp_path):
     assert "init_cfg=dict(type='Pretrained'" in msg
     # a fitting weights-only file cannot be resumed, but loads
     torch.save(model.state_dict(), path)
-    cc.check_checkpoint_fits(model, str(path), 'load_from')
+    ckpts.check_checkpoint_fits(model, str(path), 'load_from')
     with pytest.raises(MMSNNUserError, match='weights only'):
-        cc.check_checkpoint_fits(model, str(path), 'resume')
+        ckpts.check_checkpoint_fits(model, str(path), 'resume')
     with pytest.raises(MMSNNUserError, match='is not there'):
-        cc.check_checkpoint_fits(model, str(tmp_path / 'none.pth'), 'test')
+        ckpts.check_checkpoint_fits(model, str(tmp_path / 'none.pth'), 'test')
 
 
 def test_resume_auto_edge_cases(tmp_path):
-    assert cc.resolve_auto_resume(str(tmp_path)) is None  # nothing to resume: new run
+    assert resume.resolve_auto_resume(str(tmp_path)) is None  # nothing to resume: new run
     (tmp_path / 'iter_2.pth').write_bytes(b'')
     with pytest.raises(MMSNNUserError, match='no last_checkpoint'):
-        cc.resolve_auto_resume(str(tmp_path))
+        resume.resolve_auto_resume(str(tmp_path))
     (tmp_path / 'last_checkpoint').write_text('/elsewhere/iter_9.pth')
     with pytest.raises(MMSNNUserError, match='does not exist'):
-        cc.resolve_auto_resume(str(tmp_path))
+        resume.resolve_auto_resume(str(tmp_path))
     (tmp_path / 'last_checkpoint').write_text('/moved/away/iter_2.pth')
-    assert cc.resolve_auto_resume(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
+    assert resume.resolve_auto_resume(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
 
 
 def test_runtime_cpu_settings(monkeypatch):

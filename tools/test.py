@@ -18,8 +18,12 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # also when loaded by path (tests)
-from _tool_common import early_checks, import_mmsnn  # noqa: E402
+from mmsnn.utils import data_checks, paths, runtime
+from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
+                                    mmengine_checkpoint_globals)
+from mmsnn.utils.config import (cfg_options_action, check_config_file, check_config_sections,
+                                check_dataloader_options, enable_visualization, load_config)
+from mmsnn.utils.errors import run_tool
 
 
 def parse_args(argv=None):
@@ -45,7 +49,7 @@ def parse_args(argv=None):
                         '(mmsnn.analysis.energy) into {work_dir}/energy/; the test set then '
                         'runs with batch size 1, so each image is counted at its own size')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=early_checks().cfg_options_action(), metavar='KEY=VALUE',
+        '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher (dist_test.sh passes pytorch)')
@@ -82,10 +86,11 @@ def save_metrics(metrics, paths, config, checkpoint):
 
 
 def test(args):
-    from mmsnn.utils import config_checks as cc
-    from mmsnn.utils import runtime
-
-    cfg = cc.load_config(args.config, args.cfg_options)
+    check_config_file(args.config)
+    check_checkpoint_file(args.checkpoint)
+    if args.out:
+        paths.check_out_file(args.out, overwrite=args.overwrite)
+    cfg = load_config(args.config, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -93,45 +98,47 @@ def test(args):
     cfg.load_from = args.checkpoint
     cfg.resume = False
 
-    cc.check_config_sections(cfg, 'test')
+    check_config_sections(cfg, 'test')
     if args.energy:  # one image per batch: counts without the batch's padding
         cfg.test_dataloader.batch_size = 1
     if args.show or args.show_dir:
-        cc.enable_visualization(cfg, osp.abspath(args.show_dir) if args.show_dir else None,
-                                args.show)
+        enable_visualization(cfg, osp.abspath(args.show_dir) if args.show_dir else None,
+                             args.show)
         if args.show:
             cfg.default_hooks.visualization['wait_time'] = args.wait_time
     runtime.configure_runtime(cfg, args.launcher)
-    cc.check_dataloader_options(cfg, ['test'])
-    cc.check_data_paths(cfg, ['test'])
-    cc.check_writable_dir(cfg.work_dir)
-    cc.check_work_dir_keeps_config(cfg.work_dir, args.config)
+    check_dataloader_options(cfg, ['test'])
+    data_checks.check_data_paths(cfg, ['test'])
+    paths.check_writable_dir(cfg.work_dir)
+    paths.check_work_dir_keeps_config(cfg.work_dir, args.config)
     if args.show_dir:
-        cc.check_writable_dir(args.show_dir, what='--show-dir', flag='--show-dir')
+        paths.check_writable_dir(args.show_dir, what='--show-dir', flag='--show-dir')
 
     runtime.start_distributed(cfg)
     from mmengine.dist import is_main_process
-    from mmengine.evaluator import DumpResults
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    cc.check_checkpoint_fits(runner.model, args.checkpoint, 'test')
+    check_checkpoint_fits(runner.model, args.checkpoint, 'test')
     if args.out:
+        from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     if args.energy:
         from mmsnn.analysis.energy import EnergyHook
         runner.register_hook(EnergyHook(
             out_dir=osp.join(cfg.work_dir, 'energy'),
             meta=dict(config=osp.abspath(args.config), checkpoint=args.checkpoint)))
-    metrics = runner.test()
+    with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
+        metrics = runner.test()
 
     if is_main_process():
-        paths = [osp.join(runner.log_dir, 'metrics.json'), osp.join(cfg.work_dir, 'metrics.json')]
-        save_metrics(metrics, paths, args.config, args.checkpoint)
+        metric_files = [osp.join(runner.log_dir, 'metrics.json'),
+                        osp.join(cfg.work_dir, 'metrics.json')]
+        save_metrics(metrics, metric_files, args.config, args.checkpoint)
         print('metrics:')
         for key, value in (metrics or {}).items():
             print(f'  {key}: {value}')
-        print(f'metrics saved to {paths[1]} (and {paths[0]})')
+        print(f'metrics saved to {metric_files[1]} (and {metric_files[0]})')
         if args.out:
             print(f'predictions dumped to {args.out}')
         if args.show_dir:
@@ -143,18 +150,7 @@ def test(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    early = early_checks()
-    try:  # what needs no torch answers before the heavy imports
-        early.check_config_file(args.config)
-        early.check_checkpoint_file(args.checkpoint)
-        if args.out:
-            early.check_out_file(args.out, overwrite=args.overwrite)
-    except early.MMSNNUserError as e:
-        early.fail(str(e))
-    import_mmsnn()
-    from mmsnn.utils.config_checks import run_tool
-    return run_tool(test, args)
+    return run_tool(test, parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -16,8 +16,13 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # also when loaded by path (tests)
-from _tool_common import early_checks, import_mmsnn  # noqa: E402
+from mmsnn.engine.hooks import add_st_erf_hook
+from mmsnn.utils import data_checks, paths, resume, runtime
+from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
+                                    mmengine_checkpoint_globals)
+from mmsnn.utils.config import (cfg_options_action, check_config_file, check_config_sections,
+                                check_dataloader_options, load_config)
+from mmsnn.utils.errors import MMSNNUserError, run_tool
 
 
 def parse_args(argv=None):
@@ -44,7 +49,7 @@ def parse_args(argv=None):
                         help='scale the learning rate by the total batch size (needs '
                         'auto_scale_lr in the config)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=early_checks().cfg_options_action(), metavar='KEY=VALUE',
+        '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. train_dataloader.batch_size=2 '
         'model.backbone.arch=t "optim_wrapper.optimizer.lr=1e-4"; lists as key="[a,b]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -59,12 +64,11 @@ def parse_args(argv=None):
 
 
 def train(args):
-    from mmsnn.utils import config_checks as cc
-    from mmsnn.utils import runtime
-
-    cfg = cc.load_config(args.config, args.cfg_options)
+    check_config_file(args.config)
+    if args.resume not in (None, 'auto'):
+        check_checkpoint_file(args.resume, '--resume checkpoint')
+    cfg = load_config(args.config, args.cfg_options)
     # `st_erf = dict(enable=True, ...)` (or --cfg-options st_erf.enable=True) -> STERFHook
-    from mmsnn.engine.hooks import add_st_erf_hook
     add_st_erf_hook(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -72,10 +76,10 @@ def train(args):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     work_dir = cfg.work_dir
 
-    cc.check_config_sections(cfg, 'train')
+    check_config_sections(cfg, 'train')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise cc.MMSNNUserError(
+            raise MMSNNUserError(
                 '--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) in the config.')
         cfg.auto_scale_lr.enable = True
 
@@ -83,7 +87,7 @@ def train(args):
     if args.resume not in (None, 'auto'):
         cfg.resume, cfg.load_from = True, args.resume
     elif args.resume == 'auto' or (cfg.get('resume') and not cfg.get('load_from')):
-        latest = cc.resolve_auto_resume(work_dir)
+        latest = resume.resolve_auto_resume(work_dir)
         if latest is None:
             print(f'note: --resume found no checkpoint in {work_dir!r}; starting a new run',
                   file=sys.stderr)
@@ -91,45 +95,37 @@ def train(args):
         else:
             cfg.resume, cfg.load_from = True, latest
     elif cfg.get('resume') and cfg.get('load_from'):
-        cc.check_checkpoint_file(cfg.load_from, 'resume checkpoint (load_from)')
+        check_checkpoint_file(cfg.load_from, 'resume checkpoint (load_from)')
     else:
         cfg.resume = False
         if cfg.get('load_from'):
-            cc.check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
+            check_checkpoint_file(cfg.load_from, 'load_from checkpoint')
 
     runtime.configure_runtime(cfg, args.launcher, amp=args.amp)
     loaders = ['train']
     if all(cfg.get(k) for k in ('val_dataloader', 'val_cfg', 'val_evaluator')):
         loaders.append('val')  # validation runs during training
-    cc.check_dataloader_options(cfg, loaders)
-    cc.check_data_paths(cfg, loaders)
-    cc.check_writable_dir(work_dir)
-    cc.check_work_dir_keeps_config(work_dir, args.config)
-    cc.check_no_checkpoints_overwritten(work_dir, resume=cfg.resume, overwrite=args.overwrite)
+    check_dataloader_options(cfg, loaders)
+    data_checks.check_data_paths(cfg, loaders)
+    paths.check_writable_dir(work_dir)
+    paths.check_work_dir_keeps_config(work_dir, args.config)
+    resume.check_no_checkpoints_overwritten(work_dir, resume=cfg.resume,
+                                            overwrite=args.overwrite)
 
     runtime.start_distributed(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     # mmengine only warns about keys that do not fit; a resumed or loaded model must fit
-    cc.check_checkpoint_fits(runner.model, cfg.get('load_from'),
-                             'resume' if cfg.resume else 'load_from')
-    runner.train()
+    check_checkpoint_fits(runner.model, cfg.get('load_from'),
+                          'resume' if cfg.resume else 'load_from')
+    with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
+        runner.train()
     return 0
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    early = early_checks()
-    try:  # what needs no torch answers before the heavy imports
-        early.check_config_file(args.config)
-        if args.resume not in (None, 'auto'):
-            early.check_checkpoint_file(args.resume, '--resume checkpoint')
-    except early.MMSNNUserError as e:
-        early.fail(str(e))
-    import_mmsnn()
-    from mmsnn.utils.config_checks import run_tool
-    return run_tool(train, args)
+    return run_tool(train, parse_args(argv))
 
 
 if __name__ == '__main__':

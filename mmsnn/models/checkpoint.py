@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from ..utils.checkpoint import load_checkpoint_file
+from ..utils.checkpoint import load_checkpoint_file, state_dict_diff
 
 _CLASSIFIER_PREFIXES = ('head.', 'head_spike.', 'fc.')
 
@@ -58,8 +58,8 @@ def load_pretrained(model, checkpoint, logger=None, strict=False):
     if hasattr(model, 'checkpoint_filter'):  # per-family key filter beside the model
         sd = model.checkpoint_filter(sd)
     own = model.state_dict()
-    shape_errors = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                    for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    missing, unexpected, wrong_shape = state_dict_diff(own, sd)
+    shape_errors = [f'{k}: checkpoint {c} vs model {m}' for k, c, m in wrong_shape]
     if shape_errors:
         raise CheckpointMismatchError(
             f'{source} does not fit {type(model).__name__}: {len(shape_errors)} tensors have '
@@ -70,7 +70,7 @@ def load_pretrained(model, checkpoint, logger=None, strict=False):
             f'{source} shares no parameter name with {type(model).__name__} (e.g. checkpoint '
             f'{sorted(sd)[:3]} vs model {sorted(own)[:3]}). Is it a MetaSDT / Meta-SDT '
             'checkpoint?')
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    model.load_state_dict(sd, strict=False)
     msgs = []
     if missing:
         msgs.append(f'missing keys ({len(missing)}): {", ".join(missing)}')

@@ -20,12 +20,12 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 
-from .config_checks import MMSNNUserError
+from .errors import MMSNNUserError
 
 _TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
 
-@OPTIM_WRAPPERS.register_module(force=True)
+@OPTIM_WRAPPERS.register_module()
 class CPUAmpOptimWrapper(OptimWrapper):
     """Mixed precision on CPU: the forward pass runs under bf16 autocast; no loss scaling.
 
@@ -45,7 +45,7 @@ class CPUAmpOptimWrapper(OptimWrapper):
             yield
 
 
-@MODEL_WRAPPERS.register_module(force=True)
+@MODEL_WRAPPERS.register_module()
 class CPUDistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` that accepts a CPU module (gloo backend)."""
 

@@ -24,9 +24,13 @@ import os.path as osp
 import resource
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/ (shared code)
-from _tool_common import ROOT, early_checks, import_mmsnn  # noqa: E402
+from mmsnn.utils import data_checks, paths
+from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
+                                    mmengine_checkpoint_globals)
+from mmsnn.utils.config import cfg_options_action, check_config_file, load_config
+from mmsnn.utils.errors import MMSNNUserError, run_tool
 
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CONFIGS = {'mmdet': osp.join(ROOT, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py'),
                 'mmseg': osp.join(ROOT, 'configs', 'seg', 'demo', 'sdt_demo.py')}
 
@@ -46,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument('--demo-data', metavar='DIR',
                    help='use the generated demo dataset in DIR (written there if missing) '
                         'instead of the config\'s test data')
-    p.add_argument('--cfg-options', nargs='+', action=early_checks().cfg_options_action(),
+    p.add_argument('--cfg-options', nargs='+', action=cfg_options_action(),
                    metavar='KEY=VALUE', help='override config entries')
     return p.parse_args(argv)
 
@@ -79,24 +83,33 @@ def measure(args):
     from mmengine.utils import ProgressBar
 
     from mmsnn.analysis.energy import EnergyCounter
-    from mmsnn.utils import config_checks as cc
 
-    cfg = cc.load_config(args.config, args.cfg_options)
+    if args.num_images < 1:
+        raise MMSNNUserError(
+            f'--num-images {args.num_images}: at least one image is needed; pass e.g. '
+            '--num-images 8')
+    check_config_file(args.config)
+    check_checkpoint_file(args.checkpoint)
+    if args.work_dir:
+        paths.check_writable_dir(args.work_dir)
+    if args.demo_data:
+        paths.check_writable_dir(args.demo_data, what='--demo-data folder', flag='--demo-data')
+    cfg = load_config(args.config, args.cfg_options)
     scope = cfg.get('default_scope', 'mmdet')
     if scope not in DEMO_CONFIGS:
-        raise cc.MMSNNUserError(
+        raise MMSNNUserError(
             f'config {args.config!r} has default_scope={scope!r}; this tool measures mmdet '
             'detectors and mmseg segmentors (default_scope mmdet or mmseg).')
     if args.demo_data:
         cfg = _demo_loader(cfg, scope, args.demo_data, args.num_images)
     elif 'test_dataloader' not in cfg:
-        raise cc.MMSNNUserError(f'config {args.config!r} has no test_dataloader; add one or '
-                                'pass --demo-data DIR')
+        raise MMSNNUserError(f'config {args.config!r} has no test_dataloader; add one or '
+                             'pass --demo-data DIR')
     else:
-        cc.check_data_paths(cfg, ['test'])
+        data_checks.check_data_paths(cfg, ['test'])
     work_dir = args.work_dir or osp.join(
         'work_dirs', 'energy', osp.splitext(osp.basename(args.config))[0])
-    cc.check_writable_dir(work_dir)
+    paths.check_writable_dir(work_dir)
 
     init_default_scope(scope)
     if scope == 'mmdet':
@@ -105,9 +118,10 @@ def measure(args):
         from mmseg.registry import MODELS
     model = MODELS.build(cfg.model)
     if args.checkpoint:
-        cc.check_checkpoint_fits(model, args.checkpoint, 'test')
+        check_checkpoint_fits(model, args.checkpoint, 'test')
         from mmengine.runner import load_checkpoint
-        load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
+        with mmengine_checkpoint_globals():  # a training checkpoint holds mmengine's objects
+            load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
     else:
         model.init_weights()
     model.eval()
@@ -140,33 +154,15 @@ def measure(args):
                 data=(f'demo dataset {osp.abspath(args.demo_data)}' if args.demo_data
                       else 'the config\'s test_dataloader'))
     report = counter.report(args.preset, meta=meta)
-    paths = report.save(work_dir)
+    saved = report.save(work_dir)
     print(report.summary())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    print(f'peak memory {peak:.2f} GiB; files: ' + ', '.join(paths.values()))
+    print(f'peak memory {peak:.2f} GiB; files: ' + ', '.join(saved.values()))
     return 0
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    early = early_checks()
-    try:  # answer bad input before the heavy imports
-        if args.num_images < 1:
-            raise early.MMSNNUserError(
-                f'--num-images {args.num_images}: at least one image is needed; pass e.g. '
-                '--num-images 8')
-        early.check_config_file(args.config)
-        early.check_checkpoint_file(args.checkpoint)
-        if args.work_dir:
-            early.check_writable_dir(args.work_dir)
-        if args.demo_data:
-            early.check_writable_dir(args.demo_data, what='--demo-data folder',
-                                     flag='--demo-data')
-    except early.MMSNNUserError as e:
-        early.fail(str(e))
-    import_mmsnn()
-    from mmsnn.utils.config_checks import run_tool
-    return run_tool(measure, args)
+    return run_tool(measure, parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -38,12 +38,9 @@ import ast
 import json
 import os
 import os.path as osp
-import sys
 import time
 
-
-class CLIError(Exception):
-    """A problem with the user's input: printed as one line, no traceback."""
+from mmsnn.utils.errors import MMSNNUserError, run_tool
 
 
 #: ``--models`` presets: name -> backbone dict, built in the mmdet scope (an ``mmdet.`` /
@@ -149,9 +146,9 @@ def parse_backbone_spec(text):
         if isinstance(value, dict):
             return value
     except (SyntaxError, ValueError) as e:
-        raise CLIError(f'--backbone {text!r} is not a dict of literals ({e}); write e.g. '
+        raise MMSNNUserError(f'--backbone {text!r} is not a dict of literals ({e}); write e.g. '
                        "\"dict(type='MetaSDT', arch='s', mixer='srb')\"") from None
-    raise CLIError(f'--backbone {text!r} is not a dict; write e.g. '
+    raise MMSNNUserError(f'--backbone {text!r} is not a dict; write e.g. '
                    "\"dict(type='MetaSDT', arch='s', mixer='srb')\"")
 
 
@@ -160,22 +157,22 @@ def model_specs(args):
     specs = []
     ckpts = args.checkpoint or []
     if ckpts and not args.configs:
-        raise CLIError('--checkpoint needs config files: pass CONFIG [CONFIG ...] before it '
+        raise MMSNNUserError('--checkpoint needs config files: pass CONFIG [CONFIG ...] before it '
                        '(bare backbones take no checkpoint)')
     if ckpts and len(ckpts) != len(args.configs):
-        raise CLIError(f'got {len(args.configs)} config(s) but {len(ckpts)} checkpoint(s); '
+        raise MMSNNUserError(f'got {len(args.configs)} config(s) but {len(ckpts)} checkpoint(s); '
                        'give one checkpoint per config, in the same order ("none" for a '
                        'random init)')
     for i, cfg in enumerate(args.configs):
         if not osp.isfile(cfg):
-            raise CLIError(f'config file {cfg!r} does not exist; pass the path of an mmdet / '
+            raise MMSNNUserError(f'config file {cfg!r} does not exist; pass the path of an mmdet / '
                            'mmseg config (e.g. configs/det/...py), or use --arch/--mixers or '
                            '--backbone for a bare backbone')
         ckpt = ckpts[i] if ckpts else None
         if ckpt is not None and ckpt.lower() in ('none', '-', ''):
             ckpt = None
         if ckpt is not None and not osp.isfile(ckpt):
-            raise CLIError(f'checkpoint {ckpt!r} (for {cfg}) does not exist; check the path, '
+            raise MMSNNUserError(f'checkpoint {ckpt!r} (for {cfg}) does not exist; check the path, '
                            'or pass "none" to use a randomly initialised model')
         specs.append((osp.splitext(osp.basename(cfg))[0], 'config', (cfg, ckpt)))
     bare = dict()
@@ -199,11 +196,11 @@ def model_specs(args):
                 spec['arch'] = args.arch or 's'
             specs.append((mixer, 'backbone', spec))
     if not specs:
-        raise CLIError('nothing to analyse: pass config file(s), --backbone SPEC, or '
+        raise MMSNNUserError('nothing to analyse: pass config file(s), --backbone SPEC, or '
                        '--arch/--mixers (e.g. --arch s --mixers conv mlpixer srb)')
     if args.labels:
         if len(args.labels) != len(specs):
-            raise CLIError(f'--labels has {len(args.labels)} names for {len(specs)} models')
+            raise MMSNNUserError(f'--labels has {len(args.labels)} names for {len(specs)} models')
         specs = [(lab, k, p) for lab, (_, k, p) in zip(args.labels, specs)]
     seen = {}
     unique = []
@@ -223,7 +220,7 @@ def build_from_config(path, ckpt, cfg_options, taps):
     try:
         cfg = Config.fromfile(path)
     except Exception as e:  # noqa: BLE001 - config syntax / import errors
-        raise CLIError(f'could not read config {path!r}: {type(e).__name__}: '
+        raise MMSNNUserError(f'could not read config {path!r}: {type(e).__name__}: '
                        f'{str(e).splitlines()[0] if str(e) else ""}') from None
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -234,21 +231,21 @@ def build_from_config(path, ckpt, cfg_options, taps):
     else:
         from mmdet.registry import MODELS
     if 'model' not in cfg:
-        raise CLIError(f'config {path!r} has no `model`; pass a det/seg model config')
+        raise MMSNNUserError(f'config {path!r} has no `model`; pass a det/seg model config')
     try:
         model = MODELS.build(cfg.model)
     except KeyError as e:
-        raise CLIError(f'could not build the model of {path!r}: {e}. Is the type registered '
+        raise MMSNNUserError(f'could not build the model of {path!r}: {e}. Is the type registered '
                        "(custom_imports=dict(imports=['mmsnn']))?") from None
     backbone = getattr(model, 'backbone', None)
     if backbone is None:
-        raise CLIError(f'the model of {path!r} ({type(model).__name__}) has no backbone')
+        raise MMSNNUserError(f'the model of {path!r} ({type(model).__name__}) has no backbone')
     note = 'random init'
     if ckpt is not None:
         try:
             missing, unexpected = load_pretrained(backbone, ckpt)
         except (CheckpointMismatchError, RuntimeError, FileNotFoundError) as e:
-            raise CLIError(f'checkpoint {ckpt!r} does not fit the backbone of {path!r}: '
+            raise MMSNNUserError(f'checkpoint {ckpt!r} does not fit the backbone of {path!r}: '
                            f'{str(e).splitlines()[0]}') from None
         note = f'checkpoint {osp.basename(ckpt)}'
         if missing:
@@ -269,7 +266,7 @@ def build_bare(spec, taps):
     try:
         backbone = MODELS.build(spec)
     except (KeyError, ValueError, TypeError) as e:
-        raise CLIError(f'could not build backbone {spec}: {e}') from None
+        raise MMSNNUserError(f'could not build backbone {spec}: {e}') from None
     return backbone, 'random init'
 
 
@@ -278,7 +275,7 @@ def _check_taps(backbone, taps, where):
     try:
         backbone_tap_targets(backbone, taps)
     except ValueError as e:
-        raise CLIError(f'{where}: {e}') from None
+        raise MMSNNUserError(f'{where}: {e}') from None
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -382,16 +379,16 @@ def run_analysis(args):
 def comparison_specs(args):
     """[(label, backbone dict, checkpoint or None)] of ``--models``, checked before any work."""
     if args.configs or args.backbone or args.mixers or args.arch or args.embed_dims:
-        raise CLIError('--models compares its own list: do not combine it with config files, '
+        raise MMSNNUserError('--models compares its own list: do not combine it with config files, '
                        '--backbone, --arch or --mixers (put those models in --models)')
     if args.taps:
-        raise CLIError('--models matches taps by stride: use --strides instead of --taps')
+        raise MMSNNUserError('--models matches taps by stride: use --strides instead of --taps')
     ckpts = args.model_checkpoints or []
     if ckpts and len(ckpts) != len(args.models):
-        raise CLIError(f'got {len(args.models)} model(s) but {len(ckpts)} checkpoint(s); give '
+        raise MMSNNUserError(f'got {len(args.models)} model(s) but {len(ckpts)} checkpoint(s); give '
                        'one per --models entry, in the same order ("none" for random init)')
     if args.delays and args.encoding != 'per-step':
-        raise CLIError('--delays needs one input frame per time step: add --encoding per-step')
+        raise MMSNNUserError('--delays needs one input frame per time step: add --encoding per-step')
     specs = []
     for i, text in enumerate(args.models):
         if text in MODEL_PRESETS:
@@ -399,10 +396,10 @@ def comparison_specs(args):
         elif text.lstrip().startswith(('dict(', '{')):
             spec = parse_backbone_spec(text)
             if 'type' not in spec:
-                raise CLIError(f'--models {text!r} has no type')
+                raise MMSNNUserError(f'--models {text!r} has no type')
             label = str(spec['type']).split('.')[-1]
         else:
-            raise CLIError(f'--models: unknown model {text!r}; use a preset '
+            raise MMSNNUserError(f'--models: unknown model {text!r}; use a preset '
                            f'({", ".join(MODEL_PRESETS)}) or a backbone dict such as '
                            "\"dict(type='mmdet.SwinTransformer')\"")
         if args.T is not None and spec.get('type') in ('Spikformer', 'SDTv1', 'QKFormer'):
@@ -411,12 +408,12 @@ def comparison_specs(args):
         if ckpt is not None and ckpt.lower() in ('none', '-', ''):
             ckpt = None
         if ckpt is not None and not osp.isfile(ckpt):
-            raise CLIError(f'checkpoint {ckpt!r} (for {text}) does not exist; check the path, '
+            raise MMSNNUserError(f'checkpoint {ckpt!r} (for {text}) does not exist; check the path, '
                            'or pass "none" for a randomly initialised model')
         specs.append((label, spec, ckpt))
     if args.labels:
         if len(args.labels) != len(specs):
-            raise CLIError(f'--labels has {len(args.labels)} names for {len(specs)} models')
+            raise MMSNNUserError(f'--labels has {len(args.labels)} names for {len(specs)} models')
         specs = [(lab, sp, ck) for lab, (_, sp, ck) in zip(args.labels, specs)]
     seen, unique = {}, []
     for label, spec, ckpt in specs:
@@ -438,7 +435,7 @@ def build_any_backbone(spec, ckpt):
     try:
         backbone = MODELS.build(dict(spec))
     except (KeyError, ValueError, TypeError, AssertionError) as e:
-        raise CLIError(f'could not build backbone {spec}: {e}') from None
+        raise MMSNNUserError(f'could not build backbone {spec}: {e}') from None
     if hasattr(backbone, 'init_weights'):  # the toolbox's own random init
         from mmengine.logging import MMLogger
         logger = MMLogger.get_current_instance()
@@ -453,7 +450,7 @@ def build_any_backbone(spec, ckpt):
     try:
         missing, _ = load_pretrained(backbone, ckpt)
     except (CheckpointMismatchError, RuntimeError) as e:
-        raise CLIError(f'checkpoint {ckpt!r} does not fit {spec["type"]}: '
+        raise MMSNNUserError(f'checkpoint {ckpt!r} does not fit {spec["type"]}: '
                        f'{str(e).splitlines()[0]}') from None
     note = f'checkpoint {osp.basename(ckpt)}'
     return backbone, note + (f' ({len(missing)} keys missing!)' if missing else '')
@@ -513,7 +510,7 @@ def match_strides(label, strides_of_taps, wanted):
         found = [k for k, st in strides_of_taps if st == s]
         if not found:
             have = sorted({st for _, st in strides_of_taps})
-            raise CLIError(f'{label} has no stage tap with stride {s} (its strides: {have}); '
+            raise MMSNNUserError(f'{label} has no stage tap with stride {s} (its strides: {have}); '
                            'pick --strides among the strides every model has')
         taps[s] = found[-1]
     return taps
@@ -683,17 +680,10 @@ def run_benchmark(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.benchmark:
-            return run_benchmark(args)
-        if args.models:
-            return run_model_comparison(args)
-        return run_analysis(args)
-    except CLIError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    body = run_benchmark if args.benchmark else \
+        run_model_comparison if args.models else run_analysis
+    return run_tool(body, args)
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
     main()

@@ -1,0 +1,147 @@
+"""Reading a user's config: the file, ``--cfg-options``, and the sections a run needs.
+
+``load_config`` is ``Config.fromfile`` + ``--cfg-options`` with the known failures (a missing
+file, a custom import that fails, a bad option) turned into one-line user errors. The other
+checks look at the loaded config before the runner is built.
+"""
+import difflib
+import os
+import os.path as osp
+
+from .errors import MMSNNUserError
+
+
+def check_config_file(path):
+    """The config given on the command line exists and is a file mmengine can read."""
+    if not osp.exists(path):
+        hint = ''
+        folder = osp.dirname(path) or '.'
+        if osp.isdir(folder):
+            near = difflib.get_close_matches(osp.basename(path), os.listdir(folder), n=3)
+            if near:
+                hint = f' Similar files in {folder}/: {", ".join(near)}.'
+        raise MMSNNUserError(
+            f'config file {path!r} does not exist.{hint}\n'
+            '  fix: pass the path of a config, e.g. configs/det/<name>.py or '
+            'configs/seg/<name>.py (relative to where you run the tool).')
+    if osp.isdir(path):
+        raise MMSNNUserError(f'config {path!r} is a directory; pass the .py config file in it.')
+    if osp.splitext(path)[1] not in ('.py', '.json', '.yaml', '.yml'):
+        raise MMSNNUserError(f'config {path!r} is not a .py/.json/.yaml config file.')
+
+
+def load_config(path, cfg_options=None):
+    """``Config.fromfile`` + ``--cfg-options``, with parse and import errors as user errors."""
+    from mmengine.config import Config
+    check_config_file(path)
+    try:
+        cfg = Config.fromfile(path)
+    except ImportError as e:
+        cause = e.__cause__ or e
+        raise MMSNNUserError(
+            f'config {path!r} imports custom modules (custom_imports) and one cannot be '
+            f'imported: {type(cause).__name__}: {str(cause).splitlines()[0]}\n'
+            '  fix: install that module, or run from the repository root / add its folder to '
+            'PYTHONPATH.') from None
+    except SyntaxError as e:
+        raise MMSNNUserError(
+            f'config {path!r} is not valid Python: {e.msg} ({e.filename}, line {e.lineno}).\n'
+            '  fix: correct that line.') from None
+    except Exception as e:  # noqa: BLE001 - any parse failure is a problem of the config
+        first = str(e).splitlines()[0] if str(e) else ''
+        raise MMSNNUserError(
+            f'config {path!r} could not be read: {type(e).__name__}: {first}\n'
+            '  fix: correct the config (or the _base_ files it names).') from None
+    if cfg_options:
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except Exception as e:  # noqa: BLE001
+            raise MMSNNUserError(
+                f'--cfg-options {cfg_options} cannot be applied: {type(e).__name__}: {e}\n'
+                '  fix: use dotted keys of the config, e.g. '
+                'train_dataloader.batch_size=2 model.backbone.arch=t') from None
+        if 'data_root' in cfg_options:
+            # the config's data_root was substituted into its dataloaders at parse time;
+            # re-point all of them (and evaluator ann_files under the old root)
+            from ..datasets import set_data_root
+            set_data_root(cfg, cfg_options['data_root'])
+    return cfg
+
+
+def cfg_options_action():
+    """mmengine's ``DictAction`` that reports a malformed ``k=v`` as an argparse error."""
+    import argparse
+
+    from mmengine.config import DictAction
+
+    class CfgOptionsAction(DictAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            bad = [v for v in values if '=' not in v or v.startswith('=')]
+            if bad:
+                parser.error(f'{option_string}: {bad[0]!r} is not KEY=VALUE '
+                             '(e.g. train_dataloader.batch_size=2)')
+            try:
+                super().__call__(parser, namespace, values, option_string)
+            except (ValueError, argparse.ArgumentError) as e:
+                parser.error(f'{option_string}: {e}')
+
+    return CfgOptionsAction
+
+
+def check_config_sections(cfg, mode):
+    """The config has what ``mode`` ('train' or 'test') needs."""
+    if not cfg.get('default_scope'):
+        raise MMSNNUserError(
+            'the config sets no default_scope, so no mmdet/mmseg/mmsnn module can be found.\n'
+            "  fix: add default_scope = 'mmdet' (detection) or 'mmseg' (segmentation) to the "
+            'config, or inherit from a config in configs/det or configs/seg.')
+    need = {'train': ('model', 'train_dataloader', 'train_cfg', 'optim_wrapper'),
+            'test': ('model', 'test_dataloader', 'test_cfg', 'test_evaluator')}[mode]
+    absent = [k for k in need if cfg.get(k) is None]
+    if absent:
+        raise MMSNNUserError(
+            f'the config has no {", ".join(absent)}, which {mode}ing needs.\n'
+            f'  fix: add {" and ".join(absent)} to the config (see configs/det or configs/seg '
+            'for complete examples).')
+
+
+def check_dataloader_options(cfg, loaders=('train', 'val', 'test')):
+    """Dataloader settings torch would reject deep inside ``DataLoader``."""
+    for split in loaders:
+        loader = cfg.get(f'{split}_dataloader')
+        if not isinstance(loader, dict):
+            continue
+        key = f'{split}_dataloader'
+        workers = loader.get('num_workers', 0)
+        if not isinstance(workers, int) or workers < 0:
+            raise MMSNNUserError(f'{key}.num_workers={workers!r}: it must be an integer >= 0.')
+        if loader.get('persistent_workers') and workers == 0:
+            raise MMSNNUserError(
+                f'{key}.persistent_workers=True needs worker processes, but '
+                f'{key}.num_workers=0.\n  fix: also pass --cfg-options '
+                f'{key}.persistent_workers=False (or use num_workers > 0).')
+        batch = loader.get('batch_size', 1)
+        if not isinstance(batch, int) or batch < 1:
+            raise MMSNNUserError(f'{key}.batch_size={batch!r}: it must be an integer >= 1.')
+
+
+def enable_visualization(cfg, show_dir=None, show=False):
+    """``--show-dir`` / ``--show``: turn on the scope's visualization hook."""
+    hooks = cfg.get('default_hooks') or {}
+    vis = hooks.get('visualization')
+    if not isinstance(vis, dict):
+        raise MMSNNUserError(
+            '--show-dir/--show need default_hooks.visualization in the config, and it has '
+            'none.\n  fix: add default_hooks = dict(visualization=dict(type='
+            "'DetVisualizationHook')) (mmdet) or dict(type='SegVisualizationHook') (mmseg).")
+    vis['draw'] = True
+    if show:
+        vis['show'] = True
+    if cfg.get('default_scope') == 'mmseg':
+        vis['interval'] = 1
+        if show_dir:
+            if cfg.get('visualizer') is None:
+                cfg.visualizer = dict(type='SegLocalVisualizer')
+            cfg.visualizer.save_dir = show_dir
+    elif show_dir:
+        vis['test_out_dir'] = show_dir

@@ -1,0 +1,53 @@
+"""The one error type for bad user input, and how every mmsnn tool reports it.
+
+Checks anywhere in mmsnn raise :class:`MMSNNUserError` with a message that names the problem
+and the fix. The tools run their body through :func:`run_tool`, which prints the message as
+one ``error: ...`` block on stderr and exits with status 2, without a traceback (a traceback
+would point at mmsnn's code, not at the user's input).
+"""
+import os
+import os.path as osp
+import sys
+
+
+class MMSNNUserError(Exception):
+    """Bad input from the user (config, paths, checkpoints); the message names the fix."""
+
+
+def fail(message, code=2):
+    """Print ``error: message`` to stderr and exit with ``code`` (no traceback).
+
+    Under ``tools/dist_*.sh`` (``MMSNN_ERROR_DIR`` set) every process would print the same
+    message; each writes it to ``$MMSNN_ERROR_DIR/rank<R>.txt`` instead and the script
+    prints one of them once torchrun has stopped.
+    """
+    text = f'error: {message}\n'
+    err_dir = os.environ.get('MMSNN_ERROR_DIR')
+    if err_dir and osp.isdir(err_dir):
+        rank = os.environ.get('RANK', '0')
+        try:
+            tmp = osp.join(err_dir, f'.rank{rank}.tmp')
+            with open(tmp, 'w') as f:
+                f.write(text)
+            os.replace(tmp, osp.join(err_dir, f'rank{rank}.txt'))
+            raise SystemExit(code)
+        except OSError:
+            pass  # fall back to printing
+    sys.stdout.flush()
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def run_tool(fn, *args, **kwargs):
+    """Run a tool's body; user errors (ours, and unknown registry types) end in :func:`fail`."""
+    try:
+        return fn(*args, **kwargs)
+    except MMSNNUserError as e:
+        fail(str(e))
+    except KeyError as e:
+        from ..registry import explain_registry_error
+        explained = explain_registry_error(e)
+        if explained is None:
+            raise
+        fail(str(explained))
