@@ -38,6 +38,7 @@ import ast
 import json
 import os
 import os.path as osp
+import sys
 import time
 
 from mmsnn.utils.errors import MMSNNUserError, run_tool
