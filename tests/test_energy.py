@@ -19,6 +19,7 @@ from mmsnn.models.neurons import IntegerLIF, MultiSpikeQuantizer
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_DET = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
+DEMO_SEG = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
 E_MAC, E_AC = 4.6e-9, 0.9e-9  # mJ per operation (4.6 pJ, 0.9 pJ)
 
 
@@ -255,6 +256,25 @@ def test_ilif_four_steps_cost_four_times_the_sops_of_one():
     assert reports[4]['sops'] == pytest.approx(4 * reports[1]['sops'])
 
 
+def test_time_first_spikingjelly_lif_is_recognised():
+    """The time-first transformers' LIF (a spikingjelly node, [T, B, ...]): binary spikes,
+    T from its input. Fed 5.0 it fires at every step (H = V + (X - V) / 2 >= 1, reset 0)."""
+    from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = MultiStepLIF()
+            self.conv = nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            return self.conv(self.lif(x).flatten(0, 1))
+
+    lay = energy_report(Net(), [torch.full((3, 1, 2, 4, 4), 5.0)]).layers[0]
+    assert lay['T'] == 3 and lay['D'] == 1 and lay['flops'] == 2 * 3 * 4 * 4
+    assert lay['rate'] == pytest.approx(1.0) and lay['sops'] == pytest.approx(3 * 2 * 3 * 16)
+
+
 def test_meta_sdt_ilif_time_steps_multiply_sops_not_flops():
     torch.manual_seed(0)
     model = MetaSDT(embed_dims=(16, 16, 16, 16), mixer='conv', T=2,
@@ -325,6 +345,21 @@ def test_cli_on_demo_detector_writes_the_files(demo_coco, tmp_path, capsys):
     assert t['energy_mj'] == pytest.approx(E_MAC * t['macs'] + E_AC * t['sops'])
     assert t['energy_ann_mj'] == pytest.approx(E_MAC * t['flops'])
     assert 'E_ANN/E_SNN' in capsys.readouterr().out
+
+
+def test_cli_on_demo_segmentor_generates_the_demo_data(tmp_path, capsys):
+    out, data_dir = tmp_path / 'work', tmp_path / 'ade'
+    tool = load_tool('tools/analysis/energy.py')
+    assert tool.main([DEMO_SEG, '--num-images', '1', '--work-dir', str(out),
+                      '--demo-data', str(data_dir), '--preset', 'int8']) == 0
+    assert (data_dir / 'images' / 'validation').is_dir()  # written because it was missing
+    data = json.loads((out / 'energy.json').read_text())
+    assert data['meta']['num_images'] == 1 and data['meta']['e_mac_pj'] == 0.23
+    assert data['meta']['input_shapes'] == ['[1, 3, 128, 128]']
+    names = [lay['name'] for lay in data['layers']]
+    assert names[-1] == 'decode_head.conv_seg'
+    assert {'neck', 'decode_head', 'backbone.stage4'} <= set(data['totals']['groups'])
+    assert data['totals']['violations'] == []
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):

@@ -86,8 +86,10 @@ def spike_source(module, name=''):
     """A :class:`SpikeSource` when ``module`` is a spiking neuron, else None.
 
     mmsnn's neurons: the integer quantiser (``D = max_value``, ``T = 1``: its time steps
-    are virtual), I-LIF / LIF (``T`` real steps). A foreign spikingjelly node counts as a
-    binary neuron (``D = 1``, ``norm = 1``) unless it has ``max_value``/``max_spike_count``.
+    are virtual), I-LIF / LIF (``T`` real steps). Any other spikingjelly node (e.g. the
+    time-first transformers' LIF) counts as a binary neuron (``D = 1``, ``norm = 1``) unless
+    it has ``max_value``/``max_spike_count``; in multi-step mode its ``T`` is the leading
+    dimension of its output.
     The ReLU twin (:class:`~mmsnn.models.neurons.ReLUTwin`) is not a neuron.
     """
     from ..models.neurons import MultiSpikeQuantizer, _MultiStepNeuron
@@ -95,7 +97,8 @@ def spike_source(module, name=''):
         return SpikeSource(name, module.max_value, module.norm, 1)
     if isinstance(module, _MultiStepNeuron):
         return SpikeSource(name, getattr(module, 'max_value', 1), module.norm, module.T)
-    if type(module).__module__.startswith('spikingjelly') and hasattr(module, 'v_threshold'):
+    from spikingjelly.activation_based.neuron import BaseNode
+    if isinstance(module, BaseNode):
         D = getattr(module, 'max_value', getattr(module, 'max_spike_count', 1))
         return SpikeSource(name, D, 1.0, None)
     return None
@@ -174,14 +177,16 @@ class EnergyCounter:
     Args:
         model (nn.Module): the model; layer names are those of ``model.named_modules()``.
         T (int | None): real time steps used for layers whose input has no neuron to tell
-            (dense layers on time-folded inputs); default: the ``T`` of the model's stateful
-            neurons, 1 if it has none.
+            (dense layers on time-folded inputs); default: the largest ``T`` of the model's
+            neurons (stateful mmsnn neurons, or multi-step spikingjelly nodes as they run),
+            1 if it has none.
         group_fn (callable | None): ``name -> group``; default :meth:`default_group`.
     """
 
     def __init__(self, model, T=None, group_fn=None):
         self.model = model
-        self.T = int(T) if T is not None else _default_T(model)
+        self._T_given = int(T) if T is not None else None
+        self._T_seen = _default_T(model)  # raised by multi-step spikingjelly nodes as they run
         self.group_fn = group_fn or self.default_group
         self._modules = dict(model.named_modules())
         self._acc = {}
@@ -214,8 +219,12 @@ class EnergyCounter:
                     self._count(name, mod, kind, inputs, output)
                 outs = _tensors(output)
                 if source is not None:
+                    src = source
+                    if src.T is None and getattr(mod, 'step_mode', 's') == 'm' and outs:
+                        src = SpikeSource(name, source.D, source.norm, outs[0].shape[0])
+                        self._T_seen = max(self._T_seen, src.T)
                     for t in outs:
-                        self._tag(self._spikes, t, source)
+                        self._tag(self._spikes, t, src)
                 elif _keeps_spikes(mod):
                     src = self._source(inputs[0]) if inputs else None
                     if src is not None:
@@ -264,12 +273,16 @@ class EnergyCounter:
                     f'x {src.norm:g}')
         return rounded.sum().item(), counts.numel(), int(torch.count_nonzero(rounded))
 
-    def _steps(self, src, t):
+    @property
+    def T(self):
+        """Real time steps of the model (given, or the largest ``T`` of its neurons)."""
+        return self._T_given or self._T_seen
+
+    def _steps(self, src, lead):
+        """Time steps folded into the leading dimension ``lead`` of a layer's input."""
         if src is not None and src.T:
             return int(src.T)
-        if t.dim() and t.shape[0] % self.T == 0:
-            return self.T
-        return 1
+        return self.T if lead % self.T == 0 else 1
 
     def _count(self, name, module, kind, inputs, output):
         operands = list(inputs[:2]) if kind == 'matmul' else [inputs[0]]
@@ -300,7 +313,8 @@ class EnergyCounter:
         first = self._first_layer
         producers = [self._producer(t) for t in operands]
         self._first_layer = False
-        steps = self._steps(src if spike_driven else None, operands[0])
+        lead = operands[0].shape[0] if operands[0].dim() else 1
+        steps = self._steps(src, lead) if spike_driven else 1
         flops = total / steps
         acc = self._acc.get(name)
         if acc is None:
@@ -308,11 +322,11 @@ class EnergyCounter:
                 name=name, type=kind, group=self.group_fn(name), spike_driven=True,
                 input_from=' x '.join(producers), D=None, T=steps, flops=0.0, sops=0.0,
                 macs=0.0, tflops=0.0, count=0.0, elems=0, nonzero=0, calls=0, reason='',
-                encoding=False)
+                encoding=False, dense=[])
         acc['calls'] += 1
-        acc['flops'] += flops
-        acc['T'] = max(acc['T'], steps)
         if spike_driven:
+            acc['flops'] += flops
+            acc['T'] = max(acc['T'], steps)
             count, numel, nonzero = stat
             rate = count / numel if numel else 0.0
             acc['sops'] += steps * rate * flops
@@ -321,8 +335,8 @@ class EnergyCounter:
             acc['elems'] += numel
             acc['nonzero'] += nonzero
             acc['D'] = src.D
-        else:
-            acc['macs'] += flops
+        else:  # time steps of a dense input are known once every neuron has run
+            acc['dense'].append((total, lead))
             acc['spike_driven'] = False
             acc['input_from'] = ' x '.join(producers)
             acc['encoding'] = first and all(p == 'input' for p in producers)
@@ -388,6 +402,12 @@ class EnergyCounter:
         n = self.num_images
         layers = []
         for acc in self._acc.values():
+            acc = dict(acc)
+            for total, lead in acc['dense']:
+                steps = self._steps(None, lead)
+                acc['flops'] += total / steps
+                acc['macs'] += total / steps  # a dense layer is charged once per image
+                acc['T'] = max(acc['T'], steps)
             spikes = acc['tflops'] > 0
             rate = acc['sops'] / acc['tflops'] if spikes else None
             layer = dict(
