@@ -5,7 +5,17 @@ so a reference checkpoint loads with only a prefix change (see ``checkpoint.py``
 All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """
+import torch
 import torch.nn as nn
+
+
+def residual_add(x, branch, inplace=False):
+    """``x + branch``. With ``inplace`` (the inference fast path, see ``fusion.py``) and no
+    autograd, the sum is written into ``branch`` -- a tensor the block has just made and nobody
+    else reads -- instead of a new one: the same numbers, since float addition commutes."""
+    if inplace and not torch.is_grad_enabled():
+        return branch.add_(x)
+    return x + branch
 
 
 def conv_bn(in_ch, out_ch, kernel_size=1, stride=1, padding=0, groups=1, bias=False):
@@ -91,6 +101,8 @@ class SpikeConvBlock(nn.Module):
     """The baseline early-stage block ("conv" mixer):
     ``x += SepConv7(x)``; ``x += BN2(Conv3x3(rC->C)(spike(BN1(Conv3x3(C->rC)(spike(x))))))``."""
 
+    inplace_residual = False  # set by fuse_for_inference: see residual_add
+
     def __init__(self, dim, mlp_ratio=4, neuron=None, drop_path=0.0, **unused):
         super().__init__()
         hidden = int(mlp_ratio * dim)
@@ -108,8 +120,8 @@ class SpikeConvBlock(nn.Module):
         return self.bn2(self.conv2(self.spike2(x)))
 
     def forward(self, x):
-        x = x + self.drop_path(self.Conv(x))
-        return x + self.drop_path(self.channel_mix(x))
+        x = residual_add(x, self.drop_path(self.Conv(x)), self.inplace_residual)
+        return residual_add(x, self.drop_path(self.channel_mix(x)), self.inplace_residual)
 
 
 class MatMul(nn.Module):
@@ -204,6 +216,8 @@ class SpikeMLP(nn.Module):
 class SpikeTransformerBlock(nn.Module):
     """``x += SepConv3(x)``; ``x += Attn(x)``; ``x += MLP(x)``."""
 
+    inplace_residual = False  # set by fuse_for_inference: see residual_add
+
     def __init__(self, dim, mlp_ratio=4, num_heads=8, neuron=None, drop_path=0.0,
                  attn_order='linear'):
         super().__init__()
@@ -213,6 +227,6 @@ class SpikeTransformerBlock(nn.Module):
         self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x):
-        x = x + self.drop_path(self.conv(x))
-        x = x + self.drop_path(self.attn(x))
-        return x + self.drop_path(self.mlp(x))
+        x = residual_add(x, self.drop_path(self.conv(x)), self.inplace_residual)
+        x = residual_add(x, self.drop_path(self.attn(x)), self.inplace_residual)
+        return residual_add(x, self.drop_path(self.mlp(x)), self.inplace_residual)

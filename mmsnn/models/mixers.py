@@ -19,7 +19,7 @@ a raster-trained checkpoint loaded into it computes something else.
 import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_init
 
-from .layers import InvertedSepConv, drop_path_or_identity
+from .layers import InvertedSepConv, drop_path_or_identity, residual_add
 
 TOKEN_LAYOUTS = ('raster', 'pixel')
 
@@ -46,6 +46,8 @@ class _EarlyMixerBlock(nn.Module):
     first step, ``splash``, is ``dropout(fc1(spike1(x)))`` over tokens (C -> rC);
     subclasses define the rest of ``mix`` after ``spike2``."""
 
+    inplace_residual = False  # set by fuse_for_inference: see residual_add
+
     def __init__(self, dim, mlp_ratio, neuron, drop_rate, drop_path, token_layout):
         super().__init__()
         if token_layout not in TOKEN_LAYOUTS:
@@ -63,8 +65,8 @@ class _EarlyMixerBlock(nn.Module):
         return self.drop(tokens_to_linear(self.fc1, self.spike1(x), self.token_layout))
 
     def forward(self, x):
-        x = x + self.drop_path(self.Conv(x))
-        return x + self.drop_path(self.mix(x))
+        x = residual_add(x, self.drop_path(self.Conv(x)), self.inplace_residual)
+        return residual_add(x, self.drop_path(self.mix(x)), self.inplace_residual)
 
 
 class MLPixerMixer(_EarlyMixerBlock):

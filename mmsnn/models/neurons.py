@@ -39,6 +39,10 @@ class MultiSpikeQuantizer(nn.Module):
     """
 
     stateful = False
+    #: set by ``fuse_for_inference``: without autograd, quantise in one buffer (``fast``),
+    #: and that buffer is the input itself (``inplace``: only where nothing else reads it)
+    fast = False
+    inplace = False
 
     def __init__(self, max_value=4, norm=4.0, T=1):
         super().__init__()
@@ -47,6 +51,8 @@ class MultiSpikeQuantizer(nn.Module):
         self.T = T
 
     def forward(self, x):
+        if self.fast and not (x.requires_grad and torch.is_grad_enabled()):
+            return quantize_no_grad(x, self.max_value, self.norm, self.inplace)
         s = quantize(x, self.max_value, self.norm)
         if s.requires_grad and self.max_value <= 255:
             s._mmsnn_spike_norm = self.norm  # lets compact_spike_storage() save it as uint8
@@ -200,10 +206,19 @@ def compact_spike_storage():
     return torch.autograd.graph.saved_tensors_hooks(_pack_spikes, _unpack_spikes)
 
 
+def quantize_no_grad(x, max_value=4, norm=4.0, inplace=False):
+    """:func:`quantize` without autograd: clamp, round and scale run on one buffer -- ``x``
+    itself when ``inplace`` (then ``x`` is overwritten), else one copy. Same numbers."""
+    out = x.clamp_(0, max_value) if inplace else torch.clamp(x, 0, max_value)
+    out.round_()
+    return out.mul_(1.0 / norm) if norm != 1.0 else out
+
+
 def quantize(x, max_value=4, norm=4.0):
     """Functional form of :class:`MultiSpikeQuantizer` for heads that need no module."""
     return _MultiSpikeFunction.apply(x, int(max_value), float(norm))
 
 
 __all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'build_neuron',
-           'is_stateful', 'quantize', 'compact_spike_storage', 'DEFAULT_NEURON']
+           'is_stateful', 'quantize', 'quantize_no_grad', 'compact_spike_storage',
+           'DEFAULT_NEURON']

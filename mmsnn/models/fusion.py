@@ -1,0 +1,105 @@
+"""The inference fast path: ``fuse_for_inference(model)`` returns the same model doing less work.
+
+It is mmdet's ``--fuse-conv-bn`` for spiking models, and changes no result (spikes are
+identical to the unfused model on the golden inputs in float64; ``tests/test_fusion.py``).
+What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, no grad;
+``tools/analysis/benchmark_backbone.py --fused``):
+
+1. **BatchNorm folded into the conv before it** (eval statistics; ``w' = w * a``,
+   ``b' = (b - mean) * a + beta`` with ``a = gamma / sqrt(var + eps)``). mmcv's
+   ``fuse_conv_bn`` does the Conv2d -> BN pairs (and so also mmdet's ``ConvModule``s of stock
+   necks and heads); the Conv1d -> BN1d pairs of the transformer MLP get the same maths here.
+   The BN becomes ``nn.Identity``.
+2. **The integer quantiser in one buffer, without autograd state.** Out of place it was three
+   element-wise passes with two fresh allocations (``clamp``, ``round``, ``mul``); on large
+   maps the allocations -- fresh pages the kernel must zero -- cost more than the arithmetic.
+   In no-grad mode a fused quantiser clamps, rounds and scales in place: on the conv output it
+   reads when nothing else reads that tensor (the neurons listed in ``PRIVATE_INPUT``), else
+   on one copy.
+3. **Residual sums in place** (``branch += x``, the same numbers as ``x + branch``: float
+   addition is commutative) in the backbone blocks, in no-grad mode.
+
+With gradients enabled (an ERF probe of a fused model) every module takes its ordinary path,
+so autograd never sees an in-place change. The fused model is for inference only: its BN
+layers are gone, so do not train it (it is returned in eval mode).
+"""
+import torch
+import torch.nn as nn
+from mmcv.cnn import fuse_conv_bn
+
+from .layers import InvertedSepConv, SpikeConvBlock, SpikeDrivenAttention, SpikeMLP
+from .mixers import _EarlyMixerBlock
+from .neurons import MultiSpikeQuantizer
+
+#: per block class, the neurons whose input is a tensor made only for them (the output of the
+#: conv / BN / linear just before them, read by nothing else), so that in no-grad mode they
+#: may overwrite it. A neuron whose input is the block input or a residual stream must not be
+#: listed (tests/test_fusion.py compares every tap against the unfused model).
+PRIVATE_INPUT = {
+    InvertedSepConv: ('spike2', 'spike3'),
+    SpikeConvBlock: ('spike2',),
+    _EarlyMixerBlock: ('spike2',),  # MLPixer and SRB: input = dropout(fc1(...)), fresh
+    SpikeDrivenAttention: ('q_spike', 'k_spike', 'v_spike', 'talking_heads'),
+    SpikeMLP: ('fc2_spike',),
+}
+
+
+def fold_bn_into_conv(conv, bn):
+    """Fold an eval-mode BatchNorm into the ``nn.ConvNd`` (or ``nn.Linear``) before it, in the
+    conv's dtype; ``conv`` gets a bias if it had none. Returns ``conv``."""
+    if isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        raise TypeError('fold_bn_into_conv: a transposed conv keeps output channels in dim 1')
+    var, mean = bn.running_var, bn.running_mean
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = bn.weight * scale
+    shift = -mean * scale if bn.bias is None else bn.bias - mean * scale
+    w = conv.weight
+    factor = scale.reshape(-1, *([1] * (w.dim() - 1)))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+    conv.weight = nn.Parameter((w * factor).detach(), requires_grad=w.requires_grad)
+    conv.bias = nn.Parameter((bias * scale + shift).detach(), requires_grad=w.requires_grad)
+    return conv
+
+
+def _fuse_conv1d_bn(module):
+    """``Conv1d`` followed (in registration order, as mmcv assumes) by a ``BatchNorm1d``."""
+    last = None
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm1d) and last is not None:
+            fold_bn_into_conv(module._modules[last], child)
+            module._modules[name] = nn.Identity()
+            last = None
+        elif isinstance(child, nn.Conv1d):
+            last = name
+        else:
+            _fuse_conv1d_bn(child)
+
+
+def fuse_for_inference(model):
+    """Turn ``model`` (in place) into its inference fast path and return it in eval mode.
+
+    Any nn.Module containing mmsnn parts: a ``MetaSDT`` backbone, an mmdet detector or an mmseg
+    segmentor built from mmsnn configs, or a plain torch model (then only BN folding applies).
+    Load the trained weights *before* calling it: folding uses the BN running statistics.
+    """
+    if getattr(model, 'fused_for_inference', False):
+        return model
+    model.eval()
+    fuse_conv_bn(model)  # mmcv: Conv2d -> BN pairs, the BN replaced by nn.Identity
+    _fuse_conv1d_bn(model)
+    for m in model.modules():
+        if isinstance(m, MultiSpikeQuantizer):
+            m.fast = True
+        private = next((names for cls, names in PRIVATE_INPUT.items() if isinstance(m, cls)), ())
+        for name in private:
+            neuron = getattr(m, name)
+            if isinstance(neuron, MultiSpikeQuantizer):
+                neuron.inplace = True
+        if hasattr(m, 'inplace_residual'):
+            m.inplace_residual = True
+    model.fused_for_inference = True
+    return model
+
+
+__all__ = ['fuse_for_inference', 'fold_bn_into_conv', 'PRIVATE_INPUT']

@@ -1,0 +1,172 @@
+"""The inference fast path (``fuse_for_inference``, ``tools/test.py --fuse-conv-bn``) changes
+no result: every spike identical to the unfused model, taps within 1e-6 (float64)."""
+import copy
+import os
+import os.path as osp
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+
+import mmsnn  # noqa: F401  (registers the mmsnn modules)
+from mmsnn.models import MetaSDT, convert_reference_checkpoint, fuse_for_inference
+from mmsnn.models.fusion import fold_bn_into_conv
+from mmsnn.models.neurons import MultiSpikeQuantizer
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+GOLDEN = Path(os.environ.get(
+    'MMSNN_GOLDEN', Path(REPO).parent / 'shared' / 'golden' / 'meta_sdt_parity.pt'))
+TAP_KEYS = ('stage1a', 'stage1b', 'stage2', 'stage3', 'stage4')
+DET_DEMO = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
+SEG_DEMO = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
+
+
+@pytest.fixture(scope='module')
+def golden():
+    assert GOLDEN.is_file(), f'golden parity file {GOLDEN} is missing (or set MMSNN_GOLDEN)'
+    return {g['variant']: g for g in torch.load(GOLDEN, weights_only=False)}
+
+
+def record_spikes(model):
+    """Forward hooks keeping a copy of every quantiser output, in call order."""
+    spikes = []
+    handles = [m.register_forward_hook(lambda m, i, o: spikes.append(o.detach().clone()))
+               for m in model.modules() if isinstance(m, MultiSpikeQuantizer)]
+    return spikes, handles
+
+
+def run_both(model, fn):
+    """``fn(model)`` on the model and on its fused copy, without gradients; returns the outputs
+    and the recorded spikes of both."""
+    fused = fuse_for_inference(copy.deepcopy(model))
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert any(getattr(m, 'inplace', False) for m in fused.modules())
+    results = []
+    for m in (model, fused):
+        spikes, handles = record_spikes(m)
+        with torch.no_grad():
+            out = fn(m)
+        for h in handles:
+            h.remove()
+        results.append((out, spikes))
+    return results
+
+
+def assert_same_spikes(ref, fused):
+    assert len(ref) == len(fused) > 0
+    assert sum(s.count_nonzero().item() for s in ref) > 0  # not a comparison of zeros
+    for i, (a, b) in enumerate(zip(ref, fused)):
+        assert torch.equal(a, b), f'spike site {i}: {(a != b).sum().item()} spikes differ'
+
+
+@pytest.mark.parametrize('variant', ['conv', 'mlpixer', 'srb'])
+def test_fused_backbone_golden(golden, variant):
+    g = golden[variant]
+    model = MetaSDT(embed_dims=g['embed_dims'], mlp_ratio=g['mlp_ratio'], mixer=variant,
+                    out_indices=(0, 1, 2, 3, 4))
+    model.load_state_dict(convert_reference_checkpoint(g['state_dict']), strict=True)
+    model = model.double().eval()
+    (ref, ref_spikes), (out, spikes) = run_both(model, lambda m: m(g['input']))
+    assert_same_spikes(ref_spikes, spikes)
+    for key, a, b in zip(TAP_KEYS, ref, out):
+        assert (b - g['outputs'][key]).abs().max().item() < 1e-6, key
+        assert (b - a).abs().max().item() < 1e-6, key
+
+
+def test_fused_model_keeps_autograd_path():
+    """With gradients on (an ERF probe of a fused model) nothing is done in place."""
+    model = MetaSDT(embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb').eval()
+    fused = fuse_for_inference(copy.deepcopy(model))
+    x = torch.randn(1, 3, 32, 48, requires_grad=True)
+    out = fused(x)
+    sum(o.sum() for o in out).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_fold_bn_into_conv1d_and_conv2d():
+    g = torch.Generator().manual_seed(0)
+    for conv, bn, shape in ((nn.Conv1d(4, 6, 1), nn.BatchNorm1d(6), (2, 4, 9)),
+                            (nn.Conv2d(4, 6, 3, bias=False), nn.BatchNorm2d(6), (2, 4, 7, 7))):
+        bn.running_mean.uniform_(-1, 1, generator=g)
+        bn.running_var.uniform_(0.5, 2, generator=g)
+        bn.weight.data.uniform_(0.5, 2, generator=g)
+        bn.bias.data.uniform_(-1, 1, generator=g)
+        conv, bn = conv.double(), bn.double().eval()
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            ref = bn(conv(x))
+            out = fold_bn_into_conv(copy.deepcopy(conv), bn)(x)
+        assert (out - ref).abs().max() < 1e-12
+
+
+def _randomise_bn(model, seed=0):
+    """Random BN statistics and affine parameters, like the golden data, so that the spikes
+    of a randomly initialised model are neither all zero nor all saturated."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 2 + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) + 0.5)
+    return model
+
+
+def _build(path, scope):
+    cfg = Config.fromfile(path)
+    init_default_scope(scope)
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    model = revert_sync_batchnorm(registry.build(cfg.model))
+    model.init_weights()
+    return _randomise_bn(model).double().eval()
+
+
+def test_fused_detector_heads_float64():
+    model = _build(DET_DEMO, 'mmdet')
+    x = torch.rand(2, 3, 96, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rois = torch.tensor([[0, 10., 12., 60., 70.], [1, 30., 5., 120., 90.],
+                         [1, 0., 0., 127., 95.]], dtype=torch.float64)
+
+    def heads(m):
+        feats = m.extract_feat(x)
+        cls, reg = m.rpn_head(feats)
+        bbox = m.roi_head._bbox_forward(feats, rois)
+        mask = m.roi_head._mask_forward(feats, rois)
+        return list(feats) + list(cls) + list(reg) + [bbox['cls_score'], bbox['bbox_pred'],
+                                                        mask['mask_preds']]
+
+    (ref, ref_spikes), (out, spikes) = run_both(model, heads)
+    assert_same_spikes(ref_spikes, spikes)
+    for a, b in zip(ref, out):
+        assert (a - b).abs().max().item() < 1e-6
+
+
+def test_fused_segmentor_float64():
+    model = _build(SEG_DEMO, 'mmseg')
+    x = torch.rand(2, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (ref, ref_spikes), (out, spikes) = run_both(
+        model, lambda m: [m.decode_head(m.extract_feat(x))])
+    assert_same_spikes(ref_spikes, spikes)
+    assert (ref[0] - out[0]).abs().max().item() < 1e-6
+
+
+def test_fused_demo_detector_predictions():
+    """float32, end to end through ``predict``: the same detections."""
+    model = _build(DET_DEMO, 'mmdet').float()
+    model.test_cfg.rcnn.score_thr = 0.0
+    from mmdet.testing import demo_mm_inputs
+    data = model.data_preprocessor(demo_mm_inputs(2, [(3, 128, 128)] * 2, num_classes=3),
+                                   False)
+    (ref, _), (out, _) = run_both(model, lambda m: m.predict(data['inputs'], data['data_samples']))
+    for r, o in zip(ref, out):
+        r, o = r.pred_instances, o.pred_instances
+        assert len(r) == len(o) > 0
+        assert torch.equal(r.labels, o.labels)
+        torch.testing.assert_close(o.scores, r.scores, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(o.bboxes, r.bboxes, rtol=1e-5, atol=1e-3)
+        assert torch.equal(o.masks, r.masks)
