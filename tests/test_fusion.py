@@ -170,3 +170,38 @@ def test_fused_demo_detector_predictions():
         torch.testing.assert_close(o.scores, r.scores, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(o.bboxes, r.bboxes, rtol=1e-5, atol=1e-3)
         assert torch.equal(o.masks, r.masks)
+
+
+
+def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys):
+    """``tools/test.py --fuse-conv-bn`` (in-process, on the toy config): the model it tests is
+    fused, and predictions and metrics are those of the plain run."""
+    import importlib.util
+    import pickle
+    import sys
+
+    sys.path.insert(0, osp.join(REPO, 'tests', 'data'))
+    import mmsnn_toy  # noqa: F401
+    from mmdet.registry import MODELS
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(osp.join(REPO, 'tests', 'data', 'toy_config.py'))
+    model = _randomise_bn(MODELS.build(cfg.model)).float()
+    ckpt = tmp_path / 'random.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    spec = importlib.util.spec_from_file_location('_tool_test_fusion',
+                                                  osp.join(REPO, 'tools', 'test.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    runs = {}
+    for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn'])):
+        out = tmp_path / f'{name}.pkl'
+        assert tool.main([cfg.filename, str(ckpt), '--work-dir', str(tmp_path / name),
+                          '--out', str(out), *flag]) == 0
+        printed = capsys.readouterr().out
+        assert ('BatchNorm layers folded' in printed) == bool(flag), printed[-2000:]
+        with open(out, 'rb') as f:
+            runs[name] = pickle.load(f)
+        with open(tmp_path / name / 'metrics.json') as f:
+            runs[name + '_metrics'] = f.read().split('"metrics"')[1]
+    assert runs['plain'] == runs['fused'] and len(runs['plain']) == 4
+    assert runs['plain_metrics'] == runs['fused_metrics']

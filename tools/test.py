@@ -2,7 +2,8 @@
 """Evaluate a checkpoint on the test set of an mmdet 3.x / mmseg 1.x config with mmsnn modules.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--overwrite]
-                         [--show-dir DIR] [--show] [--energy] [--cfg-options KEY=VALUE ...]
+                         [--show-dir DIR] [--show] [--energy] [--fuse-conv-bn]
+                         [--cfg-options KEY=VALUE ...]
                          [--launcher none|pytorch|slurm|mpi]
     tools/dist_test.sh CONFIG CHECKPOINT NPROC [same options]
 
@@ -10,7 +11,9 @@ Prints the metrics (bbox/segm mAP for detection, mIoU/aAcc for segmentation) and
 as JSON in ``{work_dir}/{timestamp}/metrics.json`` (kept per run) and
 ``{work_dir}/metrics.json`` (the latest run). ``--out`` dumps the raw predictions as a pickle
 (mmengine's ``DumpResults``), ``--show-dir`` draws the predictions into pictures, ``--energy``
-adds the energy report (``tools/analysis/energy.py``) of the evaluated images.
+adds the energy report (``tools/analysis/energy.py``) of the evaluated images,
+``--fuse-conv-bn`` runs the inference fast path (``mmsnn.models.fuse_for_inference``: BN folded
+into the convs, quantiser in place; the same results, faster).
 """
 import argparse
 import json
@@ -48,6 +51,10 @@ def parse_args(argv=None):
                         help='also report firing rates, SOPs and energy per image '
                         '(mmsnn.analysis.energy) into {work_dir}/energy/; the test set then '
                         'runs with batch size 1, so each image is counted at its own size')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='inference fast path (mmsnn.models.fuse_for_inference): fold '
+                        'BatchNorm into the convs and run the quantiser in place; the same '
+                        'results, faster')
     parser.add_argument(
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
@@ -129,6 +136,14 @@ def test(args):
             out_dir=osp.join(cfg.work_dir, 'energy'),
             meta=dict(config=osp.abspath(args.config), checkpoint=args.checkpoint)))
     with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
+        if args.fuse_conv_bn:
+            from mmengine.model import is_model_wrapper
+            from mmsnn.models import fuse_for_inference
+            runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            n_bn = len(fuse_for_inference(model).folded_bn)
+            print(f'--fuse-conv-bn: inference fast path on, {n_bn} BatchNorm layers folded '
+                  'into their convs')
         metrics = runner.test()
 
     if is_main_process():

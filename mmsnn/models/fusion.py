@@ -86,6 +86,8 @@ def fuse_for_inference(model):
     if getattr(model, 'fused_for_inference', False):
         return model
     model.eval()
+    bns = {name for name, m in model.named_modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     fuse_conv_bn(model)  # mmcv: Conv2d -> BN pairs, the BN replaced by nn.Identity
     _fuse_conv1d_bn(model)
     for m in model.modules():
@@ -98,7 +100,10 @@ def fuse_for_inference(model):
                 neuron.inplace = True
         if hasattr(m, 'inplace_residual'):
             m.inplace_residual = True
+    left = {name for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     model.fused_for_inference = True
+    model.folded_bn = sorted(bns - left)  # names of the BN layers that were folded
     return model
 
 
