@@ -124,6 +124,7 @@ def test_config_builds_through_mmseg_registry(path):
         size = 'l' if '_l_' in name else 's'
         assert bb.embed_dims == ARCH_SETTINGS[size]
         assert neck.out_channels == (256 if size == 'l' else 128)
+        assert head.channels == (256 if size == 'l' else 128)  # the reference's l recipe
         assert head.num_classes == 150
 
 

@@ -31,11 +31,13 @@ NEURONS = Registry('spiking neuron', scope='mmsnn')
 class MultiSpikeQuantizer(nn.Module):
     """Integer multi-spike quantiser: ``round(clamp(u, 0, max_value)) / norm``.
 
-    Same behaviour in train and eval (the reference's spiking FPN binarised in eval; we do
-    not copy that). Round half to even (``torch.round``). Backward: ``1 / norm`` inside
-    ``[0, max_value]`` (both ends inclusive, on the pre-clamp input), zero outside.
-    The autograd function only uses clamp/round/compare, so it is dtype-agnostic and works
-    under fp16/bf16 autocast.
+    Same behaviour in train and eval by default. ``eval_max_value`` clips to another range
+    in eval mode only: the reference's detection neck trains with counts 0..4 and runs its
+    released models with binary spikes (``eval_max_value=1``); set it only to reproduce
+    those models (``configs/det/reference``). Round half to even (``torch.round``).
+    Backward: ``1 / norm`` inside ``[0, max_value]`` (both ends inclusive, on the pre-clamp
+    input), zero outside. The autograd function only uses clamp/round/compare, so it is
+    dtype-agnostic and works under fp16/bf16 autocast.
     """
 
     stateful = False
@@ -44,22 +46,26 @@ class MultiSpikeQuantizer(nn.Module):
     fast = False
     inplace = False
 
-    def __init__(self, max_value=4, norm=4.0, T=1):
+    def __init__(self, max_value=4, norm=4.0, T=1, eval_max_value=None):
         super().__init__()
         self.max_value = int(max_value)
         self.norm = float(norm)
         self.T = T
+        self.eval_max_value = None if eval_max_value is None else int(eval_max_value)
 
     def forward(self, x):
+        top = (self.max_value if self.training or self.eval_max_value is None
+               else self.eval_max_value)
         if self.fast and not (x.requires_grad and torch.is_grad_enabled()):
-            return quantize_no_grad(x, self.max_value, self.norm, self.inplace)
-        s = quantize(x, self.max_value, self.norm)
-        if s.requires_grad and self.max_value <= 255:
+            return quantize_no_grad(x, top, self.norm, self.inplace)
+        s = quantize(x, top, self.norm)
+        if s.requires_grad and top <= 255:
             s._mmsnn_spike_norm = self.norm  # lets compact_spike_storage() save it as uint8
         return s
 
     def extra_repr(self):
-        return f'max_value={self.max_value}, norm={self.norm}'
+        extra = '' if self.eval_max_value is None else f', eval_max_value={self.eval_max_value}'
+        return f'max_value={self.max_value}, norm={self.norm}{extra}'
 
 
 class _MultiStepNeuron(nn.Module):

@@ -9,12 +9,16 @@ and around ``runner.train()`` in ``tools/train.py``), or for the rest of the pro
 :func:`allow_mmengine_checkpoints` (called by mmsnn's checkpoint hook when a run starts, so
 mmdet's / mmseg's own tools can resume mmsnn configs). Importing mmsnn changes nothing.
 The one ``getattr`` such a checkpoint holds (``getattr(HistoryBuffer, 'min')``) is served by
-a stand-in that resolves nothing else. Arbitrary pickled objects in user files are still
-refused.
+a stand-in that resolves nothing else. Released research checkpoints often pickle the
+training script's ``argparse.Namespace`` (``args``) and numpy scalars next to the weights:
+those are allowed too (a Namespace is rebuilt as an attribute bag; nothing of the file is
+called). Arbitrary pickled objects in user files are still refused, naming the global.
 """
+import argparse
 import os
 import os.path as osp
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -34,7 +38,15 @@ def _mmengine_safe_globals():
     # pickle protocol 2 (torch.save's default) names getattr __builtin__, newer ones builtins
     globs += [(_history_buffer_method, '__builtin__.getattr'),
               (_history_buffer_method, 'builtins.getattr')]
-    return globs
+    return globs + _reference_safe_globals()
+
+
+def _reference_safe_globals():
+    """What released research checkpoints pickle next to the weights: the training script's
+    ``argparse.Namespace`` and numpy scalars/arrays, also under numpy 2's module names."""
+    return [argparse.Namespace,
+            (np.core.multiarray.scalar, 'numpy._core.multiarray.scalar'),
+            (np.core.multiarray._reconstruct, 'numpy._core.multiarray._reconstruct')]
 
 
 #: the statistics every HistoryBuffer registers (``HistoryBuffer.__init__``)
@@ -88,9 +100,14 @@ class CheckpointReadError(RuntimeError):
         self.path, self.reason, self.damaged = path, reason, damaged
 
 
-def _is_foreign(exc):
+def _refused_global(exc):
+    """What a safe load refused: ``it pickles <global>`` or the getattr stand-in's message;
+    None when the file is damaged rather than foreign."""
     text = str(exc)
-    return 'Unsupported global' in text or 'refusing getattr' in text
+    found = re.search(r'GLOBAL ([\w.]+)', text)  # "Unsupported global: GLOBAL x" and
+    if found:  # "unsupported GLOBAL posix.system whose module posix is blocked"
+        return f'it pickles {found.group(1)}, which is not allowed'
+    return next((ln.strip() for ln in text.splitlines() if 'refusing getattr' in ln), None)
 
 
 def load_checkpoint_file(path, map_location='cpu'):
@@ -110,13 +127,13 @@ def load_checkpoint_file(path, map_location='cpu'):
     except Exception as e:  # noqa: BLE001 - re-raised with the cause and the fix named
         lines = str(e).splitlines()
         reason = f'{type(e).__name__}: {lines[0] if lines else "file ends early"}'
-        if _is_foreign(e):
-            detail = next((ln.strip() for ln in lines if 'Unsupported global' in ln
-                           or 'refusing getattr' in ln), lines[0] if lines else '')
+        detail = _refused_global(e)
+        if detail:
             raise CheckpointReadError(
-                f'could not read checkpoint {path!r} safely ({type(e).__name__}: {detail}). '
-                'mmsnn loads only tensors and mmengine\'s own objects; convert other files '
-                'with torch.save(state_dict) first.', path, detail, damaged=False) from e
+                f'could not read checkpoint {path!r} safely ({detail}). mmsnn loads only '
+                'tensors, containers, argparse.Namespace, numpy scalars/arrays and mmengine\'s '
+                'own objects; if you trust the file, re-save its weights with '
+                'torch.save(state_dict) first.', path, detail, damaged=False) from e
         raise CheckpointReadError(
             f'could not read checkpoint {path!r}: the file is damaged or incomplete '
             f'({reason}); a run killed while it was saving leaves such a file.', path, reason,

@@ -52,6 +52,17 @@ _STAGES = (
 )
 
 
+#: the classifier of the released ImageNet checkpoints (not part of the backbone)
+_CLASSIFIER_PREFIXES = ('head.', 'head_spike.', 'fc.')
+
+
+def checkpoint_filter_fn(state_dict, model=None):
+    """Released Meta-SDT weights -> ``MetaSDT`` keys: the module names are the reference's,
+    so only the ImageNet classifier is dropped (used by the one converter,
+    :func:`~mmsnn.models.checkpoint.convert_reference_checkpoint`)."""
+    return {k: v for k, v in state_dict.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
+
+
 @register('model')
 class MetaSDT(BaseModule):
     """Meta-SDT spiking backbone.
@@ -95,6 +106,8 @@ class MetaSDT(BaseModule):
             or mmsnn checkpoint through :func:`convert_reference_checkpoint` and logs every
             missing and unexpected key by name.
     """
+
+    checkpoint_filter_fn = staticmethod(checkpoint_filter_fn)
 
     def __init__(self, arch='s', embed_dims=None, mixer='conv', mlp_ratio=4, mixer_ratio=None,
                  token_layout='raster', in_channels=3, num_heads=8, out_indices=(1, 2, 3, 4),

@@ -3,8 +3,7 @@ import torch.nn as nn
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 
 from ...registry import register
-from ..necks.spiking_fpn import SpikeConvBN
-from ._time import head_neuron
+from ..head_units import SpikeConvBN, head_neuron
 
 
 @register('model', scopes=('mmdet',))
@@ -18,12 +17,13 @@ class SpikingFCNMaskHead(FCNMaskHead):
 
     Args:
         neuron_cfg (dict | None): quantiser; default integer counts 0..4 (``norm=1``).
-        conv_bn (bool): BN after each hidden conv (default True).
-        Other arguments: as :class:`mmdet.models.FCNMaskHead` (``conv_cfg`` / ``norm_cfg``
-        are not used by the hidden convs; they are spiking conv + BN units).
+        with_bn (bool): a norm layer after each hidden conv (default True); False gives
+            biased convs without norm (the reference's released detectors).
+        Other arguments: as :class:`mmdet.models.FCNMaskHead`; ``norm_cfg`` is the norm of the
+        hidden units (default ``dict(type='BN')``), ``conv_cfg`` is not used by them.
     """
 
-    def __init__(self, *args, neuron_cfg=None, conv_bn=True, **kwargs):
+    def __init__(self, *args, neuron_cfg=None, with_bn=True, **kwargs):
         super().__init__(*args, **kwargs)
         pad_ok = self.conv_kernel_size % 2 == 1
         if not pad_ok:
@@ -32,7 +32,7 @@ class SpikingFCNMaskHead(FCNMaskHead):
         self.convs = nn.ModuleList(
             SpikeConvBN(self.in_channels if i == 0 else self.conv_out_channels,
                         self.conv_out_channels, self.conv_kernel_size,
-                        neuron_cfg=neuron_cfg, with_bn=conv_bn)
+                        neuron_cfg=neuron_cfg, with_bn=with_bn, norm_cfg=self.norm_cfg)
             for i in range(self.num_convs))
         self.spike = head_neuron(neuron_cfg)
 

@@ -3,9 +3,8 @@ import torch.nn as nn
 from mmdet.models.dense_heads import RPNHead
 
 from ...registry import register
-from ..necks.spiking_fpn import SpikeConvBN
+from ..head_units import SpikeConvBN, head_neuron
 from ..time_axis import fold, mean_over_time
-from ._time import head_neuron
 
 
 @register('model', scopes=('mmdet',))
@@ -22,21 +21,26 @@ class SpikingRPNHead(RPNHead):
     Args:
         neuron_cfg (dict | None): quantiser of every conv input; default the reference's
             integer 0..4 counts (``dict(type='MultiSpike', max_value=4, norm=1.0)``).
-        conv_bn (bool): BN after each hidden conv (default True).
+        with_bn (bool): a norm layer after each hidden conv (default True); False gives
+            biased convs without norm (the reference's released detectors).
+        norm_cfg (dict | None): that norm layer (default ``dict(type='BN')``).
         Other arguments: as :class:`mmdet.models.RPNHead`.
     """
 
-    def __init__(self, in_channels, num_classes=1, neuron_cfg=None, conv_bn=True, **kwargs):
+    def __init__(self, in_channels, num_classes=1, neuron_cfg=None, with_bn=True, norm_cfg=None,
+                 **kwargs):
         # _init_layers runs inside RPNHead.__init__, so set what it needs first
         self.neuron_cfg = neuron_cfg
-        self.conv_bn = conv_bn
+        self.with_bn = with_bn
+        self.norm_cfg = norm_cfg
         super().__init__(in_channels, num_classes=num_classes, **kwargs)
 
     def _init_layers(self):
         super()._init_layers()  # rpn_cls / rpn_reg (and a stock rpn_conv we replace)
         self.rpn_conv = nn.Sequential(*[
             SpikeConvBN(self.in_channels if i == 0 else self.feat_channels, self.feat_channels,
-                        3, neuron_cfg=self.neuron_cfg, with_bn=self.conv_bn)
+                        3, neuron_cfg=self.neuron_cfg, with_bn=self.with_bn,
+                        norm_cfg=self.norm_cfg)
             for i in range(self.num_convs)])
         self.spike = head_neuron(self.neuron_cfg)
 

@@ -1,96 +1,68 @@
 """Spiking FPN neck, shared by detection (Mask R-CNN) and segmentation (Semantic FPN).
 
-Same topology as mmdet's / mmseg's ``FPN`` (1x1 laterals, nearest top-down sum, 3x3 output
-convs, extra levels), but every conv sees spikes: each conv is ``quantiser -> conv -> BN``.
-The reference's heads use integer counts 0..4 (``norm=1``, not divided by 4) and one quantiser
-behaviour in train and eval (its FPN binarised in eval; we do not copy that mismatch).
+mmdet's ``FPN`` with another conv unit: every lateral / output / extra conv is a
+:class:`~mmsnn.models.head_units.SpikeConvBN` (``quantiser -> conv -> BN``), so every conv
+sees spikes. The topology, the top-down pass and the extra levels are mmdet's own code.
+The quantiser is the reference's integer counts 0..4 (``norm=1``), the same in train and eval
+(the reference's released detectors binarise in eval: ``configs/det/reference``).
 
 Time: a 5-D input ``[T, B, C, H, W]`` (backbone with ``keep_time=True``) is folded into the
 batch, processed, and returned 5-D, so the heads can average their logits over T.
 """
 import torch.nn as nn
-import torch.nn.functional as F
-from mmengine.model import BaseModule
+from mmdet.models.necks import FPN
 
 from ...registry import register
-from ..neurons import build_neuron
+from ..head_units import SpikeConvBN
 from ..time_axis import fold_time, unfold_time
-
-#: the heads' default neuron: the reference's integer counts 0..4, not divided by 4
-HEAD_NEURON = dict(type='MultiSpike', max_value=4, norm=1.0)
-
-
-class SpikeConvBN(nn.Sequential):
-    """quantiser -> conv (no bias) -> BN; the unit every spiking neck/head conv is made of."""
-
-    def __init__(self, in_ch, out_ch, kernel_size=3, stride=1, neuron_cfg=None, with_bn=True):
-        super().__init__()
-        self.spike = build_neuron(neuron_cfg or HEAD_NEURON)
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2,
-                              bias=not with_bn)
-        if with_bn:
-            self.bn = nn.BatchNorm2d(out_ch)
 
 
 @register('model')
-class SpikingFPN(BaseModule):
-    """Spiking feature pyramid. Arguments as mmdet's ``FPN`` (``in_channels``,
-    ``out_channels``, ``num_outs``, ``start_level``, ``end_level``, ``add_extra_convs``),
-    plus ``neuron_cfg`` (default: integer quantiser 0..4, norm 1)."""
+class SpikingFPN(FPN):
+    """Spiking feature pyramid.
+
+    Args:
+        in_channels, out_channels, num_outs, start_level, end_level, add_extra_convs,
+        upsample_cfg: as mmdet's ``FPN`` (extra convs are appended to ``fpn_convs`` as there).
+        neuron_cfg (dict | None): quantiser of every conv input (default: integer counts 0..4,
+            ``norm=1``).
+        with_bn (bool): a norm layer after every conv (default True); False gives biased
+            convs without norm (the reference detector's neck).
+        conv_bias (bool | str): 'auto' (bias only without norm) or True (bias, then norm: the
+            reference segmentor's neck).
+        norm_cfg (dict | None): the norm layer, default ``dict(type='BN')``.
+    """
 
     def __init__(self, in_channels, out_channels, num_outs, start_level=0, end_level=-1,
-                 add_extra_convs=False, neuron_cfg=None, with_bn=True,
+                 add_extra_convs=False, neuron_cfg=None, with_bn=True, conv_bias='auto',
+                 norm_cfg=None, upsample_cfg=dict(mode='nearest'),
                  init_cfg=dict(type='Kaiming', layer='Conv2d', distribution='uniform')):
-        super().__init__(init_cfg=init_cfg)
-        self.in_channels = list(in_channels)
-        self.out_channels = out_channels
-        self.num_outs = num_outs
-        self.start_level = start_level
-        self.end_level = len(self.in_channels) if end_level == -1 else end_level + 1
-        if add_extra_convs is True:
-            add_extra_convs = 'on_input'
-        if add_extra_convs not in (False, 'on_input', 'on_lateral', 'on_output'):
+        in_channels = list(in_channels)
+        if add_extra_convs not in (False, True, 'on_input', 'on_lateral', 'on_output'):
             raise ValueError(f'add_extra_convs must be False/True/on_input/on_lateral/on_output, '
                              f'got {add_extra_convs!r}')
-        self.add_extra_convs = add_extra_convs
-        n_levels = self.end_level - self.start_level
-        if num_outs < n_levels:
-            raise ValueError(f'num_outs={num_outs} is smaller than the {n_levels} input levels')
+        end = len(in_channels) if end_level == -1 else end_level + 1
+        if num_outs < end - start_level:
+            raise ValueError(f'num_outs={num_outs} is smaller than the {end - start_level} '
+                             'input levels')
+        super().__init__(in_channels, out_channels, num_outs, start_level=start_level,
+                         end_level=end_level, add_extra_convs=add_extra_convs,
+                         upsample_cfg=upsample_cfg, init_cfg=init_cfg)
 
         def unit(i, o, k, s=1):
-            return SpikeConvBN(i, o, k, s, neuron_cfg, with_bn)
+            return SpikeConvBN(i, o, k, s, neuron_cfg, with_bn, conv_bias, norm_cfg)
 
-        self.lateral_convs = nn.ModuleList(
-            unit(self.in_channels[i], out_channels, 1)
-            for i in range(self.start_level, self.end_level))
-        self.fpn_convs = nn.ModuleList(unit(out_channels, out_channels, 3)
-                                       for _ in range(n_levels))
-        self.extra_convs = nn.ModuleList()
-        if add_extra_convs:
-            for k in range(num_outs - n_levels):
-                in_ch = (self.in_channels[self.end_level - 1]
-                         if k == 0 and add_extra_convs == 'on_input' else out_channels)
-                self.extra_convs.append(unit(in_ch, out_channels, 3, 2))
+        # the same convs as FPN built (ConvModules), as spiking units
+        levels = range(self.start_level, self.backbone_end_level)
+        self.lateral_convs = nn.ModuleList(unit(in_channels[i], out_channels, 1) for i in levels)
+        extra = [conv.conv for conv in self.fpn_convs][len(levels):]
+        self.fpn_convs = nn.ModuleList(
+            [unit(out_channels, out_channels, 3) for _ in levels] +
+            [unit(c.in_channels, out_channels, 3, 2) for c in extra])
 
     def forward(self, inputs):
         if len(inputs) != len(self.in_channels):
             raise ValueError(f'SpikingFPN got {len(inputs)} feature maps but in_channels has '
                              f'{len(self.in_channels)} entries; match the backbone out_indices')
         inputs, T = fold_time(inputs)
-        laterals = [conv(inputs[i + self.start_level])
-                    for i, conv in enumerate(self.lateral_convs)]
-        for i in range(len(laterals) - 1, 0, -1):  # top-down (same size when strides repeat)
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], size=laterals[i - 1].shape[2:], mode='nearest')
-        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
-        if self.num_outs > len(outs):
-            if not self.add_extra_convs:
-                while len(outs) < self.num_outs:
-                    outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-            else:
-                src = {'on_input': inputs[self.end_level - 1], 'on_lateral': laterals[-1],
-                       'on_output': outs[-1]}[self.add_extra_convs]
-                for conv in self.extra_convs:
-                    src = conv(src)
-                    outs.append(src)
-        return unfold_time(outs, T)
+        return unfold_time(super().forward(inputs), T)

@@ -1,0 +1,6 @@
+# Released reference spiking Mask R-CNN, Meta-SDT-s, MLPixer mixer: ../sdt_mlpixer_s_coco.py
+# with the reference's strides and head units (_base_/reference_heads.py; README,
+# "Released checkpoints"). Convert the released checkpoint first:
+#   python tools/convert_reference.py RELEASED.pth converted.pth --task det
+_base_ = ['../sdt_mlpixer_s_coco.py', './_base_/reference_heads.py']
+model = _base_.reference_model
