@@ -58,9 +58,13 @@ _CLASSIFIER_PREFIXES = ('head.', 'head_spike.', 'fc.')
 
 def checkpoint_filter_fn(state_dict, model=None):
     """Released Meta-SDT weights -> ``MetaSDT`` keys: the module names are the reference's,
-    so only the ImageNet classifier is dropped (used by the one converter,
+    so only the ImageNet classifier is dropped, and, given the ``model``, the stages it does
+    not build (used by the one converter,
     :func:`~mmsnn.models.checkpoint.convert_reference_checkpoint`)."""
-    return {k: v for k, v in state_dict.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
+    drop = _CLASSIFIER_PREFIXES
+    if model is not None:
+        drop += tuple(f'{name}.' for names in _STAGES[model.num_stages:] for name in names)
+    return {k: v for k, v in state_dict.items() if not k.startswith(drop)}
 
 
 @register('model')
