@@ -108,3 +108,36 @@ def test_models_checkpoint_is_loaded(tmp_path, capsys):
     assert 'loaded: checkpoint sdt.pth' in text and 'random: random init' in text
     rows = _rows((tmp_path / 'o' / 'models_table.md').read_text())
     assert rows[0][3:] != rows[1][3:]
+
+
+def test_calibrate_bn_normalises_what_each_bn_sees(capsys):
+    """--calibrate-bn: after it, the stem BN maps its calibration inputs to mean 0, variance
+    1 per channel, and the random-init SNN, silent before, fires in its deeper layers."""
+    from mmsnn.analysis import make_noise_inputs
+    from mmsnn.models import Spikformer
+    from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
+    torch.manual_seed(0)
+    model = Spikformer(arch=None, embed_dims=32, depth=1, num_heads=2, T=2).eval()
+    calib = make_noise_inputs(3, (32, 32), seed=1)
+
+    fired = {}
+    handles = [m.register_forward_hook(
+        lambda m, a, o, n=n: fired.__setitem__(n, float(o.mean())) or None)
+        for n, m in model.named_modules() if isinstance(m, MultiStepLIF)]
+    with torch.no_grad():
+        model(calib)
+    before = dict(fired)
+    assert _cli().calibrate_batchnorm(model, calib, batch_size=1) > 0
+    assert not model.training
+    with torch.no_grad():
+        model(calib)
+    for h in handles:
+        h.remove()
+    after = dict(fired)
+    deep = 'block.0.mlp.fc1_lif'
+    assert before[deep] == 0 and after[deep] > 0.01, (before[deep], after[deep])
+    pe = model.patch_embed
+    with torch.no_grad():
+        y = pe.proj_bn(pe.proj_conv(calib))  # the stem sees the image at every step
+    assert y.mean((0, 2, 3)).abs().max() < 1e-4
+    assert (y.var((0, 2, 3)) - 1).abs().max() < 0.05

@@ -97,6 +97,12 @@ def parse_args(argv=None):
                    help='--models, multi-step SNNs: the same noise frame at every step '
                         '(direct, as the reference ERF script) or one frame per step '
                         '(per-step: also gives the ST-ERF delays)')
+    p.add_argument('--calibrate-bn', type=int, default=0, metavar='N',
+                   help='--models: before probing, set every BatchNorm\'s running statistics '
+                        'to those of its input over N noise images (other noise than the '
+                        'probes). At random init the eval-mode BNs have unit statistics and '
+                        'the LIF SNNs fall silent after their first layer; calibrated, each '
+                        'layer sees normalised inputs (as the reference goldens\' weights)')
     p.add_argument('--objective', default='relu', choices=['relu', 'sum'],
                    help='--models: the probed unit is the centre of relu(tap) summed over '
                         "channels (relu: RepLKNet's ERF script; at random init the plain sum "
@@ -486,6 +492,32 @@ def relu_taps(backbone):
     return ReluTaps()
 
 
+def calibrate_batchnorm(backbone, inputs, batch_size):
+    """Set each BatchNorm's running mean/var to the statistics of the inputs it receives
+    while ``inputs`` pass through the backbone (train-mode forward passes, cumulative
+    average). Returns the number of BatchNorm layers (0: nothing to calibrate)."""
+    import torch
+    bns = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    flags = [(m, m.training) for m in backbone.modules()]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every chunk counts the same
+    backbone.train()
+    try:
+        with torch.no_grad():
+            for b0 in range(0, inputs.shape[0], batch_size):
+                backbone(inputs[b0:b0 + batch_size])
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        for m, flag in flags:
+            m.training = flag
+    return len(bns)
+
+
 def tap_strides(backbone, size):
     """``[(tap, stride)]`` of the backbone's outputs, measured by one forward pass (tap = the
     backbone's ``out_indices`` entry, or the output position)."""
@@ -547,6 +579,12 @@ def run_model_comparison(args):
     for label, spec, ckpt in specs:
         backbone, note = build_any_backbone(spec, ckpt)
         backbone = backbone.to(args.device)
+        if args.calibrate_bn > 0:
+            p = next(backbone.parameters())
+            calib = make_noise_inputs(args.calibrate_bn, size, seed=args.seed + 1,
+                                      dtype=p.dtype, device=p.device)
+            if calibrate_batchnorm(backbone, calib, args.batch_size):
+                note += f', BN calibrated on {args.calibrate_bn} noise images'
         taps = match_strides(label, tap_strides(backbone, size), args.strides)
         if args.objective == 'relu':
             backbone = relu_taps(backbone)
@@ -555,7 +593,9 @@ def run_model_comparison(args):
     chunks = -(-args.num_inputs // args.batch_size)
     print(f'ERF of {len(models)} model(s) at strides {args.strides}, {args.num_inputs} N(0,1) '
           f'inputs of {size[0]}x{size[1]} ({args.encoding} encoding for multi-step SNNs), '
-          f'objective={args.objective}, grad={args.grad}, reduce={args.reduce}')
+          f'objective={args.objective}, grad={args.grad}, reduce={args.reduce}'
+          + (f', BN calibrated on {args.calibrate_bn} other noise images'
+             if args.calibrate_bn else ''))
     bar = ProgressBar(len(models) * chunks, file=sys.stdout)  # the current stdout
     results = []
     for label, backbone, note, taps in models:
