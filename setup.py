@@ -35,7 +35,11 @@ setup(
         'scipy',  # the Gaussian fit of the ERF metrics
         'matplotlib',  # ERF figures
     ],
-    extras_require={'tests': ['pytest']},
+    extras_require={
+        'tests': ['pytest', 'tensorboard'],
+        # the ST-ERF hook's heatmaps in TensorBoard (TensorboardVisBackend); no torch inside
+        'tensorboard': ['tensorboard'],
+    },
     include_package_data=True,
     zip_safe=False,
 )

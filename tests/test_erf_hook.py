@@ -1,4 +1,5 @@
-"""STERFHook: the same losses with the hook on and off, its files, the config switch."""
+"""STERFHook: the same losses with the hook on and off, its files, its pictures in the local
+and TensorBoard visual backends, resumed runs, the config switch."""
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from mmengine.runner import Runner
 
 from mmsnn.engine.hooks import STERFHook, add_st_erf_hook
 from mmsnn.models import MetaSDT
+from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -69,20 +71,26 @@ def loader(shuffle):
                 collate_fn=dict(type='default_collate'))
 
 
-def train(work_dir, name, hooks):
+def train(work_dir, name, hooks, max_iters=4, checkpoint_interval=-1, resume=False,
+          vis_backends=None):
     torch.manual_seed(0)
     model = TinyNet()
+    extra = {}
+    if vis_backends is not None:
+        extra['visualizer'] = dict(type='Visualizer', vis_backends=vis_backends)
     runner = Runner(
         model=model, work_dir=str(work_dir), experiment_name=name,
         train_dataloader=loader(True), val_dataloader=loader(False),
-        train_cfg=dict(by_epoch=False, max_iters=4, val_interval=1000),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=1000),
         val_cfg=dict(), val_evaluator=[CountMetric()],
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),  # grads ~1e6 at init
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=-1,
-                                           save_last=False)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False,
+                                           interval=checkpoint_interval,
+                                           save_last=checkpoint_interval > 0)),
         custom_hooks=hooks, default_scope='mmdet', randomness=dict(seed=0),
-        log_level='WARNING')
-    runner.train()
+        resume=resume, log_level='WARNING', **extra)
+    with mmengine_checkpoint_globals():  # as tools/train.py: lets torch.load resume
+        runner.train()
     return model.losses, runner
 
 
@@ -90,7 +98,8 @@ def test_hook_does_not_change_training(tmp_path):
     base, _ = train(tmp_path / 'off', 'erf_off', [])
     hook = dict(type='STERFHook', enable=True, interval=2, by_epoch=False, num_inputs=2,
                 size=(32, 32), input_source='val', strict=True)
-    with_hook, runner = train(tmp_path / 'on', 'erf_on', [hook])
+    with_hook, runner = train(tmp_path / 'on', 'erf_on', [hook], vis_backends=[
+        dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])
     assert len(base) == 4
     assert with_hook == base  # bit-identical losses
     sterf = [h for h in runner.hooks if isinstance(h, STERFHook)][0]
@@ -117,6 +126,48 @@ def test_hook_does_not_change_training(tmp_path):
     scalars = os.path.join(runner.log_dir, 'vis_data', 'scalars.json')
     text = open(scalars).read()
     assert 'st_erf/tap4/coverage' in text
+    # ... and the pictures too (LocalVisBackend -> vis_image/{name}_{step}.png)
+    from PIL import Image
+    images = os.path.join(runner.log_dir, 'vis_data', 'vis_image')
+    for name in ('st_erf_tap1', 'st_erf_tap4', 'st_erf_grid', 'st_erf_delays',
+                 'st_erf_temporal'):
+        for step in (0, 2, 4):
+            with Image.open(os.path.join(images, f'{name}_{step}.png')) as im:
+                arr = np.asarray(im.convert('RGB'))
+            assert arr.shape[0] > 1 and arr.std() > 0, (name, step)
+    with Image.open(os.path.join(images, 'st_erf_tap1_2.png')) as im:
+        assert im.size == (32, 32)  # one pixel per input pixel
+    # ... and to TensorBoard (TensorboardVisBackend -> event file)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(os.path.join(runner.log_dir, 'vis_data'),
+                              size_guidance={'images': 0, 'scalars': 0})
+    events.Reload()
+    tags = events.Tags()
+    expected = {'st_erf_tap1', 'st_erf_tap4', 'st_erf_grid', 'st_erf_delays',
+                'st_erf_temporal'}
+    assert expected <= set(tags['images'])
+    for tag in expected:  # before_train at 0, iter_2, iter_4 and after_train (also at 4)
+        assert sorted({e.step for e in events.Images(tag)}) == [0, 2, 4], tag
+    tap = events.Images('st_erf_tap4')[-1]
+    assert (tap.width, tap.height) == (32, 32)
+    assert 'st_erf/tap4/coverage' in tags['scalars']
+
+
+def test_resumed_run_keeps_before_train(tmp_path):
+    hook = dict(type='STERFHook', enable=True, interval=0, num_inputs=1, size=(16, 16),
+                pictures=False, strict=True)
+    train(tmp_path, 'first', [hook], max_iters=2, checkpoint_interval=2)
+    first = json.loads((tmp_path / 'st_erf' / 'before_train' / 'metrics.json').read_text())
+    _, runner = train(tmp_path, 'resumed', [hook], max_iters=4, checkpoint_interval=2,
+                      resume=True)
+    assert runner.iter == 4
+    sterf = [h for h in runner.hooks if isinstance(h, STERFHook)][0]
+    assert [t for t, _ in sterf.history] == ['resume_iter_2', 'after_train']
+    # the first run's maps of the initial weights are still there, untouched
+    again = json.loads((tmp_path / 'st_erf' / 'before_train' / 'metrics.json').read_text())
+    assert again == first and first['iter'] == 0
+    resumed = json.loads((tmp_path / 'st_erf' / 'resume_iter_2' / 'metrics.json').read_text())
+    assert resumed['iter'] == 2 and resumed['tag'] == 'resume_iter_2'
 
 
 def _fake_runner(model, tmp_path):

@@ -37,7 +37,10 @@ class STERFHook(Hook):
 
     **When.** ``before_train`` (after weights are initialised / loaded), every ``interval``
     epochs (``by_epoch=True``) or iterations, and ``after_train``. Tags (folder names):
-    ``before_train``, ``epoch_{n}``, ``iter_{n}``, ``after_train``.
+    ``before_train``, ``epoch_{n}``, ``iter_{n}``, ``after_train``. A resumed run starts from
+    trained weights, so its first probe is tagged ``resume_epoch_{n}`` (``by_epoch``) or
+    ``resume_iter_{n}`` (the epoch / iteration it resumes from) and never overwrites the
+    first run's ``before_train``.
 
     **What.** On rank 0 only (:func:`mmengine.dist.is_main_process`), the backbone of the
     detector / segmentor (``runner.model.backbone``, DDP wrappers unwrapped) is probed in
@@ -55,8 +58,13 @@ class STERFHook(Hook):
     ``st_erf_tap{k}.npy``, ``temporal_erf_tap{k}.npy``, ``erf.png``, ``st_erf.png``,
     ``temporal_erf.png`` and ``metrics.json`` (see
     :func:`mmsnn.analysis.plots.save_erf_report`). Metrics are logged with
-    ``runner.logger`` and sent to ``runner.visualizer.add_scalars`` as ``st_erf/tap{k}/...``
-    (TensorBoard shows them when a ``TensorboardVisBackend`` is configured).
+    ``runner.logger`` and sent to ``runner.visualizer.add_scalars`` as ``st_erf/tap{k}/...``;
+    with ``pictures`` the heatmaps go to every visual backend of the visualizer
+    (``add_image``, at the probe's iteration): ``st_erf_tap{k}`` (each tap's spatial ERF of
+    the last time step, one pixel per input pixel, log colour scale), ``st_erf_grid`` (the
+    ``erf.png`` figure) and, for multi-step backbones, ``st_erf_delays`` (the delay grid) and
+    ``st_erf_temporal`` (the temporal curves). So ``visualizer=dict(type=...,
+    vis_backends=[dict(type='TensorboardVisBackend')])`` shows them in TensorBoard.
 
     Args:
         enable (bool): master switch.
@@ -70,7 +78,7 @@ class STERFHook(Hook):
         grad ('abs' | 'relu'), reduce ('mean' | 'sum'): ERF definition.
         thresholds (tuple[float]): area-ratio thresholds.
         out_dir (str): folder under ``runner.work_dir``.
-        pictures (bool): write PNGs.
+        pictures (bool): write PNGs and send the images to the visual backends.
         batched_grads (bool): all taps and steps in one vmapped backward (faster, more
             memory); default one backward per target on the retained graph.
         strict (bool): re-raise errors of the probe (default: log them and keep training).
@@ -112,7 +120,7 @@ class STERFHook(Hook):
     # ------------------------------------------------------------------ trigger points
     def before_train(self, runner):
         if self.run_before_train:
-            self._probe(runner, 'before_train', runner.iter)
+            self._probe(runner, _first_tag(runner, self.by_epoch), runner.iter)
 
     def after_train_epoch(self, runner):
         if self.by_epoch and self.interval > 0 and self.every_n_epochs(runner, self.interval):
@@ -211,9 +219,10 @@ class STERFHook(Hook):
         return torch.stack(images[:self.num_inputs])
 
     def _report(self, runner, tag, step, summary, seconds):
-        from ...analysis.plots import save_erf_report  # matplotlib only when used
+        from ...analysis.plots import report_figures, save_erf_report  # matplotlib on use
         out = osp.join(runner.work_dir, self.out_dir, tag)
-        save_erf_report(summary, out, title=tag, pictures=self.pictures,
+        figures = report_figures(summary, tag) if self.pictures else {}
+        save_erf_report(summary, out, title=tag, pictures=self.pictures, figures=figures,
                         extra=dict(tag=tag, iter=int(step), epoch=int(runner.epoch),
                                    input_source=self.input_source, seconds=seconds))
         scalars, lines = {}, []
@@ -234,7 +243,31 @@ class STERFHook(Hook):
         if visualizer is not None:
             finite = {k: float(v) for k, v in scalars.items() if np.isfinite(v)}
             visualizer.add_scalars(finite, step=int(step))
+            if self.pictures:
+                _add_images(visualizer, summary, figures, int(step))
         self.history.append((tag, {n: dict(e['metrics']) for n, e in summary['taps'].items()}))
+
+
+def _first_tag(runner, by_epoch):
+    """``before_train``, or ``resume_{epoch|iter}_{n}`` when the run resumed from a
+    checkpoint (its loop counters are restored before ``before_train``)."""
+    if by_epoch and runner.epoch > 0:
+        return f'resume_epoch_{runner.epoch}'
+    if runner.iter > 0:  # an iteration-based loop (its epoch stays 0)
+        return f'resume_iter_{runner.iter}'
+    return 'before_train'
+
+
+def _add_images(visualizer, summary, figures, step):
+    """The heatmaps and figures of one probe to every visual backend (``add_image``; names
+    without '/', which mmengine's LocalVisBackend would take for a folder)."""
+    from ...analysis.plots import figure_to_rgb, heatmap_rgb
+    for name, e in summary['taps'].items():
+        visualizer.add_image(f'st_erf_{name}', heatmap_rgb(e['spatial'][-1]), step=step)
+    for kind, image_name in (('erf', 'st_erf_grid'), ('st_erf', 'st_erf_delays'),
+                             ('temporal_erf', 'st_erf_temporal')):
+        if kind in figures:
+            visualizer.add_image(image_name, figure_to_rgb(figures[kind]), step=step)
 
 
 def _get_rng_state():
