@@ -20,7 +20,8 @@ HEAD_NEURON = dict(type='MultiSpike', max_value=4, norm=1.0)
 
 def head_neuron(neuron_cfg=None):
     """The heads' quantiser (``neuron_cfg`` or :data:`HEAD_NEURON`). A stateful neuron
-    (``ILIF``/``LIF``) needs ``T`` inside ``neuron_cfg``."""
+    (``ILIF``/``LIF``) needs no ``T``: the neck / head that folds its input sets it
+    (:func:`~mmsnn.models.time_axis.follow_time`)."""
     return build_neuron(dict(neuron_cfg or HEAD_NEURON))
 
 

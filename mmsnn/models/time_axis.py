@@ -4,6 +4,11 @@ Features arrive either as ``[B, C, H, W]`` (one step, or a backbone that already
 over time) or as ``[T, B, C, H, W]`` (``MetaSDT(keep_time=True)``). Necks and heads fold time
 into the batch (time-major, ``[T*B, ...]``) so every conv / linear layer sees each step, and
 merge the steps at the very end by averaging the logits over T.
+
+Stateful neurons (I-LIF, LIF) in a neck or head must run as many steps as the folded input
+has; the module that folds knows that number and hands it on with :func:`follow_time`, so a
+head built with ``neuron_cfg=dict(type='ILIF')`` (no ``T``) never takes a ``[T*B]`` batch for
+one step of ``T*B`` samples.
 """
 
 
@@ -32,3 +37,12 @@ def mean_over_time(x, T):
     if T is None or x is None:
         return x
     return x.reshape(T, x.shape[0] // T, *x.shape[1:]).mean(0)
+
+
+def follow_time(module, T):
+    """Make every stateful neuron below ``module`` run ``T`` steps (1 for ``T=None``, a 4-D
+    input): the T of the input that was just folded. Stateless neurons do not care."""
+    steps = 1 if T is None else int(T)
+    for m in module.modules():
+        if getattr(m, 'stateful', False) and hasattr(m, 'T'):
+            m.T = steps

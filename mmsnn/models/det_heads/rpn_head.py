@@ -4,7 +4,7 @@ from mmdet.models.dense_heads import RPNHead
 
 from ...registry import register
 from ..head_units import SpikeConvBN, head_neuron
-from ..time_axis import fold, mean_over_time
+from ..time_axis import fold, follow_time, mean_over_time
 
 
 @register('model', scopes=('mmdet',))
@@ -46,6 +46,7 @@ class SpikingRPNHead(RPNHead):
 
     def forward_single(self, x):
         x, T = fold(x)
+        follow_time(self, T)
         x = self.spike(self.rpn_conv(x))
         cls_score = mean_over_time(self.rpn_cls(x), T)
         bbox_pred = mean_over_time(self.rpn_reg(x), T)

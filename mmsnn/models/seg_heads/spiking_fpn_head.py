@@ -29,7 +29,7 @@ from mmseg.models.utils import resize
 
 from ...registry import register
 from ..head_units import HEAD_NEURON, SpikeConvBN, head_neuron
-from ..time_axis import fold_time, mean_over_time
+from ..time_axis import fold_time, follow_time, mean_over_time
 
 
 class _ScaleHead(nn.Sequential):
@@ -62,7 +62,7 @@ class SpikingFPNHead(FPNHead):
             Every stride must be a power-of-two multiple of the first.
         neuron_cfg (dict | None): the quantiser in front of every conv and of the classifier
             (default: the reference's integer counts 0..4, ``norm=1``). A stateful neuron
-            (``ILIF``/``LIF``) needs its ``T`` in this dict.
+            (``ILIF``/``LIF``) runs the T steps of the input it gets.
         upsample_mode (str): interpolation of the 2x upsamplings, 'bilinear' as ``FPNHead``.
         **kwargs: ``BaseDecodeHead`` arguments (``in_channels``, ``in_index``, ``channels``,
             ``num_classes``, ``dropout_ratio``, ``norm_cfg``, ``align_corners``,
@@ -113,6 +113,7 @@ class SpikingFPNHead(FPNHead):
     def forward(self, inputs):
         inputs, T = fold_time(inputs)  # [T*B, ...]; FPNHead sums the levels (resized to the
         # finest level's exact size, so odd input sizes work) and classifies
+        follow_time(self, T)
         return mean_over_time(super().forward(inputs), T)  # mean of the logits over time
 
     def cls_seg(self, feat):
