@@ -6,6 +6,8 @@ with one GPU hides it from these runs: two NCCL ranks cannot share one device).
 import os.path as osp
 import subprocess
 
+import torch
+
 from mmsnn.utils.checkpoint import load_checkpoint_file
 
 import mmsnn  # noqa: F401  (lets torch's safe loader read mmengine's checkpoints)
@@ -83,3 +85,26 @@ def test_dist_scripts_reject_bad_arguments(repo_root, tmp_path):
                            str(tmp_path / 'none.pth'), '2'],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and 'error: checkpoint' in proc.stderr
+
+
+def test_two_process_seg_training(repo_root, venv_python, tool_env, free_port, tmp_path):
+    """A seg config trains in 2 processes on any machine (issue 11.4): every part of the
+    segmentor, decode head included, uses the config's one norm (BN; mmseg's SyncBN, which
+    refuses CPU tensors, is no longer inherited by the head alone)."""
+    from mmsnn.datasets.demo_ade import generate_demo_ade
+    root = tmp_path / 'demo_ade'
+    generate_demo_ade(str(root), num_train=4, num_val=1, image_size=(64, 64))
+    work_dir = tmp_path / 'seg'
+    opts = [f'data_root={root}', 'train_dataloader.batch_size=2', 'train_cfg.max_iters=2',
+            'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
+    for split in ('train', 'val', 'test'):
+        opts += [f'{split}_dataloader.num_workers=0',
+                 f'{split}_dataloader.persistent_workers=False']
+    proc = subprocess.run(
+        ['bash', osp.join(repo_root, 'tools', 'dist_train.sh'),
+         osp.join(repo_root, 'configs', 'seg', 'demo', 'sdt_srb_demo.py'), '2',
+         '--work-dir', str(work_dir), '--cfg-options', *opts],
+        cwd=repo_root, env=_dist_env(tool_env, venv_python, free_port), capture_output=True,
+        text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert load_checkpoint_file(work_dir / 'iter_2.pth')['meta']['iter'] == 2

@@ -117,6 +117,10 @@ def test_config_builds_through_mmseg_registry(path):
     assert head.in_channels == [neck.out_channels] * 4
     mixer = 'srb' if '_srb' in name else 'mlpixer' if '_mlpixer' in name else 'conv'
     assert bb.mixer == mixer
+    # one norm for every part (no SyncBN inherited by the head alone): sync_bn converts all
+    norms = {type(m).__name__ for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert norms <= {'BatchNorm1d', 'BatchNorm2d'}, norms
     if '/demo/' in path:
         assert bb.embed_dims == (16, 32, 64, 96)
         assert head.num_classes == DEMO_K

@@ -13,6 +13,12 @@ custom_imports = dict(imports=['mmsnn'], allow_failed_imports=False)
 # to the dataloaders; see configs/seg/README.md).
 data_root = 'data/ade/ADEChallengeData2016'
 
+# One norm for every part: backbone and neck use BN, and so does the decode head (the stock
+# config's SyncBN would make it the odd one out, and SyncBN refuses CPU tensors). For
+# synchronised BN across GPUs set `sync_bn = 'torch'` (tools/train.py: --cfg-options
+# sync_bn=torch): mmengine converts every BN of the model, backbone, neck and head alike.
+norm_cfg = dict(type='BN', requires_grad=True)
+
 model = dict(
     pretrained=None,  # the stock config's ResNet-50 weights do not apply
     backbone=dict(
@@ -33,9 +39,11 @@ model = dict(
         type='SpikingFPN',
         in_channels=[16, 32, 64, 192],
         out_channels=128,
-        num_outs=4),
+        num_outs=4,
+        norm_cfg=norm_cfg),
     decode_head=dict(
         type='SpikingFPNHead',
+        norm_cfg=norm_cfg,
         in_channels=[128, 128, 128, 128],
         in_index=[0, 1, 2, 3],
         feature_strides=[2, 4, 8, 16],  # the real strides of taps (0, 1, 2, 4)
