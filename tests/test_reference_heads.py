@@ -433,3 +433,29 @@ def test_eval_only_clip_is_an_option_of_the_quantiser():
     assert q.eval()(x).tolist() == [0, 0, 1, 1, 1, 1, 1]
     plain = build_neuron(dict(type='MultiSpike', max_value=4, norm=1.0)).eval()
     assert plain(x).tolist() == [0, 0, 1, 2, 2, 4, 4]  # the default: the same in both modes
+
+
+@pytest.mark.parametrize('prefix', [None, 'backbone.'])
+def test_backbone_init_cfg_takes_a_released_detector(tmp_path, prefix):
+    """``init_cfg=dict(type='Pretrained')`` of a backbone is mmengine's ``PretrainedInit``
+    going through the one converter: a whole released detector (DDP keys, args namespace)
+    gives the backbone its weights, with or without ``prefix``."""
+    from mmengine.model.weight_init import PretrainedInit
+
+    from mmsnn.models import MetaSDT
+    from mmsnn.models.checkpoint import ConvertedPretrainedInit
+    assert issubclass(ConvertedPretrainedInit, PretrainedInit)
+    _, g = _det_golden()
+    src = tmp_path / 'released.pth'
+    _reference_file(src, g)
+    cfg = reference_backbone_cfg(g['config']['model']['backbone'])
+    cfg.pop('type')
+    init_cfg = dict(type='Pretrained', checkpoint=str(src))
+    if prefix:
+        init_cfg['prefix'] = prefix
+    model = MetaSDT(**cfg, init_cfg=init_cfg)
+    model.init_weights()
+    own = model.state_dict()
+    ref = {k[9:]: v for k, v in g['state_dict'].items() if k.startswith('backbone.')}
+    assert set(own) == set(ref)
+    assert all(torch.equal(own[k], ref[k]) for k in ref)

@@ -46,6 +46,8 @@ import os
 import re
 
 import torch
+from mmengine.logging import MMLogger
+from mmengine.model.weight_init import PretrainedInit, update_init_info
 
 from ..utils.checkpoint import load_checkpoint_file, state_dict_diff
 
@@ -214,3 +216,40 @@ def load_pretrained(model, checkpoint, logger=None, strict=False):
     elif logger:
         logger.info(f'loaded {source} into {type(model).__name__}: all {len(sd)} keys matched')
     return missing, unexpected
+
+
+class ConvertedPretrainedInit(PretrainedInit):
+    """mmengine's ``PretrainedInit`` for mmsnn backbones (``init_cfg=dict(type='Pretrained',
+    checkpoint=..., prefix=None)``), with the checkpoint going through the one converter:
+    ImageNet / detector / segmentor containers, ``module.`` and ``backbone.`` prefixes, and the
+    family's ``checkpoint_filter_fn`` (timm style). Unlike mmengine's, which loads with a silent
+    ``strict=False``, every missing and unexpected key is logged by name, and a wrong shape
+    raises. ``checkpoint=None`` keeps the random initialisation (the configs carry the slot).
+    ``prefix`` takes the weights under it (e.g. ``'backbone.'``; the converter already picks
+    a whole detector's backbone)."""
+
+    def __call__(self, module):
+        logger = MMLogger.get_current_instance()
+        if not self.checkpoint:
+            logger.info(f'{type(module).__name__}: init_cfg.checkpoint is None, keeping the '
+                        'random initialisation')
+            return
+        checkpoint = self.checkpoint
+        if self.prefix:
+            sd = _state_dict_of(load_checkpoint_file(checkpoint, self.map_location))
+            checkpoint = _strip(sd, self.prefix)
+        load_pretrained(module, checkpoint, logger=logger)
+        if hasattr(module, '_params_init_info'):
+            update_init_info(module, init_info=self._get_init_info())
+
+
+def init_backbone_weights(backbone):
+    """``init_weights`` of an mmsnn backbone: ``init_cfg`` of type 'Pretrained' through
+    :class:`ConvertedPretrainedInit`; returns False for any other ``init_cfg`` (then the
+    caller runs ``BaseModule.init_weights``)."""
+    cfg = backbone.init_cfg
+    if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+        return False
+    ConvertedPretrainedInit(**{k: v for k, v in cfg.items() if k != 'type'})(backbone)
+    backbone._is_init = True
+    return True

@@ -19,7 +19,7 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
 from ...registry import register
-from ..checkpoint import load_pretrained
+from ..checkpoint import init_backbone_weights
 from ..layers import (SpikeConvBlock, SpikeDownsample, SpikeTransformerBlock,
                       TimeFoldedDropPath)
 from ..mixers import MLPixerMixer, SplashReconstructMixer
@@ -302,16 +302,6 @@ class MetaSDT(BaseModule):
         return self
 
     def init_weights(self):
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            if not self.init_cfg.get('checkpoint'):  # configs carry the slot; None = random
-                MMLogger.get_current_instance().info(
-                    'MetaSDT: init_cfg.checkpoint is None, keeping the random initialisation')
-                self._is_init = True
-                return
-            # mmengine's PretrainedInit would load with a silent strict=False; we convert
-            # reference / detector / ImageNet layouts and report every key that did not fit.
-            load_pretrained(self, self.init_cfg['checkpoint'],
-                            logger=MMLogger.get_current_instance())
-            self._is_init = True
-            return
-        super().init_weights()
+        # init_cfg type 'Pretrained': the one converter, every unfitting key named
+        if not init_backbone_weights(self):
+            super().init_weights()

@@ -16,7 +16,6 @@ stride-2 step maps a side ``n`` to ``ceil(n / 2)``.
 import re
 
 import torch.nn as nn
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
@@ -170,18 +169,11 @@ class SpikingTransformerBackbone(BaseModule):
         return self
 
     def init_weights(self):
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            logger = MMLogger.get_current_instance()
-            if not self.init_cfg.get('checkpoint'):  # configs carry the slot; None = random
-                logger.info(f'{type(self).__name__}: init_cfg.checkpoint is None, keeping '
-                            'the random initialisation')
-            else:
-                # the one converter: container/prefix handling, then our key filter
-                from ..checkpoint import load_pretrained
-                load_pretrained(self, self.init_cfg['checkpoint'], logger=logger)
-            self._is_init = True
-            return
-        super().init_weights()
+        # init_cfg type 'Pretrained': the one converter (container/prefix handling, then our
+        # key filter), every unfitting key named
+        from ..checkpoint import init_backbone_weights
+        if not init_backbone_weights(self):
+            super().init_weights()
 
     def checkpoint_filter(self, state_dict):
         """Reference checkpoint keys -> this model's keys: the family's
