@@ -13,10 +13,10 @@ custom_imports = dict(imports=['mmsnn'], allow_failed_imports=False)
 # to the dataloaders; see configs/seg/README.md).
 data_root = 'data/ade/ADEChallengeData2016'
 
-# One norm for every part: backbone and neck use BN, and so does the decode head (the stock
-# config's SyncBN would make it the odd one out, and SyncBN refuses CPU tensors). For
-# synchronised BN across GPUs set `sync_bn = 'torch'` (tools/train.py: --cfg-options
-# sync_bn=torch): mmengine converts every BN of the model, backbone, neck and head alike.
+# One norm for every part: backbone, neck and decode head all take `norm_cfg` (BN; the stock
+# config's SyncBN in the head alone would make it the odd one out, and SyncBN refuses CPU
+# tensors). For synchronised BN across GPUs set `sync_bn = 'torch'` (tools/train.py:
+# --cfg-options sync_bn=torch): mmengine converts every BN, backbone, neck and head alike.
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
@@ -32,6 +32,7 @@ model = dict(
         T=1,
         neuron_cfg=None,  # the reference's integer multi-spike quantiser
         drop_path_rate=0.0,  # the reference declares drop-path but never applies it
+        norm_cfg=norm_cfg,
         # ImageNet-pretrained weights (reference or mmsnn checkpoint):
         # init_cfg=dict(type='Pretrained', checkpoint='path/to/meta_sdt_s.pth'),
         init_cfg=None),

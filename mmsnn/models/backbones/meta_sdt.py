@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
@@ -106,6 +107,10 @@ class MetaSDT(BaseModule):
         with_cp (bool): activation checkpointing of every block (as ``with_cp`` of
             mmdet's/mmpretrain's backbones): the backward recomputes each block's forward,
             trading training time for activation memory. Same numbers either way.
+        norm_cfg (dict | None): the norm after every conv / linear layer, as mmcv builds it:
+            ``dict(type='BN')`` (default, the reference's), ``dict(type='SyncBN')``,
+            ``dict(type='GN', num_groups=8)``, ... The token MLPs' 1-D BNs get the 1-D
+            variant of BN. Checkpoint keys stay the same for every BN type.
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)`` loads a reference
             or mmsnn checkpoint through :func:`convert_reference_checkpoint` and logs every
             missing and unexpected key by name.
@@ -117,7 +122,7 @@ class MetaSDT(BaseModule):
                  token_layout='raster', in_channels=3, num_heads=8, out_indices=(1, 2, 3, 4),
                  drop_rate=0.0, drop_path_rate=0.0, T=1, neuron_cfg=None, keep_time=False,
                  last_stage_stride=1, attn_order='linear', frozen_stages=-1, norm_eval=False,
-                 compact_spikes=True, with_cp=False, init_cfg=None):
+                 compact_spikes=True, with_cp=False, norm_cfg=None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims is None:
             if arch not in ARCH_SETTINGS:
@@ -189,7 +194,22 @@ class MetaSDT(BaseModule):
                 self.add_module(name, module)
         self._drop_paths = [m for m in self.modules() if isinstance(m, TimeFoldedDropPath)]
         self._register_load_state_dict_pre_hook(self._skip_unbuilt_stages)
+        self._set_norms(norm_cfg)
         self._freeze_stages()
+
+    def _set_norms(self, norm_cfg):
+        """Replace the blocks' BatchNorms by ``norm_cfg``'s norm (as mmengine's
+        ``convert_sync_batchnorm`` does for SyncBN), keeping their names."""
+        if norm_cfg is None or dict(norm_cfg) in (dict(type='BN'),
+                                                  dict(type='BN', requires_grad=True)):
+            return  # the blocks build plain BN already
+        for parent in list(self.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                    cfg = dict(norm_cfg)
+                    if isinstance(child, nn.BatchNorm1d) and cfg['type'] in ('BN', 'BN2d'):
+                        cfg['type'] = 'BN1d'
+                    setattr(parent, name, build_norm_layer(cfg, child.num_features)[1])
 
     @property
     def out_channels(self):
