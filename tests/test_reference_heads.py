@@ -10,6 +10,7 @@ the one converter (strictly), and must reproduce every stored output to 1e-6; th
 config of the same size and mixer must not (so the reference switches are shown to matter).
 """
 import argparse
+import glob
 import os
 import os.path as osp
 from pathlib import Path
@@ -459,3 +460,36 @@ def test_backbone_init_cfg_takes_a_released_detector(tmp_path, prefix):
     ref = {k[9:]: v for k, v in g['state_dict'].items() if k.startswith('backbone.')}
     assert set(own) == set(ref)
     assert all(torch.equal(own[k], ref[k]) for k in ref)
+
+
+# -------------------------------------------------------------------- the configs
+REFERENCE_CONFIGS = sorted(glob.glob(str(REPO / 'configs' / '*' / 'reference' / 'sdt_*.py')))
+
+
+def test_a_reference_config_per_released_size_and_mixer():
+    names = {osp.relpath(p, REPO / 'configs') for p in REFERENCE_CONFIGS}
+    for task, suffix in (('det', 'coco'), ('seg', 'ade20k')):
+        for size in ('s', 'l'):
+            for mixer in ('', 'mlpixer_', 'srb_'):
+                assert f'{task}/reference/sdt_{mixer}{size}_{suffix}.py' in names
+
+
+@pytest.mark.parametrize('path', REFERENCE_CONFIGS, ids=lambda p: osp.relpath(p, REPO))
+def test_reference_config_is_the_clean_one_plus_the_reference_switches(path):
+    ref = Config.fromfile(path)
+    clean = Config.fromfile(path.replace(f'{os.sep}reference', ''))
+    r, c = ref.model, clean.model
+    assert (r.backbone.arch, r.backbone.mixer) == (c.backbone.arch, c.backbone.mixer)
+    assert r.neck.in_channels == c.neck.in_channels and r.neck.out_channels == c.neck.out_channels
+    if '/det/' in path:
+        assert r.rpn_head.anchor_generator.strides == [4, 8, 16, 32, 64]
+        assert r.roi_head.bbox_roi_extractor.featmap_strides == [4, 8, 16, 32]
+        assert r.roi_head.mask_roi_extractor.featmap_strides == [4, 8, 16, 32]
+        assert r.neck.with_bn is False and r.neck.neuron_cfg.eval_max_value == 1
+        assert r.rpn_head.with_bn is False and r.roi_head.mask_head.with_bn is False
+        assert r.roi_head.bbox_head.spike_before_predictors is False
+        assert c.rpn_head.anchor_generator.strides == [4, 8, 16, 16, 32]  # the clean ones
+    else:
+        assert r.neck.conv_bias is True and 'conv_bias' not in c.neck
+        assert r.decode_head.channels == c.decode_head.channels == \
+            (256 if '_l_' in path else 128)
