@@ -493,3 +493,14 @@ def test_reference_config_is_the_clean_one_plus_the_reference_switches(path):
         assert r.neck.conv_bias is True and 'conv_bias' not in c.neck
         assert r.decode_head.channels == c.decode_head.channels == \
             (256 if '_l_' in path else 128)
+
+
+def test_an_unconverted_release_is_named_by_tools_test(tmp_path):
+    """tools/test.py's checkpoint check points at the converter for a raw released file."""
+    from mmsnn.utils.checkpoint import check_checkpoint_fits
+    from mmsnn.utils.errors import MMSNNUserError
+    path, g = _det_golden()
+    src = tmp_path / 'released.pth'
+    _reference_file(src, g)
+    with pytest.raises(MMSNNUserError, match='tools/convert_reference.py SRC DST'):
+        check_checkpoint_fits(_model(path), str(src), 'test')

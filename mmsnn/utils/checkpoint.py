@@ -140,6 +140,10 @@ def load_checkpoint_file(path, map_location='cpu'):
             damaged=True) from e
 
 
+#: keys only a released reference detector / segmentor has (mmsnn.models.checkpoint maps them)
+_REFERENCE_LAYOUT = re.compile(r'\.1\.module\.|^decode_head\.scale_heads\.\d+\.\d+\.[12]\.')
+
+
 def state_dict_diff(model_state, checkpoint_state):
     """How a checkpoint's state dict differs from a model's (the one key diff of mmsnn).
 
@@ -215,6 +219,10 @@ def check_checkpoint_fits(model, path, purpose='load_from', checkpoint=None):
         lines += _listing('unexpected in the checkpoint', sorted(unexpected))
         lines.append('  fix: use the checkpoint trained with this config (same model, '
                      'num_classes, embed_dims/arch), or the config it was trained with.')
+        if any(_REFERENCE_LAYOUT.search(k) for k in unexpected):
+            lines.append('  It looks like a released reference detector / segmentor: convert '
+                         'it first (python tools/convert_reference.py SRC DST --task det|seg) '
+                         'and use a config of configs/det/reference or configs/seg/reference.')
         if purpose == 'load_from':
             lines.append('  To start from part of the weights (e.g. a pretrained backbone), '
                          "set model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) "
