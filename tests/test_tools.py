@@ -371,6 +371,44 @@ def test_resume_auto_edge_cases(tmp_path):
     assert resume.resolve_auto_resume(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
 
 
+def test_auto_resume_prefers_the_path_last_checkpoint_names(tmp_path):
+    """Issue 11.8: a same-named file in the work dir does not shadow the named checkpoint."""
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    old.mkdir()
+    new.mkdir()
+    (old / 'iter_4.pth').write_bytes(b'the named one')
+    (new / 'iter_4.pth').write_bytes(b'a stale copy')
+    (new / 'last_checkpoint').write_text(str(old / 'iter_4.pth'))
+    assert resume.resolve_auto_resume(str(new)) == str(old / 'iter_4.pth')
+
+
+def test_config_errors_show_file_and_line(tmp_path):
+    """Issue 11.9: a syntax or runtime error in a config is shown as Python shows it."""
+    base = tmp_path / 'base.py'
+    base.write_text("a = 1\nmodel = dict(type='X')\nb = 1 +\nc = 2\n")
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = {str(base)!r}\n")
+    for path in (base, child):  # also when the error is in a _base_ file
+        with pytest.raises(MMSNNUserError) as exc:
+            load_config(str(path))
+        msg = str(exc.value)
+        assert f'File "{base}", line 3' in msg, msg
+        assert 'b = 1 +' in msg and 'SyntaxError: invalid syntax' in msg
+    runtime = tmp_path / 'runtime.py'
+    runtime.write_text("a = 1\nb = undefined_name + 1\n")
+    with pytest.raises(MMSNNUserError) as exc:
+        load_config(str(runtime))
+    msg = str(exc.value)
+    assert f'File "{runtime}", line 2' in msg and 'b = undefined_name + 1' in msg
+    assert "NameError: name 'undefined_name' is not defined" in msg
+    # the known cases keep their one-line message
+    missing = tmp_path / 'imports.py'
+    missing.write_text("custom_imports = dict(imports=['no_such_module_xyz'])\n")
+    with pytest.raises(MMSNNUserError, match=r"imports custom modules \(custom_imports\) and "
+                       r"one cannot be imported: ImportError: Failed to import no_such_module_xyz"):
+        load_config(str(missing))
+
+
 def test_runtime_cpu_settings(monkeypatch):
     from mmengine.config import Config
     from mmsnn.utils import runtime

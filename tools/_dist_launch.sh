@@ -24,12 +24,30 @@ user_error() { ls "$MMSNN_ERROR_DIR"/rank*.txt >/dev/null 2>&1; }
 quiet_after_user_error() {
   local line quiet=0
   while IFS= read -r line || [ -n "$line" ]; do
+    printf '%s\n' "$line" >> "$MMSNN_ERROR_DIR/torchrun.log"
     if [ "$quiet" = 0 ] && { [[ "$line" == *torch/distributed/elastic* ]] || \
         [[ "$line" == "Traceback (most recent call last):"* ]]; } && user_error; then
       quiet=1
     fi
     [ "$quiet" = 0 ] && printf '%s\n' "$line"
   done
+}
+# One line after a rank died (killed, out of memory, an exception): which rank and why, from
+# the "Root Cause" block of torchrun's report, which otherwise sits among every rank's traces.
+root_cause() {
+  awk '/Root Cause/ {f = 1}
+       f && /^ *rank *:/ {sub(/^ *rank *: */, ""); rank = $0}
+       f && /^ *exitcode *:/ {sub(/^ *exitcode *: */, ""); code = $0}
+       f && /^ *traceback *:/ {sub(/^ *traceback *: */, ""); tb = $0}
+       END {
+         if (rank == "") exit 1
+         if (tb ~ /^Signal /) {
+           cause = tb; sub(/^Signal /, "killed by signal ", cause); sub(/ received by PID.*/, "", cause)
+         } else {
+           sub(/ *\(pid.*/, "", code); cause = "exited with code " code " (its error is above)"
+         }
+         printf "rank %s stopped first, %s", rank, cause
+       }' "$MMSNN_ERROR_DIR/torchrun.log" 2>/dev/null
 }
 
 # `python -m torch.distributed.run` is torchrun, run by the chosen interpreter
@@ -46,5 +64,9 @@ set -e
 if [ "$rc" -ne 0 ] && user_error; then
   cat "$(ls "$MMSNN_ERROR_DIR"/rank*.txt | sort -V | head -n 1)" >&2
   exit 2
+fi
+if [ "$rc" -ne 0 ] && cause="$(root_cause)"; then
+  echo "error: the $NPROC-process run stopped on all ranks: $cause; torchrun stopped the" \
+    "other ranks. Complete checkpoints are kept: continue with the same command and --resume." >&2
 fi
 exit "$rc"

@@ -16,7 +16,7 @@ import os
 import os.path as osp
 import sys
 
-from mmsnn.engine.hooks import add_st_erf_hook
+from mmsnn.engine.hooks import add_st_erf_hook, use_atomic_checkpoints
 from mmsnn.utils import data_checks, paths, resume, runtime
 from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
@@ -70,6 +70,7 @@ def train(args):
     cfg = load_config(args.config, args.cfg_options)
     # `st_erf = dict(enable=True, ...)` (or --cfg-options st_erf.enable=True) -> STERFHook
     add_st_erf_hook(cfg)
+    use_atomic_checkpoints(cfg)  # a killed save leaves the earlier checkpoints intact
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -107,10 +108,18 @@ def train(args):
         loaders.append('val')  # validation runs during training
     check_dataloader_options(cfg, loaders)
     data_checks.check_data_paths(cfg, loaders)
+    data_checks.check_num_classes(cfg, loaders)
     paths.check_writable_dir(work_dir)
     paths.check_work_dir_keeps_config(work_dir, args.config)
     resume.check_no_checkpoints_overwritten(work_dir, resume=cfg.resume,
                                             overwrite=args.overwrite)
+
+    checkpoint = None
+    if cfg.resume and cfg.get('load_from') and osp.isfile(cfg.load_from):
+        # an unreadable checkpoint (a kill while saving): fall back to an older one
+        quiet = os.environ.get('RANK', '0') != '0'  # every rank checks; rank 0 says so
+        cfg.load_from, checkpoint = resume.readable_resume_checkpoint(
+            cfg.load_from, work_dir, log=(lambda text: None) if quiet else None)
 
     runtime.start_distributed(cfg)
     from mmengine.registry import RUNNERS
@@ -118,7 +127,8 @@ def train(args):
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     # mmengine only warns about keys that do not fit; a resumed or loaded model must fit
     check_checkpoint_fits(runner.model, cfg.get('load_from'),
-                          'resume' if cfg.resume else 'load_from')
+                          'resume' if cfg.resume else 'load_from', checkpoint=checkpoint)
+    del checkpoint
     with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
         runner.train()
     return 0

@@ -8,6 +8,9 @@
 # This file is the hub of configs/seg: the l size and the MLPixer / SRB variants inherit it.
 _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['mmsnn'], allow_failed_imports=False)
+# checkpoints written atomically (a killed save keeps the earlier ones) and resumable under
+# torch >= 2.6, also with mmdet's / mmseg's own tools/train.py
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 # Set the dataset folder with `--cfg-options data_root=...` (the train/test tools propagate it
 # to the dataloaders; see configs/seg/README.md).

@@ -5,8 +5,11 @@ file, a custom import that fails, a bad option) turned into one-line user errors
 checks look at the loaded config before the runner is built.
 """
 import difflib
+import linecache
 import os
 import os.path as osp
+import re
+import traceback
 
 from .errors import MMSNNUserError
 
@@ -37,21 +40,20 @@ def load_config(path, cfg_options=None):
     try:
         cfg = Config.fromfile(path)
     except ImportError as e:
+        if 'Failed to import custom modules' not in str(e):
+            raise MMSNNUserError(_real_config_error(path, e)) from None
         cause = e.__cause__ or e
         raise MMSNNUserError(
             f'config {path!r} imports custom modules (custom_imports) and one cannot be '
             f'imported: {type(cause).__name__}: {str(cause).splitlines()[0]}\n'
             '  fix: install that module, or run from the repository root / add its folder to '
             'PYTHONPATH.') from None
-    except SyntaxError as e:
+    except FileNotFoundError as e:  # a _base_ file that is not there
         raise MMSNNUserError(
-            f'config {path!r} is not valid Python: {e.msg} ({e.filename}, line {e.lineno}).\n'
-            '  fix: correct that line.') from None
-    except Exception as e:  # noqa: BLE001 - any parse failure is a problem of the config
-        first = str(e).splitlines()[0] if str(e) else ''
-        raise MMSNNUserError(
-            f'config {path!r} could not be read: {type(e).__name__}: {first}\n'
-            '  fix: correct the config (or the _base_ files it names).') from None
+            f'config {path!r} could not be read: {e}\n'
+            '  fix: correct the _base_ path (relative to the config\'s folder).') from None
+    except Exception as e:  # noqa: BLE001 - shown as Python shows it, with file and line
+        raise MMSNNUserError(_real_config_error(path, e)) from None
     if cfg_options:
         try:
             cfg.merge_from_dict(cfg_options)
@@ -66,6 +68,76 @@ def load_config(path, cfg_options=None):
             from ..datasets import set_data_root
             set_data_root(cfg, cfg_options['data_root'])
     return cfg
+
+
+def _config_frame(exc):
+    """(file, line) of the innermost traceback frame that runs a config file, or None."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        name = frame.filename
+        if name.endswith(('.py', '.json', '.yaml', '.yml')) and osp.isfile(name) \
+                and not _is_library_file(name):
+            found = (name, frame.lineno)
+    return found
+
+
+_PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _is_library_file(name):
+    """A frame of python's, a toolbox's or mmsnn's own code, not of the user's config."""
+    name = osp.abspath(name)
+    parts = name.split(os.sep)
+    return 'site-packages' in parts or 'dist-packages' in parts or \
+        name.startswith(_PACKAGE_DIR + os.sep)
+
+
+def _syntax_error_in(path, seen):
+    """The ``SyntaxError`` (with file and line) of ``path`` or of a local ``_base_`` file it
+    inherits, or None."""
+    from mmengine.config import Config
+    seen.add(osp.abspath(path))
+    try:
+        with open(path, encoding='utf-8') as f:
+            compile(f.read(), path, 'exec')
+    except SyntaxError as e:
+        return e
+    except OSError:
+        return None
+    try:
+        bases = Config._get_base_files(path)
+    except Exception:  # noqa: BLE001 - only a hint for the message
+        return None
+    for base in bases:
+        if '::' in base:  # a package's config (mmdet::...): not the user's file
+            continue
+        full = base if osp.isabs(base) else osp.join(osp.dirname(path), base)
+        if osp.isfile(full) and osp.abspath(full) not in seen:
+            found = _syntax_error_in(full, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def _real_config_error(path, exc):
+    """The error as Python reports it, with the config file and line where it happened.
+
+    mmengine re-raises a config's syntax error without its line number ("There are syntax
+    errors in config file X: ..."): the file it names is compiled again here to get the
+    real ``SyntaxError``.
+    """
+    if isinstance(exc, SyntaxError):
+        match = re.search(r'syntax errors in config file (.+?): ', str(exc))
+        exc = _syntax_error_in(match.group(1) if match else path, set()) or exc
+        text = ''.join(traceback.format_exception_only(type(exc), exc)).rstrip()
+    else:
+        text = ''.join(traceback.format_exception_only(type(exc), exc)).rstrip()
+        frame = _config_frame(exc)
+        if frame is not None:
+            line = linecache.getline(frame[0], frame[1]).strip()
+            text = f'  File "{frame[0]}", line {frame[1]}\n    {line}\n{text}'
+    return (f'config {path!r} could not be read:\n{text}\n'
+            '  fix: correct the config at that line (or the _base_ file named there).')
 
 
 def cfg_options_action():

@@ -134,3 +134,101 @@ def check_data_paths(cfg, loaders=('train', 'val', 'test')):
                          f'config in {layout[3]}')
     raise MMSNNUserError('\n'.join(lines))
 
+
+def _num_classes_keys(model, prefix='model'):
+    """(config key, value) of every ``num_classes`` in the model config, except the RPN's
+    (class-agnostic: always 1)."""
+    if isinstance(model, dict):
+        for key, value in model.items():
+            path = f'{prefix}.{key}'
+            if key == 'num_classes' and isinstance(value, int):
+                yield path, value
+            elif key not in ('rpn_head', 'train_cfg', 'test_cfg', 'data_preprocessor'):
+                yield from _num_classes_keys(value, path)
+    elif isinstance(model, (list, tuple)):
+        for i, value in enumerate(model):
+            yield from _num_classes_keys(value, f'{prefix}.{i}')
+
+
+def _dataset_classes(cfg, ds):
+    """(classes, where they come from) of a dataset config, or (None, None) if unknown."""
+    meta = ds.get('metainfo')
+    if isinstance(meta, dict) and meta.get('classes') is not None:
+        return tuple(meta['classes']), 'metainfo'
+    scope = cfg.get('default_scope')
+    dtype = ds.get('type')
+    if scope not in ('mmdet', 'mmseg') or dtype is None:
+        return None, None
+    from ..registry import get_registry
+    try:
+        cls = dtype if isinstance(dtype, type) else get_registry('dataset', scope).get(dtype)
+    except Exception:  # noqa: BLE001 - an unknown type is reported when it is built
+        cls = None
+    classes = getattr(cls, 'METAINFO', {}).get('classes') if cls is not None else None
+    if classes is None:
+        return None, None
+    return tuple(classes), f'{cls.__name__}.METAINFO'
+
+
+def _annotation_categories(root, ann):
+    """Category names of a COCO-format annotation file, or None (not COCO json / absent)."""
+    import json
+    if not isinstance(ann, str) or not ann.endswith('.json') or is_remote(ann):
+        return None
+    path = _join(root or '', ann)
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            categories = json.load(f).get('categories')
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(categories, list):
+        return None
+    return [c.get('name') for c in categories if isinstance(c, dict)]
+
+
+def check_num_classes(cfg, loaders=('train', 'val', 'test')):
+    """The heads predict as many classes as the datasets have, and the annotation files'
+    categories are among those classes; otherwise one message naming the keys to set.
+
+    (mmdet would train to the end and then fail in ``CocoMetric`` on a label the dataset does
+    not have; annotations of categories outside ``metainfo.classes`` are silently dropped.)
+    """
+    heads = list(_num_classes_keys(cfg.get('model')))
+    for split in loaders:
+        loader = cfg.get(f'{split}_dataloader')
+        if not isinstance(loader, dict):
+            continue
+        for key, ds in _iter_datasets(loader.get('dataset'), f'{split}_dataloader.dataset'):
+            if ds.get('dataset') is not None or ds.get('datasets') is not None:
+                continue  # a wrapper: its inner datasets are checked
+            classes, source = _dataset_classes(cfg, ds)
+            if classes is None:
+                continue
+            categories = _annotation_categories(ds.get('data_root'), ds.get('ann_file'))
+            if categories:
+                unknown = [c for c in categories if c not in classes]
+                if unknown:
+                    shown = ', '.join(repr(c) for c in categories[:10])
+                    raise MMSNNUserError(
+                        f'{key}.ann_file has categories ({shown}) that are not classes of the '
+                        f'dataset ({source}: {len(classes)} classes, e.g. '
+                        f'{", ".join(map(repr, classes[:3]))}); their annotations would be '
+                        'dropped.\n  fix: set the dataset classes in every dataloader '
+                        "(metainfo=dict(classes=(...))) and the heads' num_classes to "
+                        f'{len(categories)}: {_keys_to_set(heads, len(categories))}'
+                        " (see the README's \"Custom datasets\").")
+            wrong = [(k, v) for k, v in heads if v != len(classes)]
+            if wrong:
+                raise MMSNNUserError(
+                    f'the heads predict {wrong[0][1]} classes '
+                    f'({", ".join(f"{k}={v}" for k, v in wrong)}) but {key} has '
+                    f'{len(classes)} ({source}: {", ".join(map(repr, classes[:5]))}'
+                    f'{", ..." if len(classes) > 5 else ""}).\n'
+                    f'  fix: {_keys_to_set(wrong, len(classes))}')
+
+
+def _keys_to_set(heads, n):
+    keys = ' '.join(f'{k}={n}' for k, _ in heads)
+    return f'set {keys} (in the config or with --cfg-options)'

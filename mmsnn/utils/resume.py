@@ -39,21 +39,21 @@ def check_no_checkpoints_overwritten(work_dir, resume=False, overwrite=False):
 def resolve_auto_resume(work_dir):
     """The checkpoint ``--resume`` (auto) continues from, or None when there is nothing.
 
-    Reads ``last_checkpoint`` with mmengine's ``find_latest_checkpoint``, but also finds the
-    checkpoint when the work dir was moved (``last_checkpoint`` holds an absolute path), and
-    refuses to silently start from scratch over checkpoints that
+    Reads ``last_checkpoint`` with mmengine's ``find_latest_checkpoint`` and takes the path it
+    names when that exists; when the work dir was moved (``last_checkpoint`` holds a path
+    that no longer exists) it takes the work dir's file of that name; and it refuses to silently start from scratch over checkpoints that
     ``last_checkpoint`` does not name.
     """
     marker = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(marker):
         from mmengine.runner import find_latest_checkpoint
         target = find_latest_checkpoint(work_dir) or ''
+        if target and osp.isfile(target):
+            return target
         # a work dir that was moved or copied: its own copy of the named checkpoint
         local = osp.join(work_dir, osp.basename(target)) if target else ''
         if local and osp.isfile(local):
             return local
-        if target and osp.isfile(target):
-            return target
         raise MMSNNUserError(
             f'--resume: {marker!r} names {target!r}, which does not exist.\n'
             '  fix: pass the checkpoint to continue from explicitly: --resume PATH.pth')
@@ -65,3 +65,54 @@ def resolve_auto_resume(work_dir):
             f'  fix: name it: --resume {osp.join(work_dir, found[-1])}')
     return None
 
+
+def _newest_first(work_dir, exclude=()):
+    """The ``*.pth`` files of ``work_dir``, most recently written first."""
+    skip = {osp.abspath(p) for p in exclude}
+    paths = [p for p in glob.glob(osp.join(work_dir, '*.pth')) if osp.abspath(p) not in skip]
+    return sorted(paths, key=lambda p: (osp.getmtime(p), _natural_key(osp.basename(p))),
+                  reverse=True)
+
+
+def leftover_partial_writes(work_dir):
+    """Temporary files of saves that were killed (see :mod:`mmsnn.utils.atomic`)."""
+    from .atomic import TMP_MARK
+    return sorted(glob.glob(osp.join(glob.escape(work_dir), f'.*{TMP_MARK}*')))
+
+
+def readable_resume_checkpoint(path, work_dir, log=None):
+    """``(path, checkpoint)`` of the checkpoint a resumed run loads.
+
+    ``path`` is read first; if it cannot be read (cut short by a kill, corrupted, or holding
+    objects mmsnn does not load), a warning names the file and why, and the newest readable
+    checkpoint in ``work_dir`` is used instead (with a note saying so). Only when none is
+    readable does it stop, saying the files are damaged. Nothing is deleted or renamed.
+    ``log``: where the warnings go (default: stderr).
+    """
+    import sys
+
+    from .checkpoint import CheckpointReadError, load_checkpoint_file
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    failures = []
+    for i, candidate in enumerate([path] + _newest_first(work_dir, exclude=[path])):
+        try:
+            checkpoint = load_checkpoint_file(candidate)
+        except CheckpointReadError as e:
+            what = 'damaged or incomplete' if e.damaged else 'not loadable safely'
+            log(f'warning: cannot resume from {candidate!r}: the file is {what} ({e.reason}); '
+                'it is kept as it is.')
+            failures.append((candidate, what, e.reason))
+            continue
+        if i > 0:
+            log(f'note: resuming from {candidate!r} instead, the newest readable checkpoint '
+                f'in {work_dir!r}.')
+        return candidate, checkpoint
+    listing = '\n'.join(f'    {p}: {what} ({reason})' for p, what, reason in failures)
+    damaged = all(what.startswith('damaged') for _, what, _ in failures)
+    raise MMSNNUserError(
+        f'--resume: no checkpoint in {work_dir!r} can be read'
+        + ('; the files are damaged (cut short or corrupted, as a run killed while saving '
+           'leaves them)' if damaged else '') + f':\n{listing}\n'
+        '  Nothing was deleted.\n'
+        '  fix: start a new run into another folder (--work-dir DIR), or copy an intact '
+        'checkpoint into the work dir and pass it: --resume PATH.pth')

@@ -5,7 +5,9 @@ to train, checkpoint, resume and test in seconds. Registered in mmdet's registri
 toy config runs with ``default_scope = 'mmdet'``); not part of mmsnn's module list. Import
 it as ``mmsnn_toy`` with ``tests/data`` on PYTHONPATH (the tests set that up).
 """
+import os
 import os.path as osp
+import time
 
 import torch
 import torch.nn as nn
@@ -77,3 +79,43 @@ class ToyRankMarkerHook(Hook):
         rank, world_size = get_dist_info()
         with open(osp.join(runner.work_dir, f'rank{rank}.done'), 'w') as f:
             f.write(f'world_size={world_size} iter={runner.iter}\n')
+
+
+@HOOKS.register_module(force=True)
+class ToyStallHook(Hook):
+    """Fault injection: stops the run at one point until the test kills it (SIGKILL).
+
+    At the point it writes ``marker`` (this process's pid) and sleeps, so the kill lands
+    exactly there. ``after_iter=N``: after the N-th training iteration (counted from the
+    start of training, before that iteration's checkpoint). ``in_save='epoch_2.pth'``:
+    inside the save of that checkpoint, once its bytes are on disk under the temporary name
+    and before the rename that publishes it. ``rank``: only that process stalls.
+    """
+
+    def __init__(self, marker, after_iter=None, in_save=None, rank=None):
+        self.marker, self.after_iter, self.in_save, self.rank = marker, after_iter, in_save, rank
+
+    def _mine(self):
+        return self.rank is None or get_dist_info()[0] == self.rank
+
+    def _stall(self):
+        with open(self.marker + '.tmp', 'w') as f:
+            f.write(str(os.getpid()))
+        os.replace(self.marker + '.tmp', self.marker)
+        while True:
+            time.sleep(1)
+
+    def before_run(self, runner):
+        if self.in_save and self._mine():
+            rename, hook = os.replace, self
+
+            def stalling_rename(src, dst, *args, **kwargs):
+                if osp.basename(str(dst)) == hook.in_save:
+                    hook._stall()
+                return rename(src, dst, *args, **kwargs)
+
+            os.replace = stalling_rename
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.after_iter is not None and runner.iter + 1 == self.after_iter and self._mine():
+            self._stall()

@@ -9,6 +9,9 @@
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
 
 custom_imports = dict(imports=['mmsnn'], allow_failed_imports=False)
+# checkpoints written atomically (a killed save keeps the earlier ones) and resumable under
+# torch >= 2.6, also with mmdet's / mmseg's own tools/train.py
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 pretrained = None  # top-level configs set the backbone's ImageNet checkpoint
 data_root = 'data/coco/'
