@@ -58,6 +58,8 @@ import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
 
+from ..utils.atomic import atomic_open
+
 #: energy per operation in pJ: (E_MAC, E_AC)
 ENERGY_PRESETS = {
     'fp32': (4.6, 0.9),   # 45 nm, 32-bit float (Horowitz, ISSCC 2014)
@@ -564,8 +566,8 @@ class EnergyReport:
             ax.set_xticklabels([lay['name'] for lay in self.layers], rotation=90, fontsize=5)
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=120)
+        with atomic_open(path) as f:
+            fig.savefig(f, format='png', dpi=120)
         return path
 
     def save(self, out_dir, prefix='energy'):
@@ -588,11 +590,8 @@ def _fmt(value, digits):
 
 
 def _write_atomic(path, write, newline=None):
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline=newline) as f:
+    with atomic_open(path, 'w', newline=newline) as f:
         write(f)
-    os.replace(tmp, path)
 
 
 def _images(inputs):

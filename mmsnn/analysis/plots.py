@@ -25,6 +25,8 @@ from matplotlib import colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..utils.atomic import atomic_open, atomic_write
+
 __all__ = ['plot_erf_grid', 'plot_st_erf', 'plot_temporal_erf', 'save_erf_report',
            'erf_grid_figure', 'st_erf_figure', 'temporal_erf_figure', 'report_figures',
            'figure_to_rgb', 'heatmap_rgb']
@@ -217,7 +219,8 @@ def _save(fig, path, dpi):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=dpi)
+    with atomic_open(path) as f:  # a killed run leaves the previous picture, not half of one
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png', dpi=dpi)
 
 
 def figure_to_rgb(fig, dpi=100):
@@ -310,13 +313,13 @@ def save_erf_report(summary, out_dir, title='', extra=None, pictures=True, figur
     taps = summary['taps']
     for name, e in taps.items():
         files[f'erf_{name}'] = os.path.join(out_dir, f'erf_{name}.npy')
-        np.save(files[f'erf_{name}'], _np(e['spatial']).astype(np.float32))
+        _save_npy(files[f'erf_{name}'], _np(e['spatial']).astype(np.float32))
         if e['delays'] is not None:
             files[f'st_erf_{name}'] = os.path.join(out_dir, f'st_erf_{name}.npy')
-            np.save(files[f'st_erf_{name}'], _np(e['delays']).astype(np.float32))
+            _save_npy(files[f'st_erf_{name}'], _np(e['delays']).astype(np.float32))
             files[f'temporal_erf_{name}'] = os.path.join(out_dir, f'temporal_erf_{name}.npy')
-            np.save(files[f'temporal_erf_{name}'],
-                    np.stack([_np(e['temporal'][0]), _np(e['temporal'][1])]))
+            _save_npy(files[f'temporal_erf_{name}'],
+                      np.stack([_np(e['temporal'][0]), _np(e['temporal'][1])]))
     if pictures:
         figures = report_figures(summary, title) if figures is None else figures
         for kind, key in (('erf', 'erf_png'), ('st_erf', 'st_erf_png'),
@@ -337,6 +340,10 @@ def save_erf_report(summary, out_dir, title='', extra=None, pictures=True, figur
             rec['temporal_std'] = _np(e['temporal'][1]).tolist()
         record['taps'][name] = rec
     files['metrics'] = os.path.join(out_dir, 'metrics.json')
-    with open(files['metrics'], 'w') as f:
-        json.dump(_json_safe(record), f, indent=2)
+    atomic_write(files['metrics'], json.dumps(_json_safe(record), indent=2))
     return files
+
+
+def _save_npy(path, array):
+    with atomic_open(path) as f:
+        np.save(f, array)

@@ -37,7 +37,7 @@ def _fsync_dir(folder):
 
 
 @contextmanager
-def atomic_open(path, mode='wb', encoding=None):
+def atomic_open(path, mode='wb', encoding=None, newline=None):
     """``open(path, mode)`` whose content appears under ``path`` only when the block ends
     without an exception (then flushed, fsynced and renamed); otherwise ``path`` is left
     untouched and the temporary file is removed."""
@@ -47,7 +47,7 @@ def atomic_open(path, mode='wb', encoding=None):
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = temporary_name(path)
-    f = open(tmp, mode.replace('x', 'w'), encoding=encoding)
+    f = open(tmp, mode.replace('x', 'w'), encoding=encoding, newline=newline)
     try:
         yield f
         f.flush()
