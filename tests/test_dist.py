@@ -10,8 +10,6 @@ import torch
 
 from mmsnn.utils.checkpoint import load_checkpoint_file
 
-import mmsnn  # noqa: F401  (lets torch's safe loader read mmengine's checkpoints)
-
 TOY = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'toy_config.py')
 
 
@@ -70,7 +68,7 @@ def test_two_process_training_with_a_backbone_that_stops_early(repo_root, venv_p
     assert proc.returncode == 0, proc.stderr[-5000:]
     for rank in (0, 1):
         assert (work_dir / f'rank{rank}.done').read_text().strip() == 'world_size=2 iter=3'
-    ckpt = torch.load(work_dir / 'iter_3.pth', map_location='cpu', weights_only=True)
+    ckpt = load_checkpoint_file(work_dir / 'iter_3.pth')
     keys = ckpt['state_dict']
     assert 'backbone.ConvBlock2_2.0.conv1.weight' in keys
     assert not any(k.startswith('backbone.block3.') for k in keys)

@@ -53,8 +53,9 @@ class AtomicCheckpointHook(CheckpointHook):
         super().before_train(runner)
         self._atomic = self.backend_args is None and self.file_client_args is None \
             and isinstance(self.file_backend, LocalBackend)
-        if self._atomic:
+        if self._atomic:  # also for the best checkpoints (save_best)
             self.file_backend = AtomicLocalBackend()
+            self.backend_args = dict(backend=ATOMIC_BACKEND)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         filename = self.filename_tmpl.format(step)
@@ -68,12 +69,11 @@ class AtomicCheckpointHook(CheckpointHook):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
 
-        backend_args = dict(backend=ATOMIC_BACKEND) if self._atomic else self.backend_args
         runner.save_checkpoint(
             self.out_dir, filename, self.file_client_args,
             save_optimizer=self.save_optimizer,
             save_param_scheduler=self.save_param_scheduler, meta=meta,
-            by_epoch=self.by_epoch, backend_args=backend_args, **self.args)
+            by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
         if not is_main_process():
             return
         # the new checkpoint is complete: name it, then drop the one it replaces
