@@ -230,6 +230,8 @@ def test_unknown_module_type_lists_mmsnn_names(run_tool, tmp_path):
 
 def test_registry_error_for_other_scope_and_kinds():
     from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')  # whatever scope an earlier test left
     with pytest.raises(KeyError) as exc:
         DATASETS.build(dict(type='CocoDatset'))
     err = explain_registry_error(exc.value)
