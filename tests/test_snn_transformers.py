@@ -266,6 +266,11 @@ def test_imagenet_checkpoint_through_the_converter(fname, tmp_path):
     assert set(own) <= set(g['state_dict'])  # the reference's names
     for k, v in own.items():
         assert torch.equal(v.to(g['state_dict'][k].dtype), g['state_dict'][k]), k
+    # the converter's by-name route (tools, det/seg conversions): the family's filter applies,
+    # the classifier stays for a caller that has one
+    from mmsnn.models import convert_reference_checkpoint
+    by_name = convert_reference_checkpoint(str(ckpt), 'backbone', backbone=cls.__name__)
+    assert set(by_name) == set(own) | {k for k in g['state_dict'] if k.startswith('head.')}
 
 
 # published sizes (shared/docs/snn_transformers.md): parameters with the 1000-class head,
