@@ -110,6 +110,26 @@ def test_meta_sdt_flops_match_hand_count_for_every_layer():
     assert set(report.totals['groups']) == {f'stage{i}' for i in range(5)}
 
 
+def test_fused_fast_path_gives_the_same_report():
+    """BN folding, in-place quantisers and residual sums (``fuse_for_inference``) change
+    no spike: the same layers, FLOPs and rates as the unfused model."""
+    from mmsnn.models import fuse_for_inference
+    torch.manual_seed(0)
+    model = MetaSDT(embed_dims=(16, 16, 16, 16), mixer='srb').eval()
+    with torch.no_grad():  # BN statistics that make the network fire
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_var.uniform_(0.05, 0.2)
+    x = torch.randn(1, 3, 32, 32)
+    plain = energy_report(model, x)
+    fused = energy_report(fuse_for_inference(model), x)
+    assert [lay['name'] for lay in fused.layers] == [lay['name'] for lay in plain.layers]
+    assert plain.totals['sops'] > 0
+    for a, b in zip(plain.layers, fused.layers):
+        assert (a['flops'], a['spike_driven']) == (b['flops'], b['spike_driven']), a['name']
+        assert a['rate'] == pytest.approx(b['rate'], abs=1e-6), a['name']
+
+
 def test_quadratic_attention_order_is_reported_as_run():
     n, c, heads = 16, 16, 8
     attn = SpikeDrivenAttention(c, heads, neuron=MultiSpikeQuantizer, attn_order='quadratic')

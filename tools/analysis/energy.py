@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument('--demo-data', metavar='DIR',
                    help='use the generated demo dataset in DIR (written there if missing) '
                         'instead of the config\'s test data')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the initial weights when no checkpoint is given (default 0)')
     p.add_argument('--cfg-options', nargs='+', action=cfg_options_action(),
                    metavar='KEY=VALUE', help='override config entries')
     return p.parse_args(argv)
@@ -116,6 +118,8 @@ def measure(args):
         from mmdet.registry import MODELS
     else:
         from mmseg.registry import MODELS
+    from mmengine.runner import set_random_seed
+    set_random_seed(args.seed)  # a reproducible random initialisation without a checkpoint
     model = MODELS.build(cfg.model)
     if args.checkpoint:
         check_checkpoint_fits(model, args.checkpoint, 'test')
