@@ -295,6 +295,34 @@ def test_time_first_spikingjelly_lif_is_recognised():
     assert lay['rate'] == pytest.approx(1.0) and lay['sops'] == pytest.approx(3 * 2 * 3 * 16)
 
 
+def test_bare_matmul_products_are_counted_once():
+    """Products written as a bare ``@`` (the zoo transformers' attention) are counted and
+    named after the module running them; MatMul modules are not counted twice."""
+
+    class BareAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_spike, self.k_spike, self.v_spike = (MultiSpikeQuantizer(), MultiSpikeQuantizer(),
+                                                        MultiSpikeQuantizer())
+
+        def forward(self, x):  # x: [3, B, heads, N, d] constants
+            q, k, v = self.q_spike(x[0]), self.k_spike(x[1]), self.v_spike(x[2])
+            return q @ (k.transpose(-2, -1) @ v)
+
+    heads, n, d = 2, 5, 3
+    x = torch.empty(3, 1, heads, n, d)
+    x[0], x[1], x[2] = 2.0, 1.0, 3.0  # counts 2, 1, 3
+    got = by_name(energy_report(BareAttention(), [x]))
+    assert sorted(got) == ['matmul0', 'matmul1']
+    assert got['matmul0']['flops'] == heads * d * n * d  # k^T v
+    assert got['matmul1']['flops'] == heads * n * d * d  # q (k^T v)
+    assert got['matmul0']['rate'] == pytest.approx(1.0)  # min(c_k, c_v)
+    assert got['matmul1']['rate'] == pytest.approx(2.0)  # c_q
+    attn = SpikeDrivenAttention(16, 8, neuron=MultiSpikeQuantizer)
+    names = by_name(energy_report(attn, torch.randn(1, 16, 2, 2)))
+    assert 'kv' in names and not any('matmul' in name for name in names)
+
+
 def test_meta_sdt_ilif_time_steps_multiply_sops_not_flops():
     torch.manual_seed(0)
     model = MetaSDT(embed_dims=(16, 16, 16, 16), mixer='conv', T=2,

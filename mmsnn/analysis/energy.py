@@ -25,6 +25,9 @@ SpikeYOLO and Spikformer papers use, as restated in the project's reference note
   (a count n stands for n binary spikes, so it costs n accumulates per synapse). For the
   backbone's quantiser, whose output is ``k / 4``, that is ``4 * mean(input)``: it is never
   multiplied by D again. ``r = c / D`` and the share of non-zero elements are reported too.
+  The attention products are counted where they run: in Meta-SDT's named ``MatMul``
+  modules (``<attn>.kv``, ``<attn>.qkv``) or as bare ``@`` / ``torch.matmul`` calls of any
+  other model (``<module>.matmul<k>``, the k-th product of that module's call).
   For the spike-driven attention computed as ``q (k^T v)``: ``k^T v`` has both sides spikes
   and is charged ``min(c_k, c_v)``; ``q (k^T v)`` multiplies spikes with an integer matrix
   and is charged ``c_q``; the order that really runs is the one reported.
@@ -57,6 +60,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
+from torch.overrides import TorchFunctionMode
 
 from ..utils.atomic import atomic_open
 
@@ -200,14 +204,24 @@ class EnergyCounter:
         self.num_images = 0
         self.input_shapes = []
         self._stage_of = _stage_names()
+        self._stack = []  # names of the modules running now (for bare ``@`` products)
+        self._bare = {}  # module name -> bare products counted in its current call
         seen = set()
         for name, module in model.named_modules():
             if id(module) in seen:  # shared modules: hook (and name) once
                 continue
             seen.add(id(module))
+            self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
             self._handles.append(module.register_forward_hook(self._make_hook(name, module)))
 
     # ------------------------------------------------------------------ hooks
+    def _make_pre_hook(self, name):
+        def pre_hook(mod, inputs):
+            if self._in_image:
+                self._stack.append(name)
+                self._bare[name] = 0
+        return pre_hook
+
     def _make_hook(self, name, module):
         source = spike_source(module, name)
         kind = _synaptic_type(module)
@@ -216,9 +230,12 @@ class EnergyCounter:
         def hook(mod, inputs, output):
             if not self._in_image:
                 return
+            if self._stack and self._stack[-1] == name:
+                self._stack.pop()
             with torch.no_grad():
                 if kind is not None:
-                    self._count(name, mod, kind, inputs, output)
+                    self._count(name, kind, list(inputs[:2]) if kind == 'matmul'
+                                else [inputs[0]], synaptic_flops(mod, inputs, output))
                 outs = _tensors(output)
                 if source is not None:
                     src = source
@@ -286,9 +303,21 @@ class EnergyCounter:
             return int(src.T)
         return self.T if lead % self.T == 0 else 1
 
-    def _count(self, name, module, kind, inputs, output):
-        operands = list(inputs[:2]) if kind == 'matmul' else [inputs[0]]
-        total = synaptic_flops(module, inputs, output)
+    def bare_matmul(self, a, b, out):
+        """A product ``a @ b`` run outside a :class:`~mmsnn.models.layers.MatMul` module
+        (e.g. the zoo transformers' attention), named ``<module>.matmul<k>`` after the module
+        running it, k-th product of that call."""
+        from ..models.layers import MatMul
+        parent = self._stack[-1] if self._stack else ''
+        if isinstance(self._modules.get(parent), MatMul):
+            return  # counted by the module's hook
+        k = self._bare.get(parent, 0)
+        self._bare[parent] = k + 1
+        name = f'{parent}.matmul{k}' if parent else f'matmul{k}'
+        with torch.no_grad():
+            self._count(name, 'matmul', [a, b], out.numel() * a.shape[-1])
+
+    def _count(self, name, kind, operands, total):
         sources = [self._source(t) for t in operands]
         stats, reasons = [], []
         for t, src in zip(operands, sources):
@@ -353,8 +382,10 @@ class EnergyCounter:
         self._spikes.clear()
         self._producers.clear()
         self._in_image, self._first_layer = True, True
+        self._stack.clear()
         try:
-            yield self
+            with _BareMatmulWatch(self):
+                yield self
         finally:
             self._in_image = False
             self._spikes.clear()
@@ -433,6 +464,26 @@ class EnergyCounter:
                                 'E_ANN = E_MAC * sum FLOPs'),
                     excluded=list(EXCLUDED_OPS))
         return EnergyReport(layers, meta, e_mac)
+
+
+_MATMULS = ('__matmul__', 'matmul', 'bmm')
+
+
+class _BareMatmulWatch(TorchFunctionMode):
+    """Sees every ``@`` / ``torch.matmul`` / ``torch.bmm`` of a forward pass and hands the
+    ones that no hooked module covers to :meth:`EnergyCounter.bare_matmul`."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if (getattr(func, '__name__', '') in _MATMULS and self.counter._in_image
+                and len(args) >= 2 and isinstance(out, torch.Tensor)
+                and all(isinstance(a, torch.Tensor) and a.dim() >= 2 for a in args[:2])):
+            self.counter.bare_matmul(args[0], args[1], out)
+        return out
 
 
 class EnergyReport:
