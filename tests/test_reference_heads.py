@@ -416,8 +416,16 @@ val_dataloader = test_dataloader
     assert torch.equal(converted['state_dict']['neck.fpn_convs.3.conv.weight'],
                        g['state_dict']['neck.fpn_convs.3.1.module.conv.weight'])
 
-    proc = run_tool('tools/convert_reference.py', src, dst, '--task', 'det', timeout=300)
-    assert proc.returncode == 2 and '--overwrite' in proc.stderr  # nothing is overwritten
+    # a second conversion does not overwrite it (in-process: no second interpreter start)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'convert_reference', REPO / 'tools' / 'convert_reference.py')
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    before = dst.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(src), str(dst), '--task', 'det'])
+    assert exit_info.value.code == 2 and dst.stat().st_mtime_ns == before
 
     proc = run_tool('tools/test.py', config, dst, '--work-dir', tmp_path / 'work',
                     '--cfg-options', f'data_root={data}/', timeout=400)
