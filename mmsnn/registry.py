@@ -39,6 +39,10 @@ def register(kind='model', scopes=('mmdet', 'mmseg'), name=None):
 
     def decorator(cls):
         key = name or cls.__name__
+        if cls.__module__ == '__main__':
+            # ``python -m mmsnn.<module>`` runs a module that ``import mmsnn`` has already
+            # imported (and registered) a second time, as __main__: keep the first class
+            return cls
         for scope in scopes:
             get_registry(kind, scope).register_module(name=key, module=cls)
         MMSNN_MODULES[kind][key] = tuple(scopes)
