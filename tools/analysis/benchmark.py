@@ -2,6 +2,7 @@
 
     python tools/analysis/benchmark.py                       # det + seg, demo + real sizes
     python tools/analysis/benchmark.py --tasks det --sizes demo --iters 3 --json bench.json
+    python tools/analysis/benchmark.py --fast-path --sizes real --iters 5   # issue 14
 
 For each task (Mask R-CNN from configs/det, Semantic FPN from configs/seg), input size
 (the demo's, and the real COCO 800x1333 / ADE20K 512x512 inputs) and model variant it measures
@@ -18,6 +19,10 @@ Every measurement runs in its own subprocess (peaks do not mix; CPU peak = peak 
 RSS after building, with glibc's mmap threshold fixed so freed tensors leave the RSS at once;
 CUDA peak = max_memory_allocated). All rows of one call are measured side
 by side on the same machine; ratios are printed at the end and written as JSON.
+
+``--fast-path`` instead times inference (``test_step``, no grad) of the reference model
+(snn-T1) before and after ``mmsnn.models.fuse_for_inference``, both in one process, alternating
+(``_fast_path.py``); ``--iters`` rounds, medians.
 """
 import argparse
 import json
@@ -130,6 +135,35 @@ def measure(args):
                           train_peak_mib=peak)))
 
 
+def fast_path(args):
+    """Inference of the plain and the fused snn-T1 model, alternating in this process."""
+    import torch
+
+    from _fast_path import alternate, fast_path_row, plain_and_fused, print_rows
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    print(f'inference fast path, batch {args.batch}, device {args.device}, '
+          f'{torch.get_num_threads()} thread(s)')
+    rows = []
+    for task in args.tasks:
+        for size_key in args.sizes:
+            cfg_path, shape = CONFIGS[(task, size_key)]
+            torch.manual_seed(0)
+            plain, fused = plain_and_fused(build(task, size_key, 'snn-T1', dev))
+            data = make_batch(task, shape, args.batch, args.device)
+            with torch.no_grad():
+                times = alternate(dict(plain=lambda: plain.test_step(data),
+                                       fused=lambda: fused.test_step(data)), args.iters, sync)
+            rows.append(fast_path_row(f'{task} {osp.basename(cfg_path)[:-3]} '
+                                      f'{shape[0]}x{shape[1]}', times))
+            del plain, fused
+    print_rows(rows)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=2)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--tasks', nargs='+', default=['det', 'seg'], choices=['det', 'seg'])
@@ -138,6 +172,8 @@ def main():
     p.add_argument('--iters', type=int, default=2)
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--device', default=None, help='cuda if available, else cpu')
+    p.add_argument('--fast-path', action='store_true',
+                   help='time inference before/after fuse_for_inference, alternating')
     p.add_argument('--json', help='write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--task', help=argparse.SUPPRESS)
@@ -149,6 +185,8 @@ def main():
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.child:
         return measure(args)
+    if args.fast_path:
+        return fast_path(args)
 
     env = dict(os.environ, **CHILD_ENV, PYTHONPATH=os.pathsep.join(
         [ROOT] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))

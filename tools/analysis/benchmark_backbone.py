@@ -2,6 +2,7 @@
 
     python tools/analysis/benchmark_backbone.py                 # l-size SRB, 512^2 and 800x1216
     python tools/analysis/benchmark_backbone.py --arch s --sizes 256x256 --repeats 1
+    python tools/analysis/benchmark_backbone.py --fast-path --archs s l --sizes 800x1216
 
 For each input size it times forward (eval, no grad) and forward+backward (train step) of
 the same backbone with the linear attention order ``q (k^T v)`` (mmsnn's default) and with
@@ -11,6 +12,9 @@ the CPU it is the process's peak RSS above its RSS after building the model and 
 glibc's mmap threshold fixed so that freed tensors leave the RSS at once.
 Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800x1216 the
 train step's peak memory <= 0.4x the quadratic order's and no slower.
+
+``--fast-path`` instead times inference (eval, no grad) of each ``--archs`` backbone before and
+after ``fuse_for_inference`` (issue 14), both in one process, alternating (``_fast_path.py``).
 """
 import argparse
 import json
@@ -60,6 +64,35 @@ def measure(args):
     print(json.dumps(dict(time_s=min(times), peak_mib=peak)))
 
 
+def fast_path(args):
+    """Inference of the plain and the fused backbone, alternating in this process."""
+    import torch
+
+    from _fast_path import alternate, fast_path_row, plain_and_fused, print_rows
+    from mmsnn.models import MetaSDT
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    print(f'inference fast path, MetaSDT {args.mixer}, batch {args.batch}, device '
+          f'{args.device}, {torch.get_num_threads()} thread(s)')
+    rows = []
+    for arch in args.archs:
+        for h, w in args.sizes:
+            torch.manual_seed(0)
+            plain, fused = plain_and_fused(
+                MetaSDT(arch=arch, mixer=args.mixer, out_indices=(1, 2, 3, 4)).to(dev))
+            x = torch.randn(args.batch, 3, h, w, device=dev)
+            with torch.no_grad():
+                times = alternate(dict(plain=lambda: plain(x), fused=lambda: fused(x)),
+                                  args.repeats, sync)
+            rows.append(fast_path_row(f'MetaSDT-{arch} {args.mixer} {h}x{w}', times))
+            del plain, fused
+    print_rows(rows)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=2)
+    return rows
+
+
 def run_child(args, order, size, mode):
     cmd = [sys.executable, __file__, '--child', '--arch', args.arch, '--mixer', args.mixer,
            '--order', order, '--size', str(size[0]), str(size[1]), '--mode', mode,
@@ -90,6 +123,9 @@ def main():
                    help='activation checkpointing of every block, in both orders')
     p.add_argument('--no-compact-spikes', action='store_true',
                    help='save spikes for the backward pass as float32 (MetaSDT compact_spikes=False)')
+    p.add_argument('--fast-path', action='store_true',
+                   help='time inference before/after fuse_for_inference, alternating')
+    p.add_argument('--archs', nargs='+', default=['s', 'l'], help='with --fast-path')
     p.add_argument('--json', help='also write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--order', help=argparse.SUPPRESS)
@@ -98,6 +134,8 @@ def main():
     args = p.parse_args()
     if args.child:
         return measure(args)
+    if args.fast_path:
+        return fast_path(args)
 
     rows = []
     print(f'MetaSDT-{args.arch} {args.mixer}, batch {args.batch}, device {args.device}'
