@@ -117,6 +117,65 @@ class IntegerLIF(_MultiStepNeuron):
         super().__init__(node, T, norm)
         self.max_value = int(max_value)  # the largest spike count D (read by the energy report)
 
+    def forward(self, x):
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            return super().forward(x)
+        if x.shape[0] % self.T:
+            raise ValueError(f'{type(self).__name__}: leading dim {x.shape[0]} is not a '
+                             f'multiple of T={self.T}; fold time into the batch as [T*B, ...]')
+        # training: spikingjelly's dynamics, but what autograd keeps is a 1-byte window mask
+        # per step (instead of the float32 charged membrane) and uint8 spike counts
+        node = self.node
+        s = _LeanILIF.apply(
+            x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:]), 1.0 - 1.0 / node.tau,
+            float(node.v_threshold), float(self.max_value),
+            float(node.surrogate_function.grad_min), float(node.surrogate_function.grad_max),
+            bool(node.detach_reset)).reshape(x.shape)
+        s = s / self.norm if self.norm != 1.0 else s
+        if self.max_value <= 255:
+            s._mmsnn_spike_norm = self.norm  # compact_spike_storage() keeps it as uint8
+        return s
+
+
+class _LeanILIF(torch.autograd.Function):
+    """I-LIF over ``[T, ...]`` from a zero membrane, as spikingjelly's ``ilif_multi_step``:
+    ``h = decay * v + x_t``, ``c = round(clamp(h / th, 0, D))``, ``v = h - c * th``; backward
+    with the rectangular window ``lower <= h / th <= upper`` (straight-through, ``1 / th``),
+    through the soft reset unless ``detach_reset``. Saves only the window, as bool."""
+
+    @staticmethod
+    def forward(ctx, x_seq, decay, threshold, count, lower, upper, detach_reset):
+        spikes = torch.empty_like(x_seq)
+        window = torch.empty(x_seq.shape, dtype=torch.bool, device=x_seq.device)
+        v = torch.zeros_like(x_seq[0])
+        for t in range(x_seq.shape[0]):
+            h = decay * v + x_seq[t]
+            scaled = h / threshold
+            torch.ge(scaled, lower, out=window[t])
+            window[t] &= scaled <= upper
+            c = spikes[t]
+            torch.clamp(scaled, 0.0, count, out=c)
+            c.round_()
+            v = h - c * threshold
+        ctx.save_for_backward(window)
+        ctx.decay, ctx.threshold, ctx.detach_reset = decay, threshold, detach_reset
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad):
+        (window,) = ctx.saved_tensors
+        th, decay = ctx.threshold, ctx.decay
+        grad_x = torch.empty_like(grad)
+        carry = None  # d loss / d v after step t
+        for t in range(grad.shape[0] - 1, -1, -1):
+            sg = window[t].to(grad.dtype) / th
+            g = grad[t] * sg
+            if carry is not None:
+                g = g + (carry if ctx.detach_reset else carry * (1 - th * sg))
+            grad_x[t] = g
+            carry = g * decay
+        return grad_x, None, None, None, None, None, None
+
 
 @NEURONS.register_module(name='LIF')
 class BinaryLIF(_MultiStepNeuron):

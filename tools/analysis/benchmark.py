@@ -60,7 +60,7 @@ def set_head_neurons(model_cfg, head_cfg):
             model_cfg['roi_head'][key]['neuron_cfg'] = head_cfg
 
 
-def build(task, size_key, variant, device):
+def build(task, size_key, variant, device, with_cp=False):
     import torch  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -73,6 +73,7 @@ def build(task, size_key, variant, device):
     bb.T = v['T']
     bb.neuron_cfg = v['neuron']
     bb.keep_time = v['T'] > 1 and (v['neuron'] is not None)
+    bb.with_cp = with_cp
     if v['head'] is not None:
         set_head_neurons(cfg.model, v['head'])
     if task == 'seg':
@@ -104,8 +105,8 @@ def measure(args):
     from mmengine.optim import OptimWrapper
     torch.manual_seed(0)
     dev = torch.device(args.device)
-    model = build(args.task, args.size_key, args.variant, dev)
-    shape = CONFIGS[(args.task, args.size_key)][1]
+    model = build(args.task, args.size_key, args.variant, dev, args.with_cp)
+    shape = tuple(args.shape) if args.shape else CONFIGS[(args.task, args.size_key)][1]
     data = make_batch(args.task, shape, args.batch, args.device)
     optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-4))
 
@@ -128,9 +129,11 @@ def measure(args):
     model.train()
     t_train = timed(lambda: model.train_step(data, optim))
     peak = peak_above(base, dev)
-    model.eval()
-    with torch.no_grad():
-        t_test = timed(lambda: model.test_step(data))
+    t_test = float('nan')
+    if not args.no_infer:
+        model.eval()
+        with torch.no_grad():
+            t_test = timed(lambda: model.test_step(data))
     print(json.dumps(dict(train_img_s=args.batch / t_train, infer_img_s=args.batch / t_test,
                           train_peak_mib=peak)))
 
@@ -172,6 +175,11 @@ def main():
     p.add_argument('--iters', type=int, default=2)
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--device', default=None, help='cuda if available, else cpu')
+    p.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
+                   help='input size for every task and size (default: the configs\' sizes)')
+    p.add_argument('--with-cp', action='store_true',
+                   help='backbone activation checkpointing (MetaSDT with_cp) in every variant')
+    p.add_argument('--no-infer', action='store_true', help='time the train step only')
     p.add_argument('--fast-path', action='store_true',
                    help='time inference before/after fuse_for_inference, alternating')
     p.add_argument('--json', help='write the results here')
@@ -196,11 +204,14 @@ def main():
           f'{"train peak MiB":>14}')
     for task in args.tasks:
         for size_key in args.sizes:
-            shape = CONFIGS[(task, size_key)][1]
+            shape = tuple(args.shape) if args.shape else CONFIGS[(task, size_key)][1]
             for variant in args.variants:
                 cmd = [sys.executable, osp.abspath(__file__), '--child', '--task', task,
                        '--size-key', size_key, '--variant', variant, '--iters',
                        str(args.iters), '--batch', str(args.batch), '--device', args.device]
+                cmd += ['--shape', *map(str, args.shape)] if args.shape else []
+                cmd += ['--with-cp'] if args.with_cp else []
+                cmd += ['--no-infer'] if args.no_infer else []
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
                 tag = dict(task=task, size=f'{shape[0]}x{shape[1]}', size_key=size_key,
                            variant=variant)
