@@ -115,6 +115,11 @@ def measure(args):
             torch.cuda.synchronize()
 
     def timed(fn):
+        if args.iters == 0:  # one cold step (for steps too long to repeat)
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            return time.perf_counter() - t0
         fn()  # warm-up
         sync()
         best = float('inf')
@@ -172,7 +177,8 @@ def main():
     p.add_argument('--tasks', nargs='+', default=['det', 'seg'], choices=['det', 'seg'])
     p.add_argument('--sizes', nargs='+', default=['demo', 'real'], choices=['demo', 'real'])
     p.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument('--iters', type=int, default=2)
+    p.add_argument('--iters', type=int, default=2,
+                   help='timed iterations after a warm-up; 0: time one cold step')
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--device', default=None, help='cuda if available, else cpu')
     p.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
