@@ -17,14 +17,13 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.logging import MMLogger
-from mmengine.model import BaseModule
 
 from ...registry import register
-from ..checkpoint import init_backbone_weights
 from ..layers import (SpikeConvBlock, SpikeDownsample, SpikeTransformerBlock,
                       TimeFoldedDropPath)
 from ..mixers import MLPixerMixer, SplashReconstructMixer
 from ..neurons import build_neuron, compact_spike_storage, is_stateful
+from .base import SpikingBackbone
 
 #: embed dims (C0, C1, C2, C3) of the published sizes; parameter counts in the reference doc.
 ARCH_SETTINGS = {
@@ -69,7 +68,7 @@ def checkpoint_filter_fn(state_dict, model=None):
 
 
 @register('model')
-class MetaSDT(BaseModule):
+class MetaSDT(SpikingBackbone):
     """Meta-SDT spiking backbone.
 
     Args:
@@ -303,25 +302,5 @@ class MetaSDT(BaseModule):
         return tuple(stages)
 
     def _stage_modules(self, i):
-        return [getattr(self, name) for name in _STAGES[i]]
-
-    def _freeze_stages(self):
-        for i in range(min(self.frozen_stages + 1, self.num_stages)):
-            for m in self._stage_modules(i):
-                m.eval()
-                for p in m.parameters():
-                    p.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
-
-    def init_weights(self):
-        # init_cfg type 'Pretrained': the one converter, every unfitting key named
-        if not init_backbone_weights(self):
-            super().init_weights()
+        names = _STAGES[i] if i < self.num_stages else ()
+        return [getattr(self, name) for name in names]

@@ -16,9 +16,10 @@ stride-2 step maps a side ``n`` to ``ceil(n / 2)``.
 import re
 
 import torch.nn as nn
-from mmengine.model import BaseModule
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
+
+from .base import SpikingBackbone
 
 #: strides of the five stage taps of every model built on :class:`SpikingTransformerBackbone`
 #: when all four tokenizer max-pools are on (tap 3 = tokenizer output, tap 4 = last block)
@@ -67,7 +68,7 @@ def conv_bn(x, conv, bn):
     return y.reshape(T, B, *y.shape[1:])
 
 
-class SpikingTransformerBackbone(BaseModule):
+class SpikingTransformerBackbone(SpikingBackbone):
     """Base of the time-first spiking transformer backbones (see the module docstring).
 
     Subclasses build their layers, set ``tap_channels`` / ``tap_strides`` / ``_tap_modules``
@@ -145,35 +146,9 @@ class SpikingTransformerBackbone(BaseModule):
         return self._forward_head(taps[-1])
 
     # ------------------------------------------------------------------ training
-    def _get(self, dotted):
-        module = self
-        for part in dotted.split('.'):
-            module = getattr(module, part)
-        return module
-
-    def _freeze_stages(self):
-        for i in range(min(self.frozen_stages + 1, self.num_taps)):
-            for name in self._tap_modules[i]:
-                m = self._get(name)
-                m.eval()
-                for p in m.parameters():
-                    p.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
-
-    def init_weights(self):
-        # init_cfg type 'Pretrained': the one converter (container/prefix handling, then our
-        # key filter), every unfitting key named
-        from ..checkpoint import init_backbone_weights
-        if not init_backbone_weights(self):
-            super().init_weights()
+    def _stage_modules(self, i):
+        names = self._tap_modules[i] if i < self.num_taps else ()
+        return [self.get_submodule(name) for name in names]
 
     def checkpoint_filter(self, state_dict):
         """Reference checkpoint keys -> this model's keys: the family's
