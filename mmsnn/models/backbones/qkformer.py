@@ -179,18 +179,10 @@ class QKFormer(SpikingTransformerBackbone):
         super().__init__(T=T, out_indices=out_indices, num_classes=num_classes,
                          keep_time=keep_time, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, init_cfg=init_cfg)
-        if arch not in ARCH_SETTINGS and None in (embed_dims, depth, num_heads):
-            raise KeyError(f'unknown QKFormer arch {arch!r}; choose one of '
-                           f'{sorted(ARCH_SETTINGS)} or pass embed_dims, depth and num_heads')
-        d0, e0, h0 = ARCH_SETTINGS.get(arch, (None, None, None))
-        depth = d0 if depth is None else int(depth)
-        embed_dims = e0 if embed_dims is None else int(embed_dims)
-        num_heads = h0 if num_heads is None else int(num_heads)
-        if embed_dims % 8:
-            raise ValueError(f'QKFormer embed_dims must be a multiple of 8, got {embed_dims}')
+        depth, embed_dims, num_heads = self._resolve_arch(
+            ARCH_SETTINGS, arch, depth, embed_dims, num_heads)
         if depth < 4:
             raise ValueError(f'QKFormer depth must be >= 4 (1 + 2 + depth-3 blocks), got {depth}')
-        self.embed_dims, self.depth, self.num_heads = embed_dims, depth, num_heads
         E1, E2, E3 = embed_dims // 4, embed_dims // 2, embed_dims
         self.tap_channels = (embed_dims // 8, E1, E2, E3, E3)
         self.tap_strides = TAP_STRIDES

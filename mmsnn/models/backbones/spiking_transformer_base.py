@@ -145,6 +145,23 @@ class SpikingTransformerBackbone(SpikingBackbone):
         taps = self._forward_taps(self.encode(x), self.num_taps - 1)
         return self._forward_head(taps[-1])
 
+    def _resolve_arch(self, arch_settings, arch, depth, embed_dims, num_heads):
+        """``(depth, embed_dims, num_heads)`` of ``arch`` (a key of the family's
+        ``ARCH_SETTINGS``: (depth, embed_dims, num_heads)) with any given value overriding
+        it; also stored on the model."""
+        name = type(self).__name__
+        if arch not in arch_settings and None in (embed_dims, depth, num_heads):
+            raise KeyError(f'unknown {name} arch {arch!r}; choose one of '
+                           f'{sorted(arch_settings)} or pass embed_dims, depth and num_heads')
+        d0, e0, h0 = arch_settings.get(arch, (None, None, None))
+        depth = d0 if depth is None else int(depth)
+        embed_dims = e0 if embed_dims is None else int(embed_dims)
+        num_heads = h0 if num_heads is None else int(num_heads)
+        if embed_dims % 8:
+            raise ValueError(f'{name} embed_dims must be a multiple of 8, got {embed_dims}')
+        self.embed_dims, self.depth, self.num_heads = embed_dims, depth, num_heads
+        return depth, embed_dims, num_heads
+
     # ------------------------------------------------------------------ training
     def _stage_modules(self, i):
         names = self._tap_modules[i] if i < self.num_taps else ()
