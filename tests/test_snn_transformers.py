@@ -294,3 +294,18 @@ def test_golden_logits_on_cuda(fname):
     with torch.no_grad():
         out = model.cuda().classify(g['input'].cuda()).cpu()
     assert_close('output', out, g['output'])
+
+
+@pytest.mark.parametrize('cls', [Spikformer, SDTv1, QKFormer])
+def test_bad_arch_and_width_are_one_clear_error(cls):
+    with pytest.raises(KeyError, match=f'unknown {cls.__name__} arch .nope.; choose one of'):
+        cls(arch='nope')
+    with pytest.raises(ValueError, match=f'{cls.__name__} embed_dims must be a multiple of 8'):
+        cls(embed_dims=12, depth=4, num_heads=2)
+
+
+@pytest.mark.parametrize('key,value', [('TET', True), ('dvs_mode', True),
+                                       ('spike_mode', 'plif')])
+def test_sdt_v1_reference_options_it_does_not_implement_are_refused(key, value):
+    with pytest.raises(ValueError, match=f'SDTv1 supports {key}=.* set {key}='):
+        SDTv1.from_reference_config({key: value})

@@ -226,8 +226,9 @@ class SDTv1(SpikingTransformerBackbone):
         ``overrides`` are our own arguments."""
         for key, ok in (('spike_mode', 'lif'), ('dvs_mode', False), ('TET', False)):
             if config.get(key, ok) != ok:
-                raise NotImplementedError(f'SDTv1 implements {key}={ok!r} only, the config '
-                                          f'asks for {config[key]!r}')
+                raise ValueError(f'SDTv1 supports {key}={ok!r} only (static images, LIF '
+                                 f'neurons), the config asks for {config[key]!r}: set '
+                                 f'{key}={ok!r}')
         kw = dict(embed_dims=config['embed_dims'], depth=config['depths'],
                   num_heads=config['num_heads'], mlp_ratio=config['mlp_ratios'],
                   in_channels=config['in_channels'], T=config.get('T', 4),
