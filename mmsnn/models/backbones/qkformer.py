@@ -32,7 +32,7 @@ import torch.nn as nn
 from ...registry import register
 from .spikformer import SpikformerBlock, SpikingMLP
 from .spiking_transformer_base import (TAP_STRIDES, MultiStepLIF, SpikingTransformerBackbone,
-                                       conv_bn, filter_reference_keys, merged)
+                                       apply_conv_bn, filter_reference_keys, merged)
 
 #: published sizes: name -> (depth, embed_dims, num_heads); '10-384' is ``QKFormer_10_384``
 #: (16.47 M parameters with the 1000-class head)
@@ -68,12 +68,12 @@ class InitialPatchEmbed(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x, taps=None):
-        a = self.proj_lif(merged(self.maxpool, conv_bn(x, self.proj_conv, self.proj_bn)))
+        a = self.proj_lif(merged(self.maxpool, apply_conv_bn(x, self.proj_conv, self.proj_bn)))
         if taps is not None:
             taps.append(a)
-        b = self.proj1_lif(merged(self.maxpool, conv_bn(a, self.proj1_conv, self.proj1_bn)))
-        b = self.proj2_lif(conv_bn(b, self.proj2_conv, self.proj2_bn))
-        return b + self.proj_res_lif(conv_bn(a, self.proj_res_conv, self.proj_res_bn))
+        b = self.proj1_lif(merged(self.maxpool, apply_conv_bn(a, self.proj1_conv, self.proj1_bn)))
+        b = self.proj2_lif(apply_conv_bn(b, self.proj2_conv, self.proj2_bn))
+        return b + self.proj_res_lif(apply_conv_bn(a, self.proj_res_conv, self.proj_res_bn))
 
 
 class StagePatchEmbed(nn.Module):
@@ -94,9 +94,9 @@ class StagePatchEmbed(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x):
-        a = self.proj3_lif(merged(self.maxpool, conv_bn(x, self.proj3_conv, self.proj3_bn)))
-        a = self.proj4_lif(conv_bn(a, self.proj4_conv, self.proj4_bn))
-        return a + self.proj_res_lif(conv_bn(x, self.proj_res_conv, self.proj_res_bn))
+        a = self.proj3_lif(merged(self.maxpool, apply_conv_bn(x, self.proj3_conv, self.proj3_bn)))
+        a = self.proj4_lif(apply_conv_bn(a, self.proj4_conv, self.proj4_bn))
+        return a + self.proj_res_lif(apply_conv_bn(x, self.proj_res_conv, self.proj_res_bn))
 
 
 class TokenQKAttention(nn.Module):
@@ -121,11 +121,11 @@ class TokenQKAttention(nn.Module):
         T, B, C, H, W = x.shape
         h = self.num_heads
         tokens = x.flatten(3)  # [T, B, C, N]
-        q = self.q_lif(conv_bn(tokens, self.q_conv, self.q_bn)).reshape(T, B, h, C // h, -1)
-        k = self.k_lif(conv_bn(tokens, self.k_conv, self.k_bn)).reshape(T, B, h, C // h, -1)
+        q = self.q_lif(apply_conv_bn(tokens, self.q_conv, self.q_bn)).reshape(T, B, h, C // h, -1)
+        k = self.k_lif(apply_conv_bn(tokens, self.k_conv, self.k_bn)).reshape(T, B, h, C // h, -1)
         mask = self.attn_lif(q.sum(dim=3, keepdim=True))  # [T, B, h, 1, N]
         y = (mask * k).reshape(T, B, C, -1)
-        return self.proj_lif(conv_bn(y, self.proj_conv, self.proj_bn).reshape(x.shape))
+        return self.proj_lif(apply_conv_bn(y, self.proj_conv, self.proj_bn).reshape(x.shape))
 
 
 class TokenSpikingTransformer(nn.Module):

@@ -29,7 +29,7 @@ Choices where the reference is odd (see ``shared/docs/snn_transformers.md``):
 import torch.nn as nn
 
 from ...registry import register
-from .spiking_transformer_base import (MultiStepLIF, SpikingTransformerBackbone, conv_bn,
+from .spiking_transformer_base import (MultiStepLIF, SpikingTransformerBackbone, apply_conv_bn,
                                        filter_reference_keys, merged)
 
 #: published sizes: name -> (depth, embed_dims, num_heads); '8-384' is the ImageNet model
@@ -73,7 +73,7 @@ class MembraneShortcutTokenizer(nn.Module):
         for i, suffix in enumerate(('', '1', '2', '3')):
             conv, bn = getattr(self, f'proj_conv{suffix}'), getattr(self, f'proj_bn{suffix}')
             lif = getattr(self, f'proj_lif{suffix}')
-            x = conv_bn(x, conv, bn)
+            x = apply_conv_bn(x, conv, bn)
             if i < 3:
                 x = lif(x)
             if self.pooling[i]:
@@ -81,7 +81,7 @@ class MembraneShortcutTokenizer(nn.Module):
             if taps is not None:
                 taps.append(x)
         x_feat = x  # real-valued: step 3 pools before its LIF
-        return conv_bn(self.proj_lif3(x_feat), self.rpe_conv, self.rpe_bn) + x_feat
+        return apply_conv_bn(self.proj_lif3(x_feat), self.rpe_conv, self.rpe_bn) + x_feat
 
 
 class SpikeDrivenSelfAttention(nn.Module):
@@ -110,13 +110,13 @@ class SpikeDrivenSelfAttention(nn.Module):
 
         def heads(name):  # LIF(BN(conv(s))) as [T, B, h, N, d]
             conv, bn = getattr(self, f'{name}_conv'), getattr(self, f'{name}_bn')
-            y = getattr(self, f'{name}_lif')(conv_bn(s, conv, bn))
+            y = getattr(self, f'{name}_lif')(apply_conv_bn(s, conv, bn))
             return y.flatten(3).reshape(T, B, h, C // h, -1).transpose(-1, -2)
 
         q, k, v = heads('q'), heads('k'), heads('v')
         kv = self.talking_heads_lif((k * v).sum(dim=-2, keepdim=True))  # [T, B, h, 1, d]
         y = (q * kv).transpose(-1, -2).reshape(T, B, C, H, W)
-        return x + conv_bn(y, self.proj_conv, self.proj_bn)
+        return x + apply_conv_bn(y, self.proj_conv, self.proj_bn)
 
 
 class MembraneShortcutMLP(nn.Module):
@@ -135,11 +135,11 @@ class MembraneShortcutMLP(nn.Module):
 
     def forward(self, x):
         identity = x
-        h = conv_bn(self.fc1_lif(x), self.fc1_conv, self.fc1_bn)
+        h = apply_conv_bn(self.fc1_lif(x), self.fc1_conv, self.fc1_bn)
         if self.res:
             h = h + x
             identity = h
-        return conv_bn(self.fc2_lif(h), self.fc2_conv, self.fc2_bn) + identity
+        return apply_conv_bn(self.fc2_lif(h), self.fc2_conv, self.fc2_bn) + identity
 
 
 class SDTv1Block(nn.Module):

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ...registry import register
 from .spiking_transformer_base import (TAP_STRIDES, MultiStepLIF, SpikingTransformerBackbone,
-                                       conv_bn, filter_reference_keys, merged)
+                                       apply_conv_bn, filter_reference_keys, merged)
 
 #: published sizes: name -> (depth, embed_dims, num_heads); '8-512' is ``vit_snn`` of the
 #: reference (29.69 M used parameters with the 1000-class head)
@@ -76,11 +76,11 @@ class SpikingTokenizer(nn.Module):
         steps (strides 2, 4, 8, 16) to ``taps`` when given."""
         for suffix in ('', '1', '2', '3'):
             conv, bn = getattr(self, f'proj_conv{suffix}'), getattr(self, f'proj_bn{suffix}')
-            x = getattr(self, f'proj_lif{suffix}')(conv_bn(x, conv, bn))
+            x = getattr(self, f'proj_lif{suffix}')(apply_conv_bn(x, conv, bn))
             x = merged(self.maxpool, x)
             if taps is not None:
                 taps.append(x)
-        rpe = self.rpe_lif(conv_bn(x, self.rpe_conv, self.rpe_bn))
+        rpe = self.rpe_lif(apply_conv_bn(x, self.rpe_conv, self.rpe_bn))
         return rpe + x
 
 
@@ -122,7 +122,7 @@ class SpikingSelfAttention(nn.Module):
 
         def heads(name):  # LIF(BN(conv)) as [T, B, h, N, d]
             conv, bn = getattr(self, f'{name}_conv'), getattr(self, f'{name}_bn')
-            s = getattr(self, f'{name}_lif')(conv_bn(tokens, conv, bn))
+            s = getattr(self, f'{name}_lif')(apply_conv_bn(tokens, conv, bn))
             return s.reshape(T, B, h, C // h, -1).transpose(-1, -2)
 
         q, k, v = heads('q'), heads('k'), heads('v')
@@ -148,8 +148,8 @@ class SpikingMLP(nn.Module):
         self.fc2_lif = MultiStepLIF()
 
     def forward(self, x):
-        x = self.fc1_lif(conv_bn(x, self.fc1_conv, self.fc1_bn))
-        return self.fc2_lif(conv_bn(x, self.fc2_conv, self.fc2_bn))
+        x = self.fc1_lif(apply_conv_bn(x, self.fc1_conv, self.fc1_bn))
+        return self.fc2_lif(apply_conv_bn(x, self.fc2_conv, self.fc2_bn))
 
 
 def select_tokens(x, k):

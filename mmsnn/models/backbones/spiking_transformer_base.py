@@ -61,11 +61,10 @@ def merged(module, x):
     return y.reshape(T, B, *y.shape[1:])
 
 
-def conv_bn(x, conv, bn):
-    """``bn(conv(x))`` for ``x`` [T, B, ...], time merged into the batch."""
-    T, B = x.shape[:2]
-    y = bn(conv(x.flatten(0, 1)))
-    return y.reshape(T, B, *y.shape[1:])
+def apply_conv_bn(x, conv, bn):
+    """``bn(conv(x))`` for ``x`` [T, B, ...], time merged into the batch (named apart from
+    :func:`mmsnn.models.layers.conv_bn`, which builds a conv+BN module)."""
+    return merged(lambda t: bn(conv(t)), x)
 
 
 class SpikingTransformerBackbone(SpikingBackbone):
@@ -188,5 +187,5 @@ def filter_reference_keys(state_dict, unused, model=None):
             and not (drop_head and k.startswith(('head.', 'head_lif.')))}
 
 
-__all__ = ['MultiStepLIF', 'SpikingTransformerBackbone', 'merged', 'conv_bn',
+__all__ = ['MultiStepLIF', 'SpikingTransformerBackbone', 'merged', 'apply_conv_bn',
            'filter_reference_keys', 'TAP_STRIDES']
