@@ -30,7 +30,8 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
     assert proc.returncode == 0, proc.stderr[-5000:]
     # both ranks ran to the end, in one world of 2
     for rank in (0, 1):
-        assert (work_dir / f'rank{rank}.done').read_text().strip() == 'world_size=2 iter=4'
+        assert (work_dir / f'rank{rank}.done').read_text().split() == [
+            'world_size=2', 'iter=4', 'group_open_at_exit=False']
     # only the master writes checkpoints: one per interval
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_2.pth', 'iter_4.pth']
     assert load_checkpoint_file(work_dir / 'iter_4.pth')['meta']['iter'] == 4
@@ -50,8 +51,19 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
                     work_dir / 'iter_4.pth', '--cfg-options', 'train_cfg.max_iters=6')
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert 'resumed epoch: 0, iter: 4' in proc.stdout + proc.stderr
-    assert (work_dir / 'rank0.done').read_text().strip() == 'world_size=1 iter=6'
+    assert (work_dir / 'rank0.done').read_text().split() == [
+        'world_size=1', 'iter=6', 'group_open_at_exit=False']
     assert load_checkpoint_file(work_dir / 'iter_6.pth')['meta']['iter'] == 6
+
+    # a 2-process test of that checkpoint: the master alone reports and saves the metrics
+    test_dir = tmp_path / 'dist_test'
+    proc = subprocess.run(
+        ['bash', osp.join(repo_root, 'tools', 'dist_test.sh'), TOY, str(work_dir / 'iter_6.pth'),
+         '2', '--work-dir', str(test_dir)], cwd=repo_root, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.stdout.count('metrics saved to') == 1, proc.stdout[-3000:]
+    assert (test_dir / 'metrics.json').is_file()
 
 
 def test_two_process_training_with_a_backbone_that_stops_early(repo_root, venv_python, tool_env,
@@ -67,7 +79,8 @@ def test_two_process_training_with_a_backbone_that_stops_early(repo_root, venv_p
         text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]
     for rank in (0, 1):
-        assert (work_dir / f'rank{rank}.done').read_text().strip() == 'world_size=2 iter=3'
+        assert (work_dir / f'rank{rank}.done').read_text().split() == [
+            'world_size=2', 'iter=3', 'group_open_at_exit=False']
     ckpt = load_checkpoint_file(work_dir / 'iter_3.pth')
     keys = ckpt['state_dict']
     assert 'backbone.ConvBlock2_2.0.conv1.weight' in keys

@@ -216,8 +216,10 @@ def test(args):
             print(f'--fuse-conv-bn: inference fast path on, {n_bn} BatchNorm layers folded '
                   'into their convs')
         metrics = runner.test()
+    main_process = is_main_process()  # asked before the process group closes
+    runtime.stop_distributed()
 
-    if is_main_process():
+    if main_process:
         if counter is not None and counter.images and not counter.instances:
             metrics = zero_detection_metrics(cfg, metrics, counter.images)
         metric_files = [osp.join(runner.log_dir, 'metrics.json'),

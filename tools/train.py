@@ -131,6 +131,7 @@ def train(args):
     del checkpoint
     with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
         runner.train()
+    runtime.stop_distributed()
     return 0
 
 

@@ -10,7 +10,8 @@ mmengine 0.10.7 assumes a GPU in three places; each has a small CPU counterpart 
   CPU module. :class:`CPUDistributedDataParallel` drops ``device_ids`` for CPU modules.
 
 :func:`configure_runtime` applies these to a config (and picks NCCL or gloo) and
-:func:`start_distributed` opens the process group; the tools call both.
+:func:`start_distributed` opens the process group; the tools call both, and
+:func:`stop_distributed` closes it when the run is over.
 """
 import os
 from contextlib import contextmanager
@@ -139,6 +140,20 @@ def start_distributed(cfg):
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
     backend = dist_cfg.pop('backend', 'gloo')
     init_cpu_distributed(launcher, backend, **dist_cfg)
+
+
+def stop_distributed():
+    """Close the process group at the end of a finished run (mmengine never does).
+
+    Without it each process exits with gloo's worker threads still alive, and the interpreter's
+    teardown then sometimes aborts the process (``terminate called without an active
+    exception``, SIGABRT): torchrun reports a failed run after a complete one. The barrier lets
+    rank 0 finish writing its last checkpoint before any rank leaves.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _enable_amp(cfg, cuda):

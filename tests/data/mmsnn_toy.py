@@ -5,6 +5,7 @@ to train, checkpoint, resume and test in seconds. Registered in mmdet's registri
 toy config runs with ``default_scope = 'mmdet'``); not part of mmsnn's module list. Import
 it as ``mmsnn_toy`` with ``tests/data`` on PYTHONPATH (the tests set that up).
 """
+import atexit
 import os
 import os.path as osp
 import time
@@ -73,12 +74,21 @@ class ToyAccuracy(BaseMetric):
 @HOOKS.register_module(force=True)
 class ToyRankMarkerHook(Hook):
     """Each process writes ``rank{R}.done`` (world size, iteration) into the work dir at the
-    end of a run, so the distributed test can see that every rank finished."""
+    end of a run, so the distributed test can see that every rank finished; at the exit of the
+    process it adds whether a process group was still open (the tool must close it: an open
+    gloo group can abort the process during interpreter teardown)."""
 
     def after_run(self, runner):
         rank, world_size = get_dist_info()
-        with open(osp.join(runner.work_dir, f'rank{rank}.done'), 'w') as f:
+        path = osp.join(runner.work_dir, f'rank{rank}.done')
+        with open(path, 'w') as f:
             f.write(f'world_size={world_size} iter={runner.iter}\n')
+
+        def note_open_group():
+            import torch.distributed as dist
+            with open(path, 'a') as f:
+                f.write(f'group_open_at_exit={dist.is_initialized()}\n')
+        atexit.register(note_open_group)
 
 
 @HOOKS.register_module(force=True)
