@@ -373,18 +373,25 @@ def trained_demo(demo_data, tmp_path_factory, run_tool):
 
 def test_trained_demo_reaches_a_map_a_broken_head_would_miss(trained_demo, demo_data, run_tool,
                                                               tmp_path):
+    """...and the inference fast path (``--fuse-conv-bn``, issue 14) gives the same mAP."""
     work, ckpt = trained_demo
-    # evaluated on the training images (the regression is about learning, not generalising);
-    # low scores are kept so that COCO sees every detection
-    proc = run_tool('tools/test.py', DEMO, ckpt, '--work-dir', str(tmp_path), '--cfg-options',
-                    f'data_root={demo_data}', 'model.test_cfg.rcnn.score_thr=0.0',
-                    'test_dataloader.dataset.ann_file=annotations/instances_train2017.json',
-                    'test_dataloader.dataset.data_prefix.img=train2017/',
-                    f'test_evaluator.ann_file={demo_data}annotations/instances_train2017.json',
-                    timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.load(open(tmp_path / 'metrics.json'))['metrics']
+    runs = {}
+    for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn'])):
+        # evaluated on the training images (the regression is about learning, not
+        # generalising); low scores are kept so that COCO sees every detection
+        proc = run_tool('tools/test.py', DEMO, ckpt, *flag, '--work-dir', str(tmp_path / name),
+                        '--cfg-options', f'data_root={demo_data}',
+                        'model.test_cfg.rcnn.score_thr=0.0',
+                        'test_dataloader.dataset.ann_file=annotations/instances_train2017.json',
+                        'test_dataloader.dataset.data_prefix.img=train2017/',
+                        f'test_evaluator.ann_file={demo_data}annotations/instances_train2017.json',
+                        timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ('BatchNorm layers folded' in proc.stdout) == bool(flag), proc.stdout[-2000:]
+        runs[name] = json.load(open(tmp_path / name / 'metrics.json'))['metrics']
+    metrics = runs['plain']
     for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP_50'):
         assert key in metrics and 0 <= metrics[key] <= 1, metrics
     for key, threshold in DET_REGRESSION_AP50.items():
         assert metrics[key] > threshold, metrics
+    assert runs['fused'] == metrics
