@@ -8,6 +8,13 @@ import copy
 import statistics
 import time
 
+#: profiler op names of the dense arithmetic (convolutions and matrix products), which the fast
+#: path does not change: its result must stay the same, and on this CPU the kernels already
+#: run at BLAS/oneDNN speed.
+DENSE_OPS = ('aten::mkldnn_convolution', 'aten::_slow_conv2d_forward', 'aten::cudnn_convolution',
+             'aten::_convolution_depthwise2d', 'aten::thnn_conv2d', 'aten::slow_conv_dilated2d',
+             'aten::mm', 'aten::bmm', 'aten::addmm', 'aten::baddbmm')
+
 
 def alternate(fns, repeats, sync=lambda: None):
     """Run each callable of ``fns`` ({name: fn}) once to warm up, then ``repeats`` rounds in
@@ -43,6 +50,34 @@ def print_rows(rows, target=1.6):
     print(f'{"model":44} | {"plain s":>8} {"fused s":>8} {"speed-up":>8}  (medians of '
           f'{rows[0]["runs"] if rows else 0} alternating runs)')
     for r in rows:
+        met = 'met' if r['speedup'] >= target else 'NOT met'
+        bound = (f'; bound with the same dense arithmetic {r["dense_bound"]:.2f}x'
+                 if 'dense_bound' in r else '')
         print(f'{r["model"]:44} | {r["plain_s"]:8.3f} {r["fused_s"]:8.3f} {r["speedup"]:7.2f}x'
-              f'  {"(target >= %.1fx %s)" % (target, "met" if r["speedup"] >= target else "NOT met")}',
-              flush=True)
+              f'  (target >= {target:.1f}x {met}{bound})', flush=True)
+
+def dense_share(fn):
+    """Profile one call of ``fn`` (CPU); returns (total self CPU s, dense-op self CPU s, table)."""
+    from torch.profiler import profile
+    with profile() as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    dense = sum(e.self_cpu_time_total for e in events if e.key in DENSE_OPS) / 1e6
+    return total, dense, events.table(sort_by='self_cpu_time_total', row_limit=12)
+
+
+def print_profile(label, plain_fn, fused_fn):
+    """The top ops of both models, and the most the fast path could gain if every op but the
+    dense arithmetic took no time at all (Amdahl: plain total / fused dense time)."""
+    shares = {}
+    for name, fn in (('plain', plain_fn), ('fused', fused_fn)):
+        total, dense, table = dense_share(fn)
+        shares[name] = (total, dense)
+        print(f'{name} {label}: {total:.3f} s self CPU, of which convolutions and matrix '
+              f'products {dense:.3f} s ({100 * dense / total:.0f}%)')
+        print(table)
+    bound = shares['plain'][0] / shares['fused'][1]
+    print(f'{label}: speed-up bound with the same dense arithmetic = {bound:.2f}x '
+          f'(plain {shares["plain"][0]:.3f} s / fused dense {shares["fused"][1]:.3f} s)\n')
+    return bound

@@ -3,6 +3,7 @@
     python tools/analysis/benchmark.py                       # det + seg, demo + real sizes
     python tools/analysis/benchmark.py --tasks det --sizes demo --iters 3 --json bench.json
     python tools/analysis/benchmark.py --fast-path --sizes real --iters 5   # issue 14
+    python tools/analysis/benchmark.py --fast-path --profile --tasks det --sizes demo
 
 For each task (Mask R-CNN from configs/det, Semantic FPN from configs/seg), input size
 (the demo's, and the real COCO 800x1333 / ADE20K 512x512 inputs) and model variant it measures
@@ -162,8 +163,13 @@ def fast_path(args):
             with torch.no_grad():
                 times = alternate(dict(plain=lambda: plain.test_step(data),
                                        fused=lambda: fused.test_step(data)), args.iters, sync)
-            rows.append(fast_path_row(f'{task} {osp.basename(cfg_path)[:-3]} '
-                                      f'{shape[0]}x{shape[1]}', times))
+            label = f'{task} {osp.basename(cfg_path)[:-3]} {shape[0]}x{shape[1]}'
+            rows.append(fast_path_row(label, times))
+            if args.profile:
+                from _fast_path import print_profile
+                with torch.no_grad():
+                    rows[-1]['dense_bound'] = print_profile(
+                        label, lambda: plain.test_step(data), lambda: fused.test_step(data))
             del plain, fused
     print_rows(rows)
     if args.json:
@@ -188,6 +194,8 @@ def main():
     p.add_argument('--no-infer', action='store_true', help='time the train step only')
     p.add_argument('--fast-path', action='store_true',
                    help='time inference before/after fuse_for_inference, alternating')
+    p.add_argument('--profile', action='store_true',
+                   help='with --fast-path: top ops of both models and the speed-up bound')
     p.add_argument('--json', help='write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--task', help=argparse.SUPPRESS)

@@ -86,13 +86,10 @@ def fast_path(args):
                                   args.repeats, sync)
             rows.append(fast_path_row(f'MetaSDT-{arch} {args.mixer} {h}x{w}', times))
             if args.profile:
-                from torch.profiler import profile
-                for name, model in (('plain', plain), ('fused', fused)):
-                    with torch.no_grad(), profile() as prof:
-                        model(x)
-                    print(f'{name} MetaSDT-{arch} {h}x{w}:')
-                    print(prof.key_averages().table(sort_by='self_cpu_time_total',
-                                                    row_limit=12))
+                from _fast_path import print_profile
+                with torch.no_grad():
+                    rows[-1]['dense_bound'] = print_profile(
+                        f'MetaSDT-{arch} {h}x{w}', lambda: plain(x), lambda: fused(x))
             del plain, fused
     print_rows(rows)
     if args.json:
@@ -135,7 +132,7 @@ def main():
                    help='time inference before/after fuse_for_inference, alternating')
     p.add_argument('--archs', nargs='+', default=['s', 'l'], help='with --fast-path')
     p.add_argument('--profile', action='store_true',
-                   help='with --fast-path: also print the top operators of both models')
+                   help='with --fast-path: top operators of both models and the speed-up bound')
     p.add_argument('--json', help='also write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--order', help=argparse.SUPPRESS)
