@@ -126,7 +126,7 @@ def demo_detectors():
 
 def test_fixed_rois_give_both_models_the_same_work(demo_detectors):
     models, data = demo_detectors
-    counts = {}
+    counts, boxes = {}, {}
     for variant, model in models.items():
         with fair.fixed_rois(model, data['data_samples']) as seen:
             batch = model.data_preprocessor(data, True)
@@ -140,6 +140,7 @@ def test_fixed_rois_give_both_models_the_same_work(demo_detectors):
             with torch.no_grad():
                 results = model.test_step(data)
         counts[variant] = (train, {k: list(v) for k, v in seen.items()})
+        boxes[variant] = results[0].pred_instances.bboxes
         assert len(results[0].pred_instances) == 100  # test_cfg.rcnn.max_per_img
         # the patches are gone after the context
         assert 'predict_by_feat' not in vars(model.rpn_head)
@@ -149,6 +150,7 @@ def test_fixed_rois_give_both_models_the_same_work(demo_detectors):
     expected = (dict(bbox=[128], mask=[32]), dict(bbox=[300], mask=[100]))
     assert counts['snn-T1'] == expected
     assert counts['relu-T1'] == expected
+    assert torch.equal(boxes['snn-T1'], boxes['relu-T1'])  # the same detections, not NMS's
 
 
 # ---------------------------------------------------------------- README block
