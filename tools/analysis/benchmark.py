@@ -157,7 +157,8 @@ def measure(args):
     shape = tuple(args.shape) if args.shape else CONFIGS[(args.task, args.size_key)][1]
     data = make_batch(args.task, shape, args.batch, args.device)
     inputs = model.data_preprocessor(data, True)['inputs']
-    rois = (fixed_rois(model, data['data_samples']) if args.task == 'det' and not args.free_rois
+    rois = (fixed_rois(model, data['data_samples'])
+            if args.task == 'det' and args.scope == 'full' and not args.free_rois
             else contextlib.nullcontext())
     out = dict(scope=args.scope)
 
