@@ -374,8 +374,9 @@ def readme_block(results, ratios, meta):
     rng = [r for r in results if 'range_before' in r]
     if rng:
         lines += ['', 'Activation range, backbone + neck in eval mode at random init, before / '
-                  'after the normalisation (over all neuron inputs: max |x|, non-finite '
-                  'fraction; fraction of non-zero neuron outputs):', '',
+                  'after the normalisation (over all neuron inputs: max |x|, the non-finite '
+                  'and the denormal fraction; `active`: the fraction of non-zero neuron '
+                  'outputs):', '',
                   '| task | input | variant | max \\|x\\| | non-finite | denormal | active |',
                   '|---|---|---|---|---|---|---|']
         for r in rng:
@@ -488,8 +489,10 @@ def main():
         with open(args.json, 'w') as f:
             json.dump(dict(results=results, ratios=ratios), f, indent=2)
     if args.readme:
-        meta = dict(command=' '.join(['.venv/bin/python', 'tools/analysis/benchmark.py']
-                                     + [shlex.quote(a) for a in sys.argv[1:]]),
+        threads = (f'OMP_NUM_THREADS={os.environ["OMP_NUM_THREADS"]} '
+                   if 'OMP_NUM_THREADS' in os.environ else '')
+        meta = dict(command=threads + ' '.join(['.venv/bin/python', 'tools/analysis/benchmark.py']
+                                               + [shlex.quote(a) for a in sys.argv[1:]]),
                     date=datetime.datetime.now(datetime.timezone.utc).strftime(
                         '%Y-%m-%d %H:%M UTC'),
                     commit=git_commit(), machine=machine_text(args.device), batch=args.batch,
