@@ -124,57 +124,92 @@ class IntegerLIF(_MultiStepNeuron):
             raise ValueError(f'{type(self).__name__}: leading dim {x.shape[0]} is not a '
                              f'multiple of T={self.T}; fold time into the batch as [T*B, ...]')
         # training: spikingjelly's dynamics, but what autograd keeps is a 1-byte window mask
-        # per step (instead of the float32 charged membrane) and uint8 spike counts
+        # per step (instead of the float32 charged membrane), and the division by ``norm``
+        # runs inside (no second float32 buffer); the next conv keeps the spikes as uint8
         node = self.node
         s = _LeanILIF.apply(
             x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:]), 1.0 - 1.0 / node.tau,
             float(node.v_threshold), float(self.max_value),
             float(node.surrogate_function.grad_min), float(node.surrogate_function.grad_max),
-            bool(node.detach_reset)).reshape(x.shape)
-        s = s / self.norm if self.norm != 1.0 else s
+            bool(node.detach_reset), self.norm).reshape(x.shape)
         if self.max_value <= 255:
             s._mmsnn_spike_norm = self.norm  # compact_spike_storage() keeps it as uint8
         return s
 
 
 class _LeanILIF(torch.autograd.Function):
-    """I-LIF over ``[T, ...]`` from a zero membrane, as spikingjelly's ``ilif_multi_step``:
-    ``h = decay * v + x_t``, ``c = round(clamp(h / th, 0, D))``, ``v = h - c * th``; backward
-    with the rectangular window ``lower <= h / th <= upper`` (straight-through, ``1 / th``),
-    through the soft reset unless ``detach_reset``. Saves only the window, as bool."""
+    """I-LIF over ``[T, ...]`` from a zero membrane, as spikingjelly's ``ilif_multi_step``,
+    divided by ``norm``: ``h = decay * v + x_t``, ``c = round(clamp(h / th, 0, D))``,
+    ``v = h - c * th``, output ``c / norm``; backward with the rectangular window
+    ``lower <= h / th <= upper`` (straight-through, ``1 / th``), through the soft reset unless
+    ``detach_reset``. Saves only the window, as bool.
+
+    The numbers are those of spikingjelly's node followed by ``/ norm`` (the same float
+    operations in the same order); what differs is the work: the membrane, the window and the
+    spikes are written into preallocated buffers, and where the division by ``th`` is exact
+    (``th = 1``) and the window is the clamp range (``[0, D]``, the default) the window is one
+    comparison of the clamped value with the unclamped one (``0 <= u <= D`` exactly when
+    ``clamp(u, 0, D) == u``), and the backward through one step is a single select:
+    ``g = where(window, grad_t, carry)``, since ``grad_t * 1 + carry * 0 == grad_t`` and
+    ``grad_t * 0 + carry * 1 == carry``. At T = 4 these passes over the activations are a
+    good part of the step's non-conv time (``tools/analysis/benchmark.py --variants snn-T1
+    snn-T4``)."""
 
     @staticmethod
-    def forward(ctx, x_seq, decay, threshold, count, lower, upper, detach_reset):
-        spikes = torch.empty_like(x_seq)
+    def forward(ctx, x_seq, decay, threshold, count, lower, upper, detach_reset, norm=1.0):
+        steps = x_seq.shape[0]
+        unit = threshold == 1.0
+        clamp_window = unit and lower == 0.0 and upper == count
+        out = torch.empty_like(x_seq)
         window = torch.empty(x_seq.shape, dtype=torch.bool, device=x_seq.device)
-        v = torch.zeros_like(x_seq[0])
-        for t in range(x_seq.shape[0]):
-            h = decay * v + x_seq[t]
-            scaled = h / threshold
-            torch.ge(scaled, lower, out=window[t])
-            window[t] &= scaled <= upper
-            c = spikes[t]
+        above = None if clamp_window else torch.empty_like(window[0])
+        v = None  # the membrane after reset, one step's buffer
+        for t in range(steps):
+            if v is None:
+                h = x_seq[0]  # decay * 0 + x_0 == x_0
+            else:
+                h = v.mul_(decay).add_(x_seq[t])  # decay * v + x_t, in v's buffer
+            scaled = h if unit else h / threshold
+            c = out[t]
             torch.clamp(scaled, 0.0, count, out=c)
+            if clamp_window:
+                torch.eq(c, scaled, out=window[t])
+            else:
+                torch.ge(scaled, lower, out=window[t])
+                window[t] &= torch.le(scaled, upper, out=above)
             c.round_()
-            v = h - c * threshold
+            if t < steps - 1:  # the membrane after reset (not needed after the last step)
+                reset = c if unit else c * threshold
+                v = torch.sub(h, reset) if v is None else v.sub_(reset)
+            if norm != 1.0:
+                c.div_(norm)
         ctx.save_for_backward(window)
-        ctx.decay, ctx.threshold, ctx.detach_reset = decay, threshold, detach_reset
-        return spikes
+        ctx.decay, ctx.threshold, ctx.detach_reset, ctx.norm = decay, threshold, detach_reset, norm
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         (window,) = ctx.saved_tensors
-        th, decay = ctx.threshold, ctx.decay
-        grad_x = torch.empty_like(grad)
+        th, decay, norm = ctx.threshold, ctx.decay, ctx.norm
+        # d loss / d counts; then, step by step from the last, d loss / d input in place
+        grad_x = torch.div(grad, norm) if norm != 1.0 else grad.clone()
         carry = None  # d loss / d v after step t
         for t in range(grad.shape[0] - 1, -1, -1):
-            sg = window[t].to(grad.dtype) / th
-            g = grad[t] * sg
-            if carry is not None:
-                g = g + (carry if ctx.detach_reset else carry * (1 - th * sg))
-            grad_x[t] = g
-            carry = g * decay
-        return grad_x, None, None, None, None, None, None
+            g = grad_x[t]
+            if th != 1.0:  # the general formula
+                sg = window[t].to(grad.dtype) / th
+                g.mul_(sg)
+                if carry is not None:
+                    g.add_(carry if ctx.detach_reset else carry * (1 - th * sg))
+            elif carry is None:
+                g.mul_(window[t])
+            elif ctx.detach_reset:
+                g.mul_(window[t]).add_(carry)
+            else:
+                torch.where(window[t], g, carry, out=g)
+            if t:
+                carry = torch.mul(g, decay, out=carry) if carry is not None else g * decay
+        return grad_x, None, None, None, None, None, None, None
 
 
 @NEURONS.register_module(name='LIF')

@@ -20,8 +20,8 @@ class SpikingRoIHead(StandardRoIHead):
     """``StandardRoIHead`` that accepts features with a time axis.
 
     With 4-D features it is exactly ``StandardRoIHead``. With time-major 5-D features
-    ``[T, B, C, H, W]`` (``MetaSDT(keep_time=True)`` + ``SpikingFPN``), the RoI extractors run
-    once per time step with the same RoIs, the box / mask heads run on the ``[T*R, ...]``
+    ``[T, B, C, H, W]`` (``MetaSDT(keep_time=True)`` + ``SpikingFPN``), the RoI extractors take
+    every step's features with the same RoIs (in one call, as ``T*B`` images), the box / mask heads run on the ``[T*R, ...]``
     stack (so every spiking layer sees every step), and ``cls_score``, ``bbox_pred`` and the
     mask logits are averaged over T before the losses / post-processing.
 
@@ -46,9 +46,17 @@ class SpikingRoIHead(StandardRoIHead):
         feats = x[:extractor.num_inputs]
         if feats[0].dim() != 5:
             return extractor(feats, rois), None
-        T = feats[0].shape[1]
-        per_step = [extractor(tuple(f[:, t] for f in feats), rois) for t in range(T)]
-        return torch.cat(per_step, 0), T
+        # One call for all steps: the features as T*B images (time-major, a view of what the
+        # neck made) and the RoIs repeated per step with image index t*B + b. Each RoI's
+        # features are computed as for its own step (the same numbers as T calls on
+        # ``f[:, t]``), without a per-step slice whose backward writes a T-times larger
+        # zero tensor per step and level.
+        B, T = feats[0].shape[:2]
+        folded = tuple(f.transpose(0, 1).flatten(0, 1) for f in feats)
+        steps = torch.arange(T, dtype=rois.dtype, device=rois.device).repeat_interleave(len(rois))
+        rois_t = rois.repeat(T, 1)
+        rois_t[:, 0] += steps * B
+        return extractor(folded, rois_t), T
 
     def _bbox_forward(self, x, rois):
         bbox_feats, T = self._extract(self.bbox_roi_extractor, x, rois)
