@@ -21,9 +21,10 @@ class SpikingRoIHead(StandardRoIHead):
 
     With 4-D features it is exactly ``StandardRoIHead``. With time-major 5-D features
     ``[T, B, C, H, W]`` (``MetaSDT(keep_time=True)`` + ``SpikingFPN``), the RoI extractors take
-    every step's features with the same RoIs (in one call, as ``T*B`` images), the box / mask heads run on the ``[T*R, ...]``
-    stack (so every spiking layer sees every step), and ``cls_score``, ``bbox_pred`` and the
-    mask logits are averaged over T before the losses / post-processing.
+    every step's features with the same RoIs (in one call, as ``T*B`` images), the box / mask
+    heads run on the ``[T*R, ...]`` stack (so every spiking layer sees every step), and
+    ``cls_score``, ``bbox_pred`` and the mask logits are averaged over T before the losses /
+    post-processing.
 
     Internally (``_bbox_forward``, ``_mask_forward``) 5-D features are batch-major
     ``[B, T, C, H, W]``; the public entry points (``loss``, ``predict``, ``forward``) take
