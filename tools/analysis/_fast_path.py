@@ -83,3 +83,24 @@ def print_profile(label, plain_fn, fused_fn):
     print(f'{label}: speed-up bound with the same dense arithmetic = {bound:.2f}x '
           f'(plain {shares["plain"][0]:.3f} s / dense {dense:.3f} s)\n')
     return bound
+
+
+def measure(label, plain_fn, fused_fn, repeats, sync, profile=False):
+    """One result row for ``label``: the two calls alternated (no grad), and with ``profile``
+    also their top ops and the speed-up bound (``row['dense_bound']``)."""
+    import torch
+    with torch.no_grad():
+        row = fast_path_row(label, alternate(dict(plain=plain_fn, fused=fused_fn), repeats, sync))
+        if profile:
+            row['dense_bound'] = print_profile(label, plain_fn, fused_fn)
+    return row
+
+
+def report(rows, json_path=None):
+    """Print the rows and write them as JSON to ``json_path`` if given; returns the rows."""
+    import json
+    print_rows(rows)
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump(rows, f, indent=2)
+    return rows

@@ -245,7 +245,7 @@ def fast_path(args):
     """Inference of the plain and the fused snn-T1 model, alternating in this process."""
     import torch
 
-    from _fast_path import alternate, fast_path_row, plain_and_fused, print_rows
+    from _fast_path import measure, plain_and_fused, report
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     print(f'inference fast path, batch {args.batch}, device {args.device}, '
@@ -257,22 +257,11 @@ def fast_path(args):
             torch.manual_seed(0)
             plain, fused = plain_and_fused(build(task, size_key, 'snn-T1', dev))
             data = make_batch(task, shape, args.batch, args.device)
-            with torch.no_grad():
-                times = alternate(dict(plain=lambda: plain.test_step(data),
-                                       fused=lambda: fused.test_step(data)), args.iters, sync)
-            label = f'{task} {osp.basename(cfg_path)[:-3]} {shape[0]}x{shape[1]}'
-            rows.append(fast_path_row(label, times))
-            if args.profile:
-                from _fast_path import print_profile
-                with torch.no_grad():
-                    rows[-1]['dense_bound'] = print_profile(
-                        label, lambda: plain.test_step(data), lambda: fused.test_step(data))
+            rows.append(measure(f'{task} {osp.basename(cfg_path)[:-3]} {shape[0]}x{shape[1]}',
+                                lambda: plain.test_step(data), lambda: fused.test_step(data),
+                                args.iters, sync, args.profile))
             del plain, fused
-    print_rows(rows)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
-    return rows
+    return report(rows, args.json)
 
 
 def ratio_rows(results, tasks, sizes, scopes):

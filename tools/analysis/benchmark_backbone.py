@@ -68,7 +68,7 @@ def fast_path(args):
     """Inference of the plain and the fused backbone, alternating in this process."""
     import torch
 
-    from _fast_path import alternate, fast_path_row, plain_and_fused, print_rows
+    from _fast_path import measure, plain_and_fused, report
     from mmsnn.models import MetaSDT
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
@@ -81,21 +81,10 @@ def fast_path(args):
             plain, fused = plain_and_fused(
                 MetaSDT(arch=arch, mixer=args.mixer, out_indices=(1, 2, 3, 4)).to(dev))
             x = torch.randn(args.batch, 3, h, w, device=dev)
-            with torch.no_grad():
-                times = alternate(dict(plain=lambda: plain(x), fused=lambda: fused(x)),
-                                  args.repeats, sync)
-            rows.append(fast_path_row(f'MetaSDT-{arch} {args.mixer} {h}x{w}', times))
-            if args.profile:
-                from _fast_path import print_profile
-                with torch.no_grad():
-                    rows[-1]['dense_bound'] = print_profile(
-                        f'MetaSDT-{arch} {h}x{w}', lambda: plain(x), lambda: fused(x))
+            rows.append(measure(f'MetaSDT-{arch} {args.mixer} {h}x{w}', lambda: plain(x),
+                                lambda: fused(x), args.repeats, sync, args.profile))
             del plain, fused
-    print_rows(rows)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
-    return rows
+    return report(rows, args.json)
 
 
 def run_child(args, order, size, mode):
