@@ -222,3 +222,24 @@ def test_readme_block_from_results():
     assert '| seg | 96×96 | full | 2 / 4 (10) | failed: killed (out of memory?) | 1 / 8 (10) |' \
         in block
     assert '| seg | 96×96 | full | 0.50 (2.00) | nan (nan) |' in block
+
+
+# ---------------------------------------------------------------- fast-path driver
+
+
+def test_fast_path_driver_measures_the_three_variants(tmp_path):
+    """``benchmark_backbone.py --fast-path`` runs plain, fused and fast each in a process of
+    its own that really is that variant (the driver checks what each process reports), and
+    writes a row per model with the medians and peak RSS. No timing is asserted."""
+    import json
+    out = tmp_path / 'fast.json'
+    run = subprocess.run(
+        [sys.executable, osp.join(TOOLS, 'benchmark_backbone.py'), '--fast-path', '--archs', 's',
+         '--sizes', '64x64', '--repeats', '1', '--device', 'cpu', '--json', str(out)],
+        capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert row['model'] == 'MetaSDT-s srb 64x64' and row['runs'] == 2
+    assert set(row['peak_rss_mib']) == {'plain', 'fused', 'fast'}
+    assert row['speedup'] == pytest.approx(row['plain_s'] / row['fast_s'])
+    assert all(row[k] > 0 for k in ('plain_s', 'fused_s', 'fast_s'))

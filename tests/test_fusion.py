@@ -205,3 +205,88 @@ def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys):
             runs[name + '_metrics'] = f.read().split('"metrics"')[1]
     assert runs['plain'] == runs['fused'] and len(runs['plain']) == 4
     assert runs['plain_metrics'] == runs['fused_metrics']
+
+
+_PAGE_FAULTS = r'''
+import resource, sys, torch
+if sys.argv[1] == 'on':
+    from mmsnn.utils import keep_freed_memory
+    assert keep_freed_memory()
+for _ in range(3):  # as layer after layer of a forward pass (the heap settles after 2)
+    x = torch.ones(64 * 2**20 // 4)  # 64 MiB: above glibc's largest mmap threshold (32 MiB)
+    del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(64 * 2**20 // 4)  # the same size again: new pages, or the freed ones?
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+@pytest.mark.skipif(not os.uname().sysname == 'Linux', reason='glibc setting')
+def test_reused_memory_is_not_faulted_in_again():
+    """``keep_freed_memory`` (part of the fast path): a 64 MiB tensor allocated again after a
+    free reuses the freed pages instead of 16384 fresh 4 KiB pages the kernel must zero."""
+    import subprocess
+    import sys
+    faults = {}
+    for mode in ('off', 'on'):
+        out = subprocess.run([sys.executable, '-c', _PAGE_FAULTS, mode], capture_output=True,
+                             text=True, cwd=REPO, check=True)
+        faults[mode] = int(out.stdout.split()[-1])
+    assert faults['off'] > 8000, faults  # glibc's default: fresh pages (or huge pages) each time
+    assert faults['on'] < 200, faults
+
+
+def test_fuse_for_inference_switches_the_allocator_setting_on(monkeypatch):
+    from mmsnn.models import fusion
+    calls = []
+    monkeypatch.setattr(fusion, 'keep_freed_memory', lambda: calls.append(1))
+    fuse_for_inference(nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)), reuse_memory=False)
+    assert calls == []
+    fuse_for_inference(nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)))
+    assert calls == [1]
+
+
+def test_argmax_over_channels_is_torch_argmax():
+    """Against torch's own argmax, with ties (the first class wins), NaN (the first NaN wins)
+    and infinities."""
+    from mmsnn.models.fast_seg_postprocess import argmax_over_channels
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (7, 9, 11), generator=g).float()  # many ties
+    x[2, 0, 0] = float('nan')
+    x[5, 0, 0] = float('nan')
+    x[4, 0, 1] = float('nan')
+    x[:, 1, 1] = float('-inf')
+    x[3, 2, 2] = x[6, 2, 2] = float('inf')
+    x[0, 3, 3] = float('nan')
+    for logits in (x, torch.randn(150, 33, 17, generator=g, dtype=torch.float64)):
+        expected = logits.argmax(dim=0, keepdim=True)
+        got = argmax_over_channels(logits)
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+def test_fast_seg_postprocess_matches_mmseg():
+    """The fused segmentor's prediction step against mmseg's own method: identical labels and
+    logits, on its fast route (no padding, no flip, same size) and on the routes it hands to
+    mmseg (padding to crop, flip, resize to another original size)."""
+    from mmseg.structures import SegDataSample
+
+    from mmsnn.models.fast_seg_postprocess import _needs_mmseg
+    model = _build(SEG_DEMO, 'mmseg').float()
+    fused = fuse_for_inference(copy.deepcopy(model))
+    logits = torch.randn(2, 150, 24, 32, generator=torch.Generator().manual_seed(3))
+    logits[0, 7, :3] = logits[0, 9, :3] = 50.0  # ties
+    cases = {'same size': dict(ori_shape=(24, 32)),
+             'padding': dict(ori_shape=(20, 30), padding_size=[0, 2, 0, 4]),
+             'flip': dict(ori_shape=(24, 32), flip=True, flip_direction='horizontal'),
+             'resize': dict(ori_shape=(48, 64))}
+    for name, meta in cases.items():
+        def samples():
+            return [SegDataSample(metainfo=dict(img_shape=(24, 32), **meta)) for _ in range(2)]
+        with torch.no_grad():
+            ref = model.postprocess_result(logits.clone(), samples())
+            out = fused.postprocess_result(logits.clone(), samples())
+            fast_route = _needs_mmseg(fused, logits, samples()) is None
+        for r, o in zip(ref, out):
+            assert torch.equal(o.pred_sem_seg.data, r.pred_sem_seg.data), name
+            assert torch.equal(o.seg_logits.data, r.seg_logits.data), name
+        assert fast_route == (name == 'same size'), name

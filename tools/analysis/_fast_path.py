@@ -1,12 +1,29 @@
 """Before/after timing of the inference fast path (``mmsnn.models.fuse_for_inference``),
 shared by ``benchmark_backbone.py --fast-path`` and ``benchmark.py --fast-path``.
 
-Both models live in one process and run in alternation (plain, fused, plain, fused, ...), so
-whatever else the machine is doing slows both alike; the ratio of the medians is reported.
+Three variants of the same model (same seed, same input), each in its own process:
+
+    plain   as the model is built (eval, no grad): what inference cost before the fast path
+    fused   ``fuse_for_inference(model, reuse_memory=False)``: the model rewrites alone
+    fast    ``fuse_for_inference(model)``, i.e. ``tools/test.py --fuse-conv-bn``: also keeps
+            freed memory for reuse (``mmsnn.utils.keep_freed_memory``, a process-wide
+            allocator setting, which is why every variant needs a process of its own)
+
+The processes run in rounds, alternating (plain, fused, fast, plain, ...), so whatever else
+the machine does slows all alike; each process warms up once, then times ``CALLS`` calls.
+The medians over all rounds are reported, with each process's peak RSS (the price of
+keeping freed memory). The speed-up of the issue is plain / fast.
 """
-import copy
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
+
+VARIANTS = ('plain', 'fused', 'fast')
+#: timed calls per process, after one warm-up call
+CALLS = 2
 
 #: profiler op names of the dense arithmetic (convolutions and matrix products), which the fast
 #: path does not change: its result must stay the same, and on this CPU the kernels already
@@ -16,45 +33,14 @@ DENSE_OPS = ('aten::mkldnn_convolution', 'aten::_slow_conv2d_forward', 'aten::cu
              'aten::mm', 'aten::bmm', 'aten::addmm', 'aten::baddbmm')
 
 
-def alternate(fns, repeats, sync=lambda: None):
-    """Run each callable of ``fns`` ({name: fn}) once to warm up, then ``repeats`` rounds in
-    alternation; returns {name: list of seconds}."""
-    for fn in fns.values():
-        fn()
-        sync()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def plain_and_fused(model):
-    """``model`` in eval mode and its fused copy."""
+def prepare(model, variant):
+    """``model`` (eval) as the given variant."""
     from mmsnn.models import fuse_for_inference
     model.eval()
-    return model, fuse_for_inference(copy.deepcopy(model))
+    if variant == 'plain':
+        return model
+    return fuse_for_inference(model, reuse_memory=variant == 'fast')
 
-
-def fast_path_row(label, times):
-    """One result row: medians and the speed-up plain / fused."""
-    plain, fused = statistics.median(times['plain']), statistics.median(times['fused'])
-    return dict(model=label, plain_s=plain, fused_s=fused, speedup=plain / fused,
-                runs=len(times['plain']))
-
-
-def print_rows(rows, target=1.6):
-    print(f'{"model":44} | {"plain s":>8} {"fused s":>8} {"speed-up":>8}  (medians of '
-          f'{rows[0]["runs"] if rows else 0} alternating runs)')
-    for r in rows:
-        met = 'met' if r['speedup'] >= target else 'NOT met'
-        bound = (f'; bound with the same dense arithmetic {r["dense_bound"]:.2f}x'
-                 if 'dense_bound' in r else '')
-        print(f'{r["model"]:44} | {r["plain_s"]:8.3f} {r["fused_s"]:8.3f} {r["speedup"]:7.2f}x'
-              f'  (target >= {target:.1f}x {met}{bound})', flush=True)
 
 def dense_share(fn):
     """Profile one call of ``fn`` (CPU); returns (total self CPU s, dense-op self CPU s, table)."""
@@ -67,38 +53,109 @@ def dense_share(fn):
     return total, dense, events.table(sort_by='self_cpu_time_total', row_limit=12)
 
 
-def print_profile(label, plain_fn, fused_fn):
-    """The top ops of both models, and the most the fast path could gain if every op but the
-    dense arithmetic took no time at all (Amdahl): plain total / the smaller of the two
-    models' dense times (the fused convs also add the folded BN's shift as their bias)."""
+def state(model):
+    """What a measuring process ran: whether the model is fused and whether the process
+    keeps freed memory (printed with the times, so a driver can check the variant)."""
+    from mmsnn.utils import allocator
+    return dict(fused=bool(getattr(model, 'fused_for_inference', False)),
+                keeps_freed_memory=allocator._applied)
+
+
+def child(fn, sync, profile=False, model=None):
+    """The body of one measuring process: warm up, time :data:`CALLS` calls of ``fn`` (no
+    grad) and print one JSON line (with :func:`state` of ``model``); with ``profile`` instead
+    profile one call (the top ops go to stderr)."""
+    import torch
+    with torch.no_grad():
+        fn()
+        sync()
+        if profile:
+            total, dense, table = dense_share(fn)
+            print(table, file=sys.stderr)
+            print(json.dumps(dict(total_s=total, dense_s=dense)))
+            return
+        times = []
+        for _ in range(CALLS):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps(dict(times=times, peak_rss_mib=peak, **state(model))))
+
+
+def run(cmd, what):
+    """Run one measuring process (``cmd`` + its variant arguments); its JSON line."""
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f'fast-path measurement {what} failed:\n{out.stderr[-3000:]}')
+    if '--fast-path-profile' in cmd:
+        print(out.stderr[-6000:], flush=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(label, cmd_for, rounds, profile=False):
+    """One result row for ``label``. ``cmd_for(variant, profile)`` is the command line of a
+    measuring process. With ``profile`` also the top ops of plain and fast and the speed-up
+    bound (``row['dense_bound']``)."""
+    times = {v: [] for v in VARIANTS}
+    peaks = {v: [] for v in VARIANTS}
+    expected = dict(plain=(False, False), fused=(True, False), fast=(True, True))
+    for _ in range(rounds):
+        for v in VARIANTS:
+            r = run(cmd_for(v, False), f'{label} {v}')
+            if (r['fused'], r['keeps_freed_memory']) != expected[v]:
+                raise SystemExit(f'{label} {v}: the process ran fused={r["fused"]}, '
+                                 f'keeps_freed_memory={r["keeps_freed_memory"]}, not {v}')
+            times[v] += r['times']
+            peaks[v].append(r['peak_rss_mib'])
+    med = {v: statistics.median(t) for v, t in times.items()}
+    row = dict(model=label, plain_s=med['plain'], fused_s=med['fused'], fast_s=med['fast'],
+               speedup=med['plain'] / med['fast'], speedup_fused=med['plain'] / med['fused'],
+               peak_rss_mib={v: max(p) for v, p in peaks.items()},
+               runs=len(times['plain']))
+    if profile:
+        row['dense_bound'] = profile_bound(label, cmd_for)
+    print_rows([row], header=False)
+    return row
+
+
+def profile_bound(label, cmd_for):
+    """The most the fast path could gain if every op but the dense arithmetic took no time
+    (Amdahl): plain total / the smaller of plain's and fast's dense times (the fused convs
+    also add the folded BN's shift as their bias)."""
     shares = {}
-    for name, fn in (('plain', plain_fn), ('fused', fused_fn)):
-        total, dense, table = dense_share(fn)
-        shares[name] = (total, dense)
-        print(f'{name} {label}: {total:.3f} s self CPU, of which convolutions and matrix '
-              f'products {dense:.3f} s ({100 * dense / total:.0f}%)')
-        print(table)
-    dense = min(shares['plain'][1], shares['fused'][1])
+    for v in ('plain', 'fast'):
+        print(f'--- profile of {v} {label} (one call, self CPU time):', flush=True)
+        r = run(cmd_for(v, True), f'{label} {v} profile')
+        shares[v] = (r['total_s'], r['dense_s'])
+        print(f'{v} {label}: {r["total_s"]:.3f} s self CPU, of which convolutions and matrix '
+              f'products {r["dense_s"]:.3f} s ({100 * r["dense_s"] / r["total_s"]:.0f}%)')
+    dense = min(shares['plain'][1], shares['fast'][1])
     bound = shares['plain'][0] / dense
     print(f'{label}: speed-up bound with the same dense arithmetic = {bound:.2f}x '
-          f'(plain {shares["plain"][0]:.3f} s / dense {dense:.3f} s)\n')
+          f'(plain {shares["plain"][0]:.3f} s / dense {dense:.3f} s)\n', flush=True)
     return bound
 
 
-def measure(label, plain_fn, fused_fn, repeats, sync, profile=False):
-    """One result row for ``label``: the two calls alternated (no grad), and with ``profile``
-    also their top ops and the speed-up bound (``row['dense_bound']``)."""
-    import torch
-    with torch.no_grad():
-        row = fast_path_row(label, alternate(dict(plain=plain_fn, fused=fused_fn), repeats, sync))
-        if profile:
-            row['dense_bound'] = print_profile(label, plain_fn, fused_fn)
-    return row
+def print_rows(rows, target=1.6, header=True):
+    if header:
+        print(f'{"model":40} | {"plain s":>8} {"fused s":>8} {"fast s":>8} {"speed-up":>8} '
+              f'{"peak RSS MiB plain/fast":>24}  (medians of '
+              f'{rows[0]["runs"] if rows else 0} calls in alternating processes)')
+    for r in rows:
+        met = 'met' if r['speedup'] >= target else 'NOT met'
+        bound = (f'; bound with the same dense arithmetic {r["dense_bound"]:.2f}x'
+                 if 'dense_bound' in r else '')
+        rss = f'{r["peak_rss_mib"]["plain"]:.0f}/{r["peak_rss_mib"]["fast"]:.0f}'
+        print(f'{r["model"]:40} | {r["plain_s"]:8.3f} {r["fused_s"]:8.3f} {r["fast_s"]:8.3f} '
+              f'{r["speedup"]:7.2f}x {rss:>24}  (plain/fast; target >= {target:.1f}x {met}'
+              f'{bound})', flush=True)
 
 
 def report(rows, json_path=None):
     """Print the rows and write them as JSON to ``json_path`` if given; returns the rows."""
-    import json
+    print()
     print_rows(rows)
     if json_path:
         with open(json_path, 'w') as f:

@@ -40,8 +40,9 @@ CUDA peak = max_memory_allocated). All rows of one call are measured side
 by side on the same machine; ratios are printed at the end and written as JSON.
 
 ``--fast-path`` instead times inference (``test_step``, no grad) of the reference model
-(snn-T1) before and after ``mmsnn.models.fuse_for_inference``, both in one process, alternating
-(``_fast_path.py``); ``--iters`` rounds, medians.
+(snn-T1) before and after ``mmsnn.models.fuse_for_inference``: plain, fused and fast
+(``tools/test.py --fuse-conv-bn``) each in its own process, alternating, ``--iters`` rounds,
+medians (``_fast_path.py``).
 """
 import argparse
 import datetime
@@ -242,26 +243,36 @@ def measure(args):
 
 
 def fast_path(args):
-    """Inference of the plain and the fused snn-T1 model, alternating in this process."""
-    import torch
-
-    from _fast_path import measure, plain_and_fused, report
-    dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
-    print(f'inference fast path, batch {args.batch}, device {args.device}, '
-          f'{torch.get_num_threads()} thread(s)')
+    """Inference of the plain, fused and fast snn-T1 model, in alternating processes."""
+    from _fast_path import measure, report
+    print(f'inference fast path, batch {args.batch}, device {args.device}, {args.iters} rounds '
+          'of alternating processes')
     rows = []
     for task in args.tasks:
         for size_key in args.sizes:
             cfg_path, shape = CONFIGS[(task, size_key)]
-            torch.manual_seed(0)
-            plain, fused = plain_and_fused(build(task, size_key, 'snn-T1', dev))
-            data = make_batch(task, shape, args.batch, args.device)
+
+            def cmd_for(variant, profile, task=task, size_key=size_key):
+                return ([sys.executable, __file__, '--fast-path-variant', variant, '--task', task,
+                         '--size-key', size_key, '--batch', str(args.batch), '--device',
+                         args.device] + (['--fast-path-profile'] if profile else []))
             rows.append(measure(f'{task} {osp.basename(cfg_path)[:-3]} {shape[0]}x{shape[1]}',
-                                lambda: plain.test_step(data), lambda: fused.test_step(data),
-                                args.iters, sync, args.profile))
-            del plain, fused
+                                cmd_for, max(args.iters, 1), args.profile))
     return report(rows, args.json)
+
+
+def fast_path_child(args):
+    """One measuring process of :func:`fast_path`."""
+    import torch
+
+    from _fast_path import child, prepare
+    dev = torch.device(args.device)
+    cfg_path, shape = CONFIGS[(args.task, args.size_key)]
+    torch.manual_seed(0)
+    model = prepare(build(args.task, args.size_key, 'snn-T1', dev), args.fast_path_variant)
+    data = make_batch(args.task, shape, args.batch, args.device)
+    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    child(lambda: model.test_step(data), sync, args.fast_path_profile, model)
 
 
 def ratio_rows(results, tasks, sizes, scopes):
@@ -407,7 +418,8 @@ def main():
                    help='rewrite the block between "<!-- benchmark.py:cost-of-spiking -->" and '
                         '"<!-- /benchmark.py:cost-of-spiking -->" of this file with the results')
     p.add_argument('--fast-path', action='store_true',
-                   help='time inference before/after fuse_for_inference, alternating')
+                   help='time inference before/after fuse_for_inference, in alternating '
+                   'processes (--iters rounds)')
     p.add_argument('--profile', action='store_true',
                    help='with --fast-path: top ops of both models and the speed-up bound')
     p.add_argument('--json', help='write the results here')
@@ -416,6 +428,8 @@ def main():
     p.add_argument('--size-key', help=argparse.SUPPRESS)
     p.add_argument('--variant', help=argparse.SUPPRESS)
     p.add_argument('--scope', help=argparse.SUPPRESS)
+    p.add_argument('--fast-path-variant', help=argparse.SUPPRESS)
+    p.add_argument('--fast-path-profile', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.readme and (args.fast_path or readme_problem(args.readme)):
         p.error('--readme does not go with --fast-path' if args.fast_path
@@ -425,6 +439,8 @@ def main():
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.child:
         return measure(args)
+    if args.fast_path_variant:
+        return fast_path_child(args)
     if args.fast_path:
         return fast_path(args)
 

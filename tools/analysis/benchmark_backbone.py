@@ -14,7 +14,8 @@ Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800
 train step's peak memory <= 0.4x the quadratic order's and no slower.
 
 ``--fast-path`` instead times inference (eval, no grad) of each ``--archs`` backbone before and
-after ``fuse_for_inference`` (issue 14), both in one process, alternating (``_fast_path.py``).
+after ``fuse_for_inference`` (issue 14): plain, fused and fast (``tools/test.py --fuse-conv-bn``)
+each in its own process, alternating, ``--repeats`` rounds (``_fast_path.py``).
 """
 import argparse
 import json
@@ -65,26 +66,36 @@ def measure(args):
 
 
 def fast_path(args):
-    """Inference of the plain and the fused backbone, alternating in this process."""
-    import torch
-
-    from _fast_path import measure, plain_and_fused, report
-    from mmsnn.models import MetaSDT
-    dev = torch.device(args.device)
-    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    """Inference of the plain, fused and fast backbone, in alternating processes."""
+    from _fast_path import measure, report
     print(f'inference fast path, MetaSDT {args.mixer}, batch {args.batch}, device '
-          f'{args.device}, {torch.get_num_threads()} thread(s)')
+          f'{args.device}, {args.repeats} rounds of alternating processes')
     rows = []
     for arch in args.archs:
         for h, w in args.sizes:
-            torch.manual_seed(0)
-            plain, fused = plain_and_fused(
-                MetaSDT(arch=arch, mixer=args.mixer, out_indices=(1, 2, 3, 4)).to(dev))
-            x = torch.randn(args.batch, 3, h, w, device=dev)
-            rows.append(measure(f'MetaSDT-{arch} {args.mixer} {h}x{w}', lambda: plain(x),
-                                lambda: fused(x), args.repeats, sync, args.profile))
-            del plain, fused
+            def cmd_for(variant, profile, arch=arch, h=h, w=w):
+                return ([sys.executable, __file__, '--fast-path-variant', variant, '--arch', arch,
+                         '--mixer', args.mixer, '--size', str(h), str(w), '--batch',
+                         str(args.batch), '--device', args.device]
+                        + (['--fast-path-profile'] if profile else []))
+            rows.append(measure(f'MetaSDT-{arch} {args.mixer} {h}x{w}', cmd_for, args.repeats,
+                                args.profile))
     return report(rows, args.json)
+
+
+def fast_path_child(args):
+    """One measuring process of :func:`fast_path`."""
+    import torch
+
+    from _fast_path import child, prepare
+    from mmsnn.models import MetaSDT
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    model = prepare(MetaSDT(arch=args.arch, mixer=args.mixer, out_indices=(1, 2, 3, 4)).to(dev),
+                    args.fast_path_variant)
+    x = torch.randn(args.batch, 3, *args.size, device=dev)
+    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    child(lambda: model(x), sync, args.fast_path_profile, model)
 
 
 def run_child(args, order, size, mode):
@@ -118,7 +129,8 @@ def main():
     p.add_argument('--no-compact-spikes', action='store_true',
                    help='save spikes for the backward pass as float32 (MetaSDT compact_spikes=False)')
     p.add_argument('--fast-path', action='store_true',
-                   help='time inference before/after fuse_for_inference, alternating')
+                   help='time inference before/after fuse_for_inference, in alternating '
+                   'processes (--repeats rounds)')
     p.add_argument('--archs', nargs='+', default=['s', 'l'], help='with --fast-path')
     p.add_argument('--profile', action='store_true',
                    help='with --fast-path: top operators of both models and the speed-up bound')
@@ -127,9 +139,13 @@ def main():
     p.add_argument('--order', help=argparse.SUPPRESS)
     p.add_argument('--size', nargs=2, type=int, help=argparse.SUPPRESS)
     p.add_argument('--mode', help=argparse.SUPPRESS)
+    p.add_argument('--fast-path-variant', help=argparse.SUPPRESS)
+    p.add_argument('--fast-path-profile', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return measure(args)
+    if args.fast_path_variant:
+        return fast_path_child(args)
     if args.fast_path:
         return fast_path(args)
 
