@@ -142,7 +142,9 @@ def test_quadratic_attention_order_is_reported_as_run():
 
 def test_spiking_heads_flops_by_hand():
     """Neck (1x1 laterals, 3x3 outputs), box head (Linear), mask head (conv, deconv, 1x1)."""
+    from mmengine.registry import init_default_scope
     from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead  # noqa: F401
+    init_default_scope('mmdet')  # the box coder is built from the default scope's registry
     from mmsnn.models.det_heads import SpikingFCNMaskHead, SpikingShared2FCBBoxHead
     from mmsnn.models.necks.spiking_fpn import SpikingFPN
     neck = SpikingFPN([4, 8], 8, num_outs=3)

@@ -3,7 +3,8 @@
 It is mmdet's ``--fuse-conv-bn`` for spiking models, and changes no result (spikes are
 identical to the unfused model on the golden inputs in float64; ``tests/test_fusion.py``).
 What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, no grad;
-``tools/analysis/benchmark_backbone.py --fused``):
+``tools/analysis/benchmark_backbone.py --fast-path --profile``) and the full models
+(``tools/analysis/benchmark.py --fast-path --profile``):
 
 1. **BatchNorm folded into the conv before it** (eval statistics; ``w' = w * a``,
    ``b' = (b - mean) * a + beta`` with ``a = gamma / sqrt(var + eps)``). mmcv's
@@ -17,7 +18,9 @@ What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, 
    reads when nothing else reads that tensor (the neurons listed in ``PRIVATE_INPUT``), else
    on one copy.
 3. **Residual sums in place** (``branch += x``, the same numbers as ``x + branch``: float
-   addition is commutative) in the backbone blocks, in no-grad mode.
+   addition is commutative) in the backbone blocks, in no-grad mode; and **the attention's
+   last product transposed** (``SpikeDrivenAttention.transposed_product``), so that merging
+   the heads is a view, not a copy.
 4. **Freed memory reused** (``mmsnn.utils.keep_freed_memory``, a process-wide glibc setting;
    ``reuse_memory=False`` leaves the allocator alone): without it every large feature map is
    fresh pages that the kernel zeroes, about 30% of the s backbone's time at 800x1216.
@@ -118,6 +121,8 @@ def fuse_for_inference(model, reuse_memory=True):
                 neuron.inplace = True
         if hasattr(m, 'inplace_residual'):
             m.inplace_residual = True
+        if isinstance(m, SpikeDrivenAttention):
+            m.transposed_product = True
         if isinstance(m, BaseSegmentor):
             fast_seg_postprocess.install(m)
     left = {name for name, m in model.named_modules()

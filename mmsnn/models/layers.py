@@ -171,6 +171,12 @@ class SpikeDrivenAttention(nn.Module):
             self.qk = MatMul()
         self.qkv = MatMul()
 
+    #: set by ``fuse_for_inference``: compute the last product transposed, ``y^T = (k^T v)^T
+    #: q^T`` (or ``v^T (q k^T)^T``), whose ``[B, h, dv, N]`` result merges the heads as a view;
+    #: ``y`` itself is ``[B, h, N, dv]`` and merging its heads copies it (10% of the s
+    #: backbone's fused inference at 800x1216). The same products, summed by BLAS.
+    transposed_product = False
+
     def _heads(self, x):
         # [B, h*d, N] -> [B, h, N, d]; channel c belongs to head c // d
         B, C, N = x.shape
@@ -185,10 +191,14 @@ class SpikeDrivenAttention(nn.Module):
         # The middle product is scaled in place: q, k, v stay the (compactable) spikes that
         # autograd saves, and the O(N^2) order needs no second N x N buffer.
         if self.attn_order == 'linear':
-            y = self.qkv(q, self.kv(k.transpose(-2, -1), v).mul_(self.scale))
+            left, right = q, self.kv(k.transpose(-2, -1), v).mul_(self.scale)
         else:
-            y = self.qkv(self.qk(q, k.transpose(-2, -1)).mul_(self.scale), v)
-        y = y.transpose(-1, -2).reshape(B, self.value_ratio * C, H, W)  # merge heads
+            left, right = self.qk(q, k.transpose(-2, -1)).mul_(self.scale), v
+        if self.transposed_product:  # y^T = right^T left^T: [B, h, dv, N]
+            y = self.qkv(right.transpose(-2, -1), left.transpose(-2, -1))
+        else:
+            y = self.qkv(left, right).transpose(-1, -2)
+        y = y.reshape(B, self.value_ratio * C, H, W)  # merge heads
         return self.proj_conv(self.talking_heads(y))
 
 
