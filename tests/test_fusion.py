@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
@@ -290,3 +291,54 @@ def test_fast_seg_postprocess_matches_mmseg():
             assert torch.equal(o.pred_sem_seg.data, r.pred_sem_seg.data), name
             assert torch.equal(o.seg_logits.data, r.seg_logits.data), name
         assert fast_route == (name == 'same size'), name
+
+
+def test_winograd_conv_is_the_same_linear_map(monkeypatch):
+    """``WinogradConv2d`` (NNPACK) against the float64 direct convolution: float32 error
+    within 5e-5 on unit-scale data; grad mode and float64 are the plain ``nn.Conv2d``."""
+    from mmsnn.models import winograd
+    if not winograd.winograd_available():
+        pytest.skip('this torch build has no NNPACK')
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, '_nnpack_spatial_convolution',
+                        lambda *a, **k: calls.append(1) or nnpack(*a, **k))
+    g = torch.Generator().manual_seed(0)
+    for batch, cin, cout, h, w, pad, bias in [(1, 16, 8, 40, 56, 1, True), (3, 8, 4, 9, 5, 0, False),
+                                              (2, 32, 32, 14, 14, 2, True)]:
+        conv = nn.Conv2d(cin, cout, 3, padding=pad, bias=bias).eval()
+        plain = copy.deepcopy(conv)
+        assert winograd.to_winograd(nn.Sequential(conv)) == ['0']
+        assert isinstance(conv, winograd.WinogradConv2d)
+        # spike-like input: counts 0..4 over 4, mostly zero
+        x = torch.randint(0, 5, (batch, cin, h, w), generator=g).float() / 4
+        x *= torch.rand(x.shape, generator=g) < 0.3
+        exact = F.conv2d(x.double(), conv.weight.double(),
+                         None if conv.bias is None else conv.bias.double(), padding=pad)
+        n = len(calls)
+        with torch.no_grad():
+            y = conv(x)
+        assert len(calls) == n + 1  # the Winograd path ran
+        assert y.shape == exact.shape and (y.double() - exact).abs().max().item() < 5e-5
+        with torch.no_grad():  # float64: the direct convolution, bit for bit
+            assert torch.equal(conv.double()(x.double()), plain.double()(x.double()))
+        assert torch.equal(conv(x.double()), plain(x.double()))  # grad mode, too
+        conv.float()
+        assert len(calls) == n + 1
+
+
+def test_to_winograd_takes_only_the_convs_it_computes():
+    from mmsnn.models import winograd
+    if not winograd.winograd_available():
+        pytest.skip('this torch build has no NNPACK')
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1),
+                          nn.Conv2d(4, 4, 3, stride=2), nn.Conv2d(4, 4, 3, groups=4),
+                          nn.Conv2d(4, 4, 3, dilation=2), nn.Conv2d(4, 4, 5, padding=2),
+                          nn.Conv2d(4, 4, 3, padding=1, padding_mode='reflect'), nn.BatchNorm2d(4))
+    keys = list(model.state_dict())
+    fused = fuse_for_inference(copy.deepcopy(model), reuse_memory=False)
+    assert fused.winograd_convs == ['0']
+    assert [type(m).__name__ for m in fused][:2] == ['WinogradConv2d', 'Conv2d']
+    assert not fuse_for_inference(copy.deepcopy(model), reuse_memory=False,
+                                  winograd=False).winograd_convs
+    assert list(model.state_dict()) == keys
