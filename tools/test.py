@@ -14,7 +14,8 @@ the toolbox's own dump (mmdet's ``DumpDetResults``: masks RLE-encoded; mmengine'
 ``DumpResults`` for mmseg), ``--show-dir`` draws the predictions into pictures, ``--energy``
 adds the energy report (``tools/analysis/energy.py``) of the evaluated images,
 ``--fuse-conv-bn`` runs the inference fast path (``mmsnn.models.fuse_for_inference``: BN folded
-into the convs, quantiser in place, freed memory reused; the same results, faster). A detector that predicted
+into the convs, quantiser in place, 3x3 convs by Winograd, freed memory reused; the same
+results, faster). A detector that predicted
 nothing above its score threshold is reported as such, with zero metrics.
 """
 import argparse
@@ -58,9 +59,9 @@ def parse_args(argv=None):
                         'runs with batch size 1, so each image is counted at its own size')
     parser.add_argument('--fuse-conv-bn', action='store_true',
                         help='inference fast path (mmsnn.models.fuse_for_inference): fold '
-                        'BatchNorm into the convs, run the quantiser in place and keep freed '
-                        'memory for reuse (the process keeps its peak memory); the same '
-                        'results, faster')
+                        'BatchNorm into the convs, run the quantiser in place, 3x3 convs by '
+                        'Winograd on the CPU, keep freed memory for reuse (the process keeps '
+                        'its peak memory); the same results, faster')
     parser.add_argument(
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
@@ -214,11 +215,12 @@ def test(args):
             runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
             from mmsnn.utils import keep_freed_memory
-            n_bn = len(fuse_for_inference(model).folded_bn)
+            model = fuse_for_inference(model)
             reuse = ('freed memory kept for reuse' if keep_freed_memory()
                      else 'allocator unchanged (not glibc)')
-            print(f'--fuse-conv-bn: inference fast path on, {n_bn} BatchNorm layers folded '
-                  f'into their convs, {reuse}')
+            print(f'--fuse-conv-bn: inference fast path on, {len(model.folded_bn)} BatchNorm '
+                  f'layers folded into their convs, {len(model.winograd_convs)} 3x3 convs by '
+                  f'Winograd (float32 CPU), {reuse}')
         metrics = runner.test()
     main_process = is_main_process()  # asked before the process group closes
     runtime.stop_distributed()

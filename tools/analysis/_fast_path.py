@@ -25,10 +25,10 @@ VARIANTS = ('plain', 'fused', 'fast')
 #: timed calls per process, after one warm-up call
 CALLS = 2
 
-#: profiler op names of the dense arithmetic (convolutions and matrix products), which the fast
-#: path does not change: its result must stay the same, and on this CPU the kernels already
-#: run at BLAS/oneDNN speed.
+#: profiler op names of the dense arithmetic (convolutions and matrix products): the kernels
+#: run at BLAS/oneDNN/NNPACK speed, so the rest of the time is what the fast path can remove.
 DENSE_OPS = ('aten::mkldnn_convolution', 'aten::_slow_conv2d_forward', 'aten::cudnn_convolution',
+             'aten::_nnpack_spatial_convolution',
              'aten::_convolution_depthwise2d', 'aten::thnn_conv2d', 'aten::slow_conv_dilated2d',
              'aten::mm', 'aten::bmm', 'aten::addmm', 'aten::baddbmm')
 
