@@ -27,33 +27,12 @@ float64 input and mmcv's own op otherwise (training, ERF probes: autograd sees m
 ``swap_roi_align(model)`` puts it in place of every average-pooling ``RoIAlign`` of a model;
 ``fuse_for_inference`` calls it.
 """
-import threading
-
 import torch
 from mmcv.ops import RoIAlign
 
 #: elements of one chunk's y-reduced windows ``[RoIs, out_h, width * C]`` (the buffer the two
 #: GEMMs pass on; float32: 4 MiB per 2**20)
 CHUNK_ELEMENTS = 2 ** 21
-
-#: a CPU map up to this many elements is put channels last into a per-thread buffer kept
-#: between calls: the fresh pages of a map-sized tensor cost the kernel more than the copy
-SCRATCH_ELEMENTS = 2 ** 25
-_scratch = threading.local()
-
-
-def _channels_last(input):
-    """``input`` ``[N, C, H, W]`` as a contiguous ``[N, H, W, C]`` (a view if it already is)."""
-    n, c, h, w = input.shape
-    if input.is_contiguous(memory_format=torch.channels_last):
-        return input.permute(0, 2, 3, 1)
-    if input.device.type != 'cpu' or input.numel() > SCRATCH_ELEMENTS:
-        return input.permute(0, 2, 3, 1).contiguous()
-    buf = getattr(_scratch, 'buf', None)
-    if buf is None or buf.dtype != input.dtype or buf.numel() < input.numel():
-        buf = _scratch.buf = input.new_empty(input.numel())
-    return buf[:input.numel()].view(n, h, w, c).copy_(input.permute(0, 2, 3, 1))
-
 
 def _axis_weights(start, bin_size, grid, out_size, size, dtype):
     """Per RoI, the sample rows of one axis and their weights, as mmcv's kernel computes them.
@@ -173,7 +152,7 @@ def separable_roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ra
     xs = _axis_weights(x1, bin_w, grid_w, out_w, w, dtype)
     # channels last: a RoI's window is then `span_h` rows of `width * C` contiguous numbers,
     # a strided matrix that BLAS reads in place (free if the input already is channels last)
-    fmap = _channels_last(input)
+    fmap = input.permute(0, 2, 3, 1).contiguous()
     lo_y, span_h = ys[4], ys[5] - ys[4] + 1
     ay = _window_matrix(*ys[:4], lo_y, int(span_h.max()))  # [K, out_h, max span_h]
     # window widths rounded up to a ladder (kept inside the map), RoIs of one width together
