@@ -96,8 +96,8 @@ def run(cmd, what):
 
 def measure(label, cmd_for, rounds, profile=False):
     """One result row for ``label``. ``cmd_for(variant, profile)`` is the command line of a
-    measuring process. With ``profile`` also the top ops of plain and fast and the speed-up
-    bound (``row['dense_bound']``)."""
+    measuring process. With ``profile`` also the top ops of plain and fast and their shares
+    of dense arithmetic (``row['dense_share']``)."""
     times = {v: [] for v in VARIANTS}
     peaks = {v: [] for v in VARIANTS}
     expected = dict(plain=(False, False), fused=(True, False), fast=(True, True))
@@ -115,27 +115,22 @@ def measure(label, cmd_for, rounds, profile=False):
                peak_rss_mib={v: max(p) for v, p in peaks.items()},
                runs=len(times['plain']))
     if profile:
-        row['dense_bound'] = profile_bound(label, cmd_for)
+        row['dense_share'] = profile_shares(label, cmd_for)
     print_rows([row], header=False)
     return row
 
 
-def profile_bound(label, cmd_for):
-    """The most the fast path could gain if every op but the dense arithmetic took no time
-    (Amdahl): plain total / the smaller of plain's and fast's dense times (the fused convs
-    also add the folded BN's shift as their bias)."""
+def profile_shares(label, cmd_for):
+    """Profile one call of plain and of fast (top ops printed); returns their shares of the
+    dense arithmetic (convolutions and matrix products) in the self CPU time."""
     shares = {}
     for v in ('plain', 'fast'):
         print(f'--- profile of {v} {label} (one call, self CPU time):', flush=True)
         r = run(cmd_for(v, True), f'{label} {v} profile')
-        shares[v] = (r['total_s'], r['dense_s'])
+        shares[v] = r['dense_s'] / r['total_s']
         print(f'{v} {label}: {r["total_s"]:.3f} s self CPU, of which convolutions and matrix '
-              f'products {r["dense_s"]:.3f} s ({100 * r["dense_s"] / r["total_s"]:.0f}%)')
-    dense = min(shares['plain'][1], shares['fast'][1])
-    bound = shares['plain'][0] / dense
-    print(f'{label}: speed-up bound with the same dense arithmetic = {bound:.2f}x '
-          f'(plain {shares["plain"][0]:.3f} s / dense {dense:.3f} s)\n', flush=True)
-    return bound
+              f'products {r["dense_s"]:.3f} s ({100 * shares[v]:.0f}%)\n', flush=True)
+    return shares
 
 
 def print_rows(rows, target=1.6, header=True):
@@ -145,12 +140,13 @@ def print_rows(rows, target=1.6, header=True):
               f'{rows[0]["runs"] if rows else 0} calls in alternating processes)')
     for r in rows:
         met = 'met' if r['speedup'] >= target else 'NOT met'
-        bound = (f'; bound with the same dense arithmetic {r["dense_bound"]:.2f}x'
-                 if 'dense_bound' in r else '')
+        share = (f'; convolutions and matrix products {100 * r["dense_share"]["plain"]:.0f}% '
+                 f'-> {100 * r["dense_share"]["fast"]:.0f}% of the time'
+                 if 'dense_share' in r else '')
         rss = f'{r["peak_rss_mib"]["plain"]:.0f}/{r["peak_rss_mib"]["fast"]:.0f}'
         print(f'{r["model"]:40} | {r["plain_s"]:8.3f} {r["fused_s"]:8.3f} {r["fast_s"]:8.3f} '
               f'{r["speedup"]:7.2f}x {rss:>24}  (plain/fast; target >= {target:.1f}x {met}'
-              f'{bound})', flush=True)
+              f'{share})', flush=True)
 
 
 def report(rows, json_path=None):

@@ -421,7 +421,7 @@ def main():
                    help='time inference before/after fuse_for_inference, in alternating '
                    'processes (--iters rounds)')
     p.add_argument('--profile', action='store_true',
-                   help='with --fast-path: top ops of both models and the speed-up bound')
+                   help='with --fast-path: top ops of plain and fast and their dense-arithmetic share')
     p.add_argument('--json', help='write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--task', help=argparse.SUPPRESS)

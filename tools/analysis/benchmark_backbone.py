@@ -133,7 +133,7 @@ def main():
                    'processes (--repeats rounds)')
     p.add_argument('--archs', nargs='+', default=['s', 'l'], help='with --fast-path')
     p.add_argument('--profile', action='store_true',
-                   help='with --fast-path: top operators of both models and the speed-up bound')
+                   help='with --fast-path: top ops of plain and fast and their dense-arithmetic share')
     p.add_argument('--json', help='also write the results here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--order', help=argparse.SUPPRESS)
