@@ -341,4 +341,7 @@ def test_to_winograd_takes_only_the_convs_it_computes():
     assert [type(m).__name__ for m in fused][:2] == ['WinogradConv2d', 'Conv2d']
     assert not fuse_for_inference(copy.deepcopy(model), reuse_memory=False,
                                   winograd=False).winograd_convs
+    import torch.backends.nnpack as nnpack
+    with nnpack.flags(enabled=False):  # the user switched NNPACK off: respected
+        assert winograd.to_winograd(copy.deepcopy(model)) == []
     assert list(model.state_dict()) == keys

@@ -25,10 +25,10 @@ import torch.nn as nn
 
 
 def winograd_available():
-    """Whether this torch build has NNPACK on this CPU (the call also initialises it, which
-    NNPACK's convolution needs)."""
-    return torch.backends.nnpack.is_available() if hasattr(torch.backends, 'nnpack') \
-        else torch._nnpack_available()
+    """Whether this torch build has NNPACK on this CPU and it is not switched off
+    (``torch.backends.nnpack.set_flags(False)``). The check also initialises NNPACK, which
+    its convolution needs."""
+    return torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled()
 
 
 def winograd_applies(conv):
