@@ -345,3 +345,36 @@ def test_to_winograd_takes_only_the_convs_it_computes():
     with nnpack.flags(enabled=False):  # the user switched NNPACK off: respected
         assert winograd.to_winograd(copy.deepcopy(model)) == []
     assert list(model.state_dict()) == keys
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_fast_path_on_cuda():
+    """The fast path on a GPU (the code is device-agnostic; this machine has none): the fused
+    demo detector and segmentor predict as the plain ones on CUDA, and the RoIAlign as
+    matrix products agrees with mmcv's CUDA kernel."""
+    from mmdet.testing import demo_mm_inputs
+
+    from mmsnn.models.fast_roi_align import separable_roi_align
+    det = _build(DET_DEMO, 'mmdet').float().cuda()
+    det.test_cfg.rcnn.score_thr = 0.0
+    data = det.data_preprocessor(demo_mm_inputs(2, [(3, 128, 128)] * 2, num_classes=3), False)
+    (ref, _), (out, _) = run_both(det, lambda m: m.predict(data['inputs'], data['data_samples']))
+    for r, o in zip(ref, out):
+        r, o = r.pred_instances, o.pred_instances
+        assert len(r) == len(o) > 0 and torch.equal(r.labels, o.labels)
+        torch.testing.assert_close(o.scores, r.scores, rtol=1e-4, atol=1e-5)
+    seg = _build(SEG_DEMO, 'mmseg').float().cuda()
+    x = torch.rand(2, 3, 64, 96, device='cuda')
+    (ref, _), (out, _) = run_both(seg, lambda m: [m.decode_head(m.extract_feat(x))])
+    torch.testing.assert_close(out[0], ref[0], rtol=1e-4, atol=1e-4)
+
+    from mmcv.ops import roi_align
+    feat = torch.randn(2, 16, 40, 56, device='cuda')
+    boxes = torch.rand(30, 4, device='cuda') * 200
+    rois = torch.cat([torch.randint(0, 2, (30, 1), device='cuda').float(),
+                      torch.minimum(boxes[:, :2], boxes[:, 2:]),
+                      torch.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+    with torch.no_grad():
+        expected = roi_align(feat, rois, (7, 7), 1 / 4, 0, 'avg', True)
+        got = separable_roi_align(feat, rois, (7, 7), 1 / 4, 0, True)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
