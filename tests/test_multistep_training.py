@@ -36,6 +36,13 @@ def test_lean_ilif_equals_spikingjelly(T, detach_reset, threshold, window, norm)
     assert torch.equal(out, ref)
     assert 0 < ref.count_nonzero() < ref.numel() and gref.count_nonzero() > 0
     assert (gx - gref).abs().max() < 1e-12
+    # inference (no grad, and grad mode with an input that needs none): the lean steps
+    # without the window, against spikingjelly's node, in float64 and float32
+    for x_ in (x.detach(), x.detach().float()):
+        ref_ = _MultiStepNeuron.forward(neuron, x_)
+        with torch.no_grad():
+            assert torch.equal(neuron(x_), ref_)
+        assert torch.equal(neuron(x_), ref_)
 
 
 def test_ilif_training_saves_only_bytes_for_its_spikes():

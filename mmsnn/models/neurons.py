@@ -118,23 +118,63 @@ class IntegerLIF(_MultiStepNeuron):
         self.max_value = int(max_value)  # the largest spike count D (read by the energy report)
 
     def forward(self, x):
-        if not (x.requires_grad and torch.is_grad_enabled()):
-            return super().forward(x)
         if x.shape[0] % self.T:
             raise ValueError(f'{type(self).__name__}: leading dim {x.shape[0]} is not a '
                              f'multiple of T={self.T}; fold time into the batch as [T*B, ...]')
+        node = self.node
+        decay = 1.0 - 1.0 / node.tau
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            # inference: the same steps without the window, in preallocated buffers, in
+            # place of spikingjelly's per-step loop, which allocates every intermediate
+            x_seq = x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:])
+            return _ilif_steps(x_seq, decay, float(node.v_threshold), float(self.max_value),
+                               self.norm).reshape(x.shape)
         # training: spikingjelly's dynamics, but what autograd keeps is a 1-byte window mask
         # per step (instead of the float32 charged membrane), and the division by ``norm``
         # runs inside (no second float32 buffer); the next conv keeps the spikes as uint8
-        node = self.node
         s = _LeanILIF.apply(
-            x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:]), 1.0 - 1.0 / node.tau,
+            x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:]), decay,
             float(node.v_threshold), float(self.max_value),
             float(node.surrogate_function.grad_min), float(node.surrogate_function.grad_max),
             bool(node.detach_reset), self.norm).reshape(x.shape)
         if self.max_value <= 255:
             s._mmsnn_spike_norm = self.norm  # compact_spike_storage() keeps it as uint8
         return s
+
+
+def _ilif_steps(x_seq, decay, threshold, count, norm, window=None, lower=0.0, upper=None):
+    """The I-LIF forward of :class:`_LeanILIF` over ``[T, ...]`` (spikes divided by ``norm``);
+    with ``window`` (a bool buffer like ``x_seq``) it also records the surrogate window
+    ``lower <= h / th <= upper`` per step, which only training needs."""
+    upper = count if upper is None else upper
+    steps = x_seq.shape[0]
+    unit = threshold == 1.0
+    clamp_window = unit and lower == 0.0 and upper == count
+    out = torch.empty_like(x_seq)
+    above = None if window is None or clamp_window else torch.empty_like(window[0])
+    v = None  # the membrane after reset, one step's buffer
+    for t in range(steps):
+        if v is None:
+            h = x_seq[0]  # decay * 0 + x_0 == x_0
+        else:
+            h = v.mul_(decay).add_(x_seq[t])  # decay * v + x_t, in v's buffer
+        scaled = h if unit else h / threshold
+        c = out[t]
+        torch.clamp(scaled, 0.0, count, out=c)
+        if window is None:
+            pass
+        elif clamp_window:
+            torch.eq(c, scaled, out=window[t])
+        else:
+            torch.ge(scaled, lower, out=window[t])
+            window[t] &= torch.le(scaled, upper, out=above)
+        c.round_()
+        if t < steps - 1:  # the membrane after reset (not needed after the last step)
+            reset = c if unit else c * threshold
+            v = torch.sub(h, reset) if v is None else v.sub_(reset)
+        if norm != 1.0:
+            c.div_(norm)
+    return out
 
 
 class _LeanILIF(torch.autograd.Function):
@@ -157,32 +197,8 @@ class _LeanILIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, decay, threshold, count, lower, upper, detach_reset, norm=1.0):
-        steps = x_seq.shape[0]
-        unit = threshold == 1.0
-        clamp_window = unit and lower == 0.0 and upper == count
-        out = torch.empty_like(x_seq)
         window = torch.empty(x_seq.shape, dtype=torch.bool, device=x_seq.device)
-        above = None if clamp_window else torch.empty_like(window[0])
-        v = None  # the membrane after reset, one step's buffer
-        for t in range(steps):
-            if v is None:
-                h = x_seq[0]  # decay * 0 + x_0 == x_0
-            else:
-                h = v.mul_(decay).add_(x_seq[t])  # decay * v + x_t, in v's buffer
-            scaled = h if unit else h / threshold
-            c = out[t]
-            torch.clamp(scaled, 0.0, count, out=c)
-            if clamp_window:
-                torch.eq(c, scaled, out=window[t])
-            else:
-                torch.ge(scaled, lower, out=window[t])
-                window[t] &= torch.le(scaled, upper, out=above)
-            c.round_()
-            if t < steps - 1:  # the membrane after reset (not needed after the last step)
-                reset = c if unit else c * threshold
-                v = torch.sub(h, reset) if v is None else v.sub_(reset)
-            if norm != 1.0:
-                c.div_(norm)
+        out = _ilif_steps(x_seq, decay, threshold, count, norm, window, lower, upper)
         ctx.save_for_backward(window)
         ctx.decay, ctx.threshold, ctx.detach_reset, ctx.norm = decay, threshold, detach_reset, norm
         return out
