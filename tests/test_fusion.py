@@ -271,7 +271,7 @@ def test_fast_seg_postprocess_matches_mmseg():
     mmseg (padding to crop, flip, resize to another original size)."""
     from mmseg.structures import SegDataSample
 
-    from mmsnn.models.fast_seg_postprocess import _needs_mmseg
+    from mmsnn.models.fast_seg_postprocess import _fast_route_applies
     model = _build(SEG_DEMO, 'mmseg').float()
     fused = fuse_for_inference(copy.deepcopy(model))
     logits = torch.randn(2, 150, 24, 32, generator=torch.Generator().manual_seed(3))
@@ -286,7 +286,7 @@ def test_fast_seg_postprocess_matches_mmseg():
         with torch.no_grad():
             ref = model.postprocess_result(logits.clone(), samples())
             out = fused.postprocess_result(logits.clone(), samples())
-            fast_route = _needs_mmseg(fused, logits, samples()) is None
+            fast_route = _fast_route_applies(logits, samples())
         for r, o in zip(ref, out):
             assert torch.equal(o.pred_sem_seg.data, r.pred_sem_seg.data), name
             assert torch.equal(o.seg_logits.data, r.seg_logits.data), name

@@ -37,23 +37,24 @@ def argmax_over_channels(logits):
     return index.unsqueeze(0)
 
 
-def _needs_mmseg(segmentor, seg_logits, data_samples):
-    """Why the fast version does not apply (None if it does)."""
+def _fast_route_applies(seg_logits, data_samples):
+    """Whether the fast version computes what mmseg's would: data samples given, several
+    classes, no gradients, and per image no padding, no flip and no resize."""
     if data_samples is None or seg_logits.shape[1] < 2 or torch.is_grad_enabled():
-        return 'only_prediction, one class or gradients'
+        return False
     height, width = seg_logits.shape[2:]
     for sample in data_samples:
         meta = sample.metainfo
         padding = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
         if any(padding) or meta.get('flip') or tuple(meta['ori_shape'][:2]) != (height, width):
-            return 'padding, flip or a resize'
-    return None
+            return False
+    return True
 
 
 def fast_postprocess_result(self, seg_logits, data_samples=None):
     """``BaseSegmentor.postprocess_result`` without the same-size resize and with
     :func:`argmax_over_channels`; any other case goes to mmseg's method."""
-    if _needs_mmseg(self, seg_logits, data_samples):
+    if not _fast_route_applies(seg_logits, data_samples):
         return type(self).postprocess_result(self, seg_logits, data_samples)
     from mmengine.structures import PixelData
     for i, sample in enumerate(data_samples):

@@ -42,17 +42,15 @@ layers are gone, so do not train it (it is returned in eval mode).
 import torch
 import torch.nn as nn
 from mmcv.cnn import fuse_conv_bn
-
 from mmseg.models.segmentors import BaseSegmentor
 
 from ..utils.allocator import keep_freed_memory
 from . import fast_seg_postprocess
 from .fast_roi_align import swap_roi_align
-from .winograd import to_winograd
-
 from .layers import InvertedSepConv, SpikeConvBlock, SpikeDrivenAttention, SpikeMLP
 from .mixers import _EarlyMixerBlock
 from .neurons import MultiSpikeQuantizer
+from .winograd import to_winograd
 
 #: per block class, the neurons whose input is a tensor made only for them (the output of the
 #: conv / BN / linear just before them, read by nothing else), so that in no-grad mode they

@@ -161,13 +161,12 @@ def _ilif_steps(x_seq, decay, threshold, count, norm, window=None, lower=0.0, up
         scaled = h if unit else h / threshold
         c = out[t]
         torch.clamp(scaled, 0.0, count, out=c)
-        if window is None:
-            pass
-        elif clamp_window:
-            torch.eq(c, scaled, out=window[t])
-        else:
-            torch.ge(scaled, lower, out=window[t])
-            window[t] &= torch.le(scaled, upper, out=above)
+        if window is not None:
+            if clamp_window:
+                torch.eq(c, scaled, out=window[t])
+            else:
+                torch.ge(scaled, lower, out=window[t])
+                window[t] &= torch.le(scaled, upper, out=above)
         c.round_()
         if t < steps - 1:  # the membrane after reset (not needed after the last step)
             reset = c if unit else c * threshold

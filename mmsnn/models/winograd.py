@@ -33,8 +33,7 @@ def winograd_available():
 
 def winograd_applies(conv):
     """Whether ``conv``'s shape is one NNPACK's Winograd path computes."""
-    return (type(conv) in (nn.Conv2d, WinogradConv2d) and conv.kernel_size == (3, 3)
-            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
             and conv.padding_mode == 'zeros' and isinstance(conv.padding, tuple))
 
 

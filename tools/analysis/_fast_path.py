@@ -84,12 +84,13 @@ def child(fn, sync, profile=False, model=None):
     print(json.dumps(dict(times=times, peak_rss_mib=peak, **state(model))))
 
 
-def run(cmd, what):
-    """Run one measuring process (``cmd`` + its variant arguments); its JSON line."""
+def run(cmd, what, show_stderr=False):
+    """Run one measuring process (``cmd`` + its variant arguments); its JSON line. With
+    ``show_stderr`` its stderr (a profile's op table) is printed."""
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f'fast-path measurement {what} failed:\n{out.stderr[-3000:]}')
-    if '--fast-path-profile' in cmd:
+    if show_stderr:
         print(out.stderr[-6000:], flush=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -126,7 +127,7 @@ def profile_shares(label, cmd_for):
     shares = {}
     for v in ('plain', 'fast'):
         print(f'--- profile of {v} {label} (one call, self CPU time):', flush=True)
-        r = run(cmd_for(v, True), f'{label} {v} profile')
+        r = run(cmd_for(v, True), f'{label} {v} profile', show_stderr=True)
         shares[v] = r['dense_s'] / r['total_s']
         print(f'{v} {label}: {r["total_s"]:.3f} s self CPU, of which convolutions and matrix '
               f'products {r["dense_s"]:.3f} s ({100 * shares[v]:.0f}%)\n', flush=True)
