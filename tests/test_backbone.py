@@ -1,7 +1,4 @@
 """MetaSDT backbone: numerical parity with the reference, sizes, token layout, time steps."""
-import os
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -9,18 +6,14 @@ import torch.nn as nn
 from mmsnn.models import MetaSDT, convert_reference_checkpoint, load_pretrained
 from mmsnn.models.checkpoint import CheckpointMismatchError
 from mmsnn.models.mixers import MLPixerMixer, SplashReconstructMixer, tokens_to_linear
+from golden_files import meta_sdt_parity
 
-GOLDEN = Path(os.environ.get(
-    'MMSNN_GOLDEN',
-    Path(__file__).resolve().parents[2] / 'shared' / 'golden' / 'meta_sdt_parity.pt'))
 TAP_KEYS = ('stage1a', 'stage1b', 'stage2', 'stage3', 'stage4')
 
 
 @pytest.fixture(scope='module')
 def golden():
-    assert GOLDEN.is_file(), (f'golden parity file {GOLDEN} is missing: it ships in shared/ '
-                              'beside the checkout (or set MMSNN_GOLDEN)')
-    return {g['variant']: g for g in torch.load(GOLDEN, weights_only=False)}
+    return {g['variant']: g for g in meta_sdt_parity()}
 
 
 def reference_model(g):

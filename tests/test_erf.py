@@ -12,10 +12,8 @@ import torch
 from mmsnn.analysis import (area_ratio, compute_erf, erf_coverage, gaussian_width, layer_erf,
                             make_noise_inputs, spatial_erf, st_erf, temporal_erf)
 from mmsnn.models import MetaSDT, convert_reference_checkpoint
+from golden_files import meta_sdt_parity
 
-GOLDEN = os.environ.get('MMSNN_GOLDEN', os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'golden',
-    'meta_sdt_parity.pt'))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
@@ -88,9 +86,7 @@ def test_coverage_and_gaussian_width():
 # ------------------------------------------------------------------ golden parity
 @pytest.fixture(scope='module')
 def golden():
-    assert os.path.isfile(GOLDEN), (f'golden parity file {GOLDEN} is missing: it ships in '
-                                    'shared/ beside the checkout (or set MMSNN_GOLDEN)')
-    return torch.load(GOLDEN, weights_only=False)
+    return meta_sdt_parity()
 
 
 @pytest.mark.parametrize('idx', [0, 1, 2])

@@ -3,7 +3,6 @@ no result: every spike identical to the unfused model, taps within 1e-6 (float64
 import copy
 import os
 import os.path as osp
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +16,9 @@ import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.models import MetaSDT, convert_reference_checkpoint, fuse_for_inference
 from mmsnn.models.fusion import fold_bn_into_conv
 from mmsnn.models.neurons import MultiSpikeQuantizer
+from golden_files import meta_sdt_parity
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-GOLDEN = Path(os.environ.get(
-    'MMSNN_GOLDEN', Path(REPO).parent / 'shared' / 'golden' / 'meta_sdt_parity.pt'))
 TAP_KEYS = ('stage1a', 'stage1b', 'stage2', 'stage3', 'stage4')
 DET_DEMO = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
 SEG_DEMO = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
@@ -28,8 +26,7 @@ SEG_DEMO = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
 
 @pytest.fixture(scope='module')
 def golden():
-    assert GOLDEN.is_file(), f'golden parity file {GOLDEN} is missing (or set MMSNN_GOLDEN)'
-    return {g['variant']: g for g in torch.load(GOLDEN, weights_only=False)}
+    return {g['variant']: g for g in meta_sdt_parity()}
 
 
 def record_spikes(model):

@@ -1,9 +1,10 @@
 """Released reference detectors / segmentors run unchanged in mmsnn (issue 12).
 
-Every golden file in ``../shared/golden/reference_heads/`` (and every file named in the
-environment variable ``MMSNN_REFERENCE_GOLDENS``, ``os.pathsep``-separated, same layout; see
-that folder's README) holds a reference model's constructor arguments, its weights in the
-reference's key layout and the reference's outputs on one image (float64, eval). Each test id
+Every golden file in ``tests/data/goldens/reference_heads/`` (packed losslessly from the
+reference's ``shared/golden/reference_heads``), and every file named in the environment
+variable ``MMSNN_REFERENCE_GOLDENS`` (``os.pathsep``-separated, same layout, ``.pt`` or
+packed), holds a reference model's constructor arguments, its weights in the reference's key
+layout and the reference's outputs on one image (float64, eval). Each test id
 is ``<file name>-<output kind>``. The mmsnn model is built from the shipped reference config
 of the file's mixer (``configs/{det,seg}/reference``) with the file's widths, loaded through
 the one converter (strictly), and must reproduce every stored output to 1e-6; the clean
@@ -24,9 +25,9 @@ from mmengine.registry import init_default_scope
 import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.models import convert_reference_checkpoint
 from mmsnn.models.checkpoint import reference_backbone_cfg
+from golden_files import golden_files, golden_name, golden_path, read_golden
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = REPO.parent / 'shared' / 'golden' / 'reference_heads'
 ATOL = 1e-6
 DET_KINDS = ('backbone', 'neck', 'rpn', 'proposals', 'roi_features', 'bbox_head', 'mask_head',
              'predict', 'clean_config_differs')
@@ -34,21 +35,13 @@ SEG_KINDS = ('backbone', 'neck', 'decode_head', 'seg_logits', 'clean_config_diff
 
 
 def _golden_files():
-    assert GOLDEN_DIR.is_dir(), (f'{GOLDEN_DIR} is missing: the reference goldens ship in '
-                                 'shared/golden/reference_heads')
-    files = sorted(str(p) for p in GOLDEN_DIR.glob('*.pt'))
-    extra = os.environ.get('MMSNN_REFERENCE_GOLDENS', '')
-    files += [p for p in extra.split(os.pathsep) if p]
+    files = [str(p) for p in golden_files('reference_heads', 'MMSNN_REFERENCE_GOLDENS')]
+    assert files, 'no reference goldens in tests/data/goldens/reference_heads'
     return files
 
 
-_CACHE = {}
-
-
 def _load(path):
-    if path not in _CACHE:
-        _CACHE[path] = torch.load(path, map_location='cpu', weights_only=True)
-    return _CACHE[path]
+    return read_golden(path)
 
 
 def _task(g):
@@ -59,7 +52,7 @@ def _cases():
     cases = []
     for path in _golden_files():
         kinds = DET_KINDS if _task(_load(path)) == 'det' else SEG_KINDS
-        cases += [pytest.param(path, kind, id=f'{osp.basename(path)}-{kind}') for kind in kinds]
+        cases += [pytest.param(path, kind, id=f'{golden_name(path)}-{kind}') for kind in kinds]
     return cases
 
 
@@ -293,7 +286,7 @@ def _check_clean_differs(g, clean):
 
 # ----------------------------------------------------------------------- reading files
 def _det_golden():
-    path = str(GOLDEN_DIR / 'det_golden.pt')
+    path = str(golden_path('reference_heads/det_golden'))
     return path, _load(path)
 
 

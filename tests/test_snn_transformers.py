@@ -1,14 +1,13 @@
 """Spikformer, SDT v1 and QKFormer against the reference implementations' golden files.
 
-Every file in ``../shared/golden/snn_transformers/`` (beside the checkout) and every file
-named in ``MMSNN_ZOO_GOLDENS`` (os.pathsep-separated, same layout) is one test id: the model
+Every file in ``tests/data/goldens/snn_transformers/`` (packed losslessly from the
+reference's ``shared/golden/snn_transformers``) and every file named in ``MMSNN_ZOO_GOLDENS``
+(os.pathsep-separated, same layout, ``.pt`` or packed) is one test id: the model
 is built from the file's ``config`` (the reference constructor's kwargs), loads its
 ``state_dict`` through the family's checkpoint filter, and must reproduce in float64 every
 stored output, stage, spike map (zero flips) and firing rate, and every stored variant.
 The layout of a golden file is described in ``shared/docs/snn_transformers.md`` section 4.
 """
-import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,8 @@ import torch
 from mmsnn.models import QKFormer, SDTv1, Spikformer, load_pretrained
 from mmsnn.models.backbones import REFERENCE_CLASSES
 from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
+from golden_files import golden_files, golden_name, golden_path, read_golden
 
-SHARED = Path(__file__).resolve().parents[2] / 'shared'
-GOLDEN_DIR = SHARED / 'golden' / 'snn_transformers'
 TOL = 1e-10
 
 #: our arguments that reproduce the numbers of a golden file's main result
@@ -31,25 +29,16 @@ VARIANT_OVERRIDES = {'proj_lif_over_T': dict(stage3_proj_lif_steps='time')}
 
 
 def golden_paths():
-    """The shared golden files plus those in MMSNN_ZOO_GOLDENS; a missing shared folder is
-    a failing test id, not a skip."""
-    paths = sorted(GOLDEN_DIR.glob('*.pt')) if GOLDEN_DIR.is_dir() else []
-    params = [pytest.param(p, id=p.name) for p in paths]
+    """The packed goldens in tests/data/goldens/snn_transformers plus those in
+    MMSNN_ZOO_GOLDENS; none at all is a failing test id, not a skip."""
+    paths = golden_files('snn_transformers', 'MMSNN_ZOO_GOLDENS')
+    params = [pytest.param(p, id=golden_name(p)) for p in paths]
     if not paths:
-        params.append(pytest.param(GOLDEN_DIR, id='missing-shared-goldens'))
-    for p in os.environ.get('MMSNN_ZOO_GOLDENS', '').split(os.pathsep):
-        if p.strip():
-            params.append(pytest.param(Path(p), id=f'env-{Path(p).name}'))
+        params.append(pytest.param(golden_path('snn_transformers/none'), id='no-goldens'))
     return params
 
 
-@lru_cache(maxsize=None)
-def load_golden(path):
-    path = Path(path)
-    assert path.is_file(), (
-        f'golden file {path} is missing: the reference goldens ship in shared/golden/'
-        'snn_transformers/ beside the checkout; MMSNN_ZOO_GOLDENS must name existing files')
-    return torch.load(path, weights_only=True)
+load_golden = read_golden
 
 
 def unpack_spikes(packed):
@@ -157,7 +146,7 @@ def test_golden(path):
 
 # --------------------------------------------------------------------------- family choices
 def _shared(name):
-    return load_golden(GOLDEN_DIR / name)
+    return load_golden(golden_path(f'snn_transformers/{Path(name).stem}'))
 
 
 def test_spikformer_token_selection_reproduces_reference():
