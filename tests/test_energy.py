@@ -338,6 +338,14 @@ def test_meta_sdt_ilif_time_steps_multiply_sops_not_flops():
     assert lay['sops'] == pytest.approx(2 * lay['rate'] * lay['flops'])
 
 
+def test_energy_report_is_exported_from_the_package():
+    import mmsnn.analysis
+    from mmsnn.analysis import EnergyReport, energy_report as exported
+    from mmsnn.analysis import energy
+    assert exported is energy.energy_report and EnergyReport is energy.EnergyReport
+    assert {'energy_report', 'EnergyReport'} <= set(mmsnn.analysis.__all__)
+
+
 # ---------------------------------------------------------------------- outputs
 
 def test_report_files(tmp_path):

@@ -1,6 +1,6 @@
 """Firing rates, synaptic operations and energy per image of a spiking network.
 
-    >>> from mmsnn.analysis.energy import energy_report
+    >>> from mmsnn.analysis import energy_report
     >>> report = energy_report(backbone, torch.randn(4, 3, 128, 128))   # 4 images
     >>> print(report.table())
     >>> report.totals['energy_mj'], report.totals['energy_ann_mj']
