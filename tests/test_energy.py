@@ -338,6 +338,41 @@ def test_meta_sdt_ilif_time_steps_multiply_sops_not_flops():
     assert lay['sops'] == pytest.approx(2 * lay['rate'] * lay['flops'])
 
 
+def test_energy_hook_leaves_nothing_behind_when_a_test_step_raises(tmp_path):
+    """mmengine calls no hook after a test step raises: the counter's torch-function mode
+    must not stay pushed, and the model must not keep the counting hooks."""
+    from types import SimpleNamespace
+
+    from mmsnn.analysis.energy import EnergyHook
+
+    class Failing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def test_step(self, data):
+            self.conv(torch.stack(data['inputs']))
+            raise RuntimeError('corrupt image')
+
+    runner = SimpleNamespace(model=Failing(), work_dir=str(tmp_path))
+    batch = dict(inputs=[torch.rand(3, 4, 4)])
+    depth = torch._C._len_torch_function_stack()
+    hook = EnergyHook()
+    try:
+        hook.before_test(runner)
+        with pytest.raises(RuntimeError, match='corrupt image'):
+            # the order of mmengine's TestLoop.run_iter
+            hook.before_test_iter(runner, 0, batch)
+            runner.model.test_step(batch)
+            hook.after_test_iter(runner, 0, batch, None)
+        assert torch._C._len_torch_function_stack() == depth
+        assert not runner.model.conv._forward_hooks and not runner.model.conv._forward_pre_hooks
+        assert 'test_step' not in vars(runner.model)
+    finally:  # do not let a failure here leak the mode into the other tests
+        while torch._C._len_torch_function_stack() > depth:
+            torch._C._pop_torch_function_stack()
+
+
 def test_energy_report_is_exported_from_the_package():
     import mmsnn.analysis
     from mmsnn.analysis import EnergyReport, energy_report as exported

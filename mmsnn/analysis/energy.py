@@ -690,10 +690,15 @@ def energy_report(model, inputs, forward=None, T=None, preset='fp32', e_mac=None
 class EnergyHook(Hook):
     """mmengine hook that adds the energy report to a test run (``tools/test.py --energy``).
 
-    Counts every test iteration (``len(data_batch['inputs'])`` images; run the test loader
+    Counts every test step (``len(data_batch['inputs'])`` images; run the test loader
     with ``batch_size=1`` so that each image is counted at its own size, without the batch's
     padding) and, after the test, writes the table, JSON, CSV and figure into ``out_dir``
     (default ``{work_dir}/energy``) and prints the summary.
+
+    The count wraps the model's ``test_step`` rather than opening in ``before_test_iter``
+    and closing in ``after_test_iter``: when a step raises, mmengine calls no further hook,
+    and the counter's torch-function mode would stay pushed. If a step raises, the model is
+    left as it was (no counting hooks, no wrapper) and the error goes on.
     """
 
     priority = 'NORMAL'
@@ -709,17 +714,28 @@ class EnergyHook(Hook):
     def before_test(self, runner):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         self.counter = EnergyCounter(model)
+        self._runner_model = runner.model
+        test_step = runner.model.test_step
 
-    def before_test_iter(self, runner, batch_idx, data_batch=None):
-        n = len(data_batch['inputs']) if data_batch and 'inputs' in data_batch else 1
-        self._image = self.counter.image(num_images=n)
-        self._image.__enter__()
+        def counted_test_step(data):
+            n = len(data['inputs']) if isinstance(data, dict) and 'inputs' in data else 1
+            try:
+                with self.counter.image(num_images=n):
+                    return test_step(data)
+            except BaseException:
+                self._release()
+                raise
 
-    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self._image.__exit__(None, None, None)
+        runner.model.test_step = counted_test_step
+
+    def _release(self):
+        """Remove the counting hooks and the ``test_step`` wrapper from the model."""
+        self.counter.remove()
+        if 'test_step' in vars(self._runner_model):
+            del self._runner_model.test_step
 
     def after_test(self, runner):
-        self.counter.remove()
+        self._release()
         from mmengine.dist import is_main_process
         if not is_main_process() or self.counter.num_images == 0:
             return
