@@ -177,6 +177,106 @@ def test_spiking_heads_flops_by_hand():
     assert all(lay['spike_driven'] for lay in got.values())
 
 
+def _demo_detector():
+    """The demo detector, randomly initialised, with BN statistics that make it fire and
+    every box kept (score threshold 0), so that the RoI box and mask heads run."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(Config.fromfile(DEMO_DET).model))
+    model.init_weights()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) * 2 + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) + 0.5)
+    model.test_cfg.rcnn.score_thr = 0.0
+    return model.eval()
+
+
+def _plain_and_fused_reports(model, inputs, forward, monkeypatch):
+    """Energy reports of ``forward(model, x)`` without and with the fast path
+    (``fuse_for_inference``, as ``tools/test.py --fuse-conv-bn``)."""
+    from mmsnn.models import fast_roi_align, fuse_for_inference
+    plain = energy_report(model, inputs, forward=forward)
+    fast_calls = []
+    separable = fast_roi_align.separable_roi_align
+    monkeypatch.setattr(fast_roi_align, 'separable_roi_align',
+                        lambda *a, **k: fast_calls.append(1) or separable(*a, **k))
+    fused = energy_report(fuse_for_inference(model, reuse_memory=False), inputs,
+                          forward=forward)
+    assert fast_calls, 'the RoIAlign fast path (matrix products) did not run'
+    assert [lay['name'] for lay in fused.layers] == [lay['name'] for lay in plain.layers]
+    assert plain.totals['violations'] == fused.totals['violations'] == []
+    assert plain.totals['groups']['roi_head.mask_head']['sops'] > 0  # the heads ran and fired
+    return plain, fused
+
+
+def test_fast_path_roi_align_is_free_and_totals_match_float64(monkeypatch):
+    """``--fuse-conv-bn --energy``: RoIAlign computed as matrix products (the fast path's
+    ``SeparableRoIAlign``) is data movement, not a synaptic layer, so the report of the
+    fused demo detector is that of the plain one. (Backbone, neck, RPN head and the box /
+    mask heads on fixed RoIs: mmcv's CPU NMS takes no float64.)
+
+    How the tolerance is bounded: in float64 the fast path changes no spike (BN folding and
+    RoIAlign as products differ from the plain model by ~1e-15 relative, far from a
+    quantiser's rounding step; ``tests/test_fusion.py`` compares the spikes in float64), so
+    every spike count, hence every FLOP, MAC and SOP, is the same. FLOPs and MACs are
+    compared exactly; SOPs and energies are sums of the same terms in the same order,
+    compared to rel 1e-12 (a few thousand float64 roundings of 1.1e-16 each). float32 would
+    flip spikes that sit on a rounding boundary (Winograd convs round differently): see the
+    float32 test below.
+    """
+    model = _demo_detector().double()
+    x = torch.rand(1, 3, 96, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rois = torch.tensor([[0, 10., 12., 60., 70.], [0, 30., 5., 120., 90.],
+                         [0, 0., 0., 127., 95.]], dtype=torch.float64)
+
+    def heads(m, img):
+        feats = m.extract_feat(img)
+        m.rpn_head(feats)
+        m.roi_head._bbox_forward(feats, rois)
+        m.roi_head._mask_forward(feats, rois)
+
+    plain, fused = _plain_and_fused_reports(model, x, heads, monkeypatch)
+    for a, b in zip(plain.layers, fused.layers):
+        assert (a['flops'], a['macs'], a['T']) == (b['flops'], b['macs'], b['T']), a['name']
+        assert b['sops'] == pytest.approx(a['sops'], rel=1e-12, abs=0), a['name']
+    for key in ('flops', 'macs'):
+        assert fused.totals[key] == plain.totals[key], key
+    for key in ('sops', 'energy_mj', 'energy_ann_mj'):
+        assert fused.totals[key] == pytest.approx(plain.totals[key], rel=1e-12, abs=0), key
+
+
+def test_fast_path_roi_align_is_free_float32(monkeypatch):
+    """End to end through ``predict`` in float32, as ``tools/test.py --fuse-conv-bn --energy``
+    runs it. The fast path's Winograd convs round differently, so spikes on a rounding
+    boundary may flip; only what no spike can change is compared, exactly: the layers, the
+    (absent) violations, the dense MACs (the stem conv on the image: its shape alone) and the
+    FLOPs of the backbone, neck and RPN head (shapes alone; the RoI heads' FLOPs follow the
+    proposals NMS keeps, which flipped spikes may change)."""
+    from mmdet.testing import demo_mm_inputs
+    model = _demo_detector()
+    data = model.data_preprocessor(demo_mm_inputs(1, [(3, 96, 128)], num_classes=3), False)
+
+    def predict(m, d):
+        return m.predict(d['inputs'], d['data_samples'])
+
+    plain, fused = _plain_and_fused_reports(model, [data], predict, monkeypatch)
+    assert fused.totals['macs'] == plain.totals['macs']
+    assert plain.totals['macs'] == plain.layers[0]['flops']  # only the stem conv is dense
+    for group in ('backbone', 'neck', 'rpn_head'):
+        assert (fused.totals['groups'][group]['flops']
+                == plain.totals['groups'][group]['flops']), group
+
+
 # ----------------------------------------------------------- known spike counts
 
 def test_rate_and_sops_from_a_quantiser_fed_constants():
