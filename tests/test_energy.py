@@ -438,6 +438,88 @@ def test_meta_sdt_ilif_time_steps_multiply_sops_not_flops():
     assert lay['sops'] == pytest.approx(2 * lay['rate'] * lay['flops'])
 
 
+class _KeepTimeBackboneAndNeck(nn.Module):
+    """I-LIF features ``[T, B, C, H, W]`` (what ``MetaSDT(T=3, keep_time=True)`` returns)
+    into a spiking FPN that folds the steps into the batch."""
+
+    def __init__(self, T, neck):
+        super().__init__()
+        self.T = T
+        self.lifs = nn.ModuleList([IntegerLIF(T=T), IntegerLIF(T=T)])
+        self.neck = neck
+
+    def forward(self, feats):
+        feats = [lif(f.flatten(0, 1)).reshape(f.shape) for lif, f in zip(self.lifs, feats)]
+        return self.neck(feats)
+
+
+def test_neck_time_steps_are_read_when_the_neck_runs():
+    """A neck fed ``[T, B, ...]`` features from a multi-step backbone folds the steps into
+    the batch; its I-LIF neurons get ``T`` from ``follow_time`` only during the forward
+    pass, its quantisers never: both must report FLOPs per step and ``T`` = 3."""
+    from mmsnn.models.necks.spiking_fpn import SpikingFPN
+    T = 3
+    feats = [torch.rand(T, 1, 4, 8, 6) * 3, torch.rand(T, 1, 8, 4, 3) * 3]
+    hand = {'lateral_convs.0.conv': 4 * 8 * 8 * 6, 'lateral_convs.1.conv': 8 * 8 * 4 * 3,
+            'fpn_convs.0.conv': 9 * 8 * 8 * 8 * 6, 'fpn_convs.1.conv': 9 * 8 * 8 * 4 * 3}
+    for neuron_cfg in (dict(type='ILIF'), None):  # I-LIF built without T; the quantiser
+        torch.manual_seed(0)
+        model = _KeepTimeBackboneAndNeck(T, SpikingFPN([4, 8], 8, num_outs=3,
+                                                       neuron_cfg=neuron_cfg))
+        report = energy_report(model, [feats])
+        got = by_name(report)
+        assert sorted(got) == sorted(f'neck.{name}' for name in hand)
+        for name, flops in hand.items():
+            lay = got[f'neck.{name}']
+            assert lay['flops'] == flops and lay['T'] == T, (neuron_cfg, name)
+            assert lay['spike_driven']
+            assert lay['sops'] == pytest.approx(T * lay['rate'] * flops)
+        assert report.totals['energy_ann_mj'] == pytest.approx(E_MAC * sum(hand.values()))
+        assert report.meta['T'] == T
+
+
+class _DenseStreams(nn.Module):
+    """T = 4 direct encoding, then a real-valued multi-step residual stream read by a conv,
+    and 8 rows ("RoIs") of the time-averaged map read by a linear layer."""
+
+    T, H, W = 4, 4, 4
+
+    def __init__(self):
+        super().__init__()
+        self.encode = nn.Conv2d(3, 4, 3, padding=1)  # the image, the same at every step
+        self.lif = IntegerLIF(T=self.T)
+        self.conv = nn.Conv2d(4, 4, 1)               # spikes
+        self.dense = nn.Conv2d(4, 2, 1)              # the residual stream: 4 different steps
+        self.head = nn.Linear(4, 3)                  # 8 rows after the mean over time
+
+    def forward(self, x):  # [1, 3, H, W]
+        x = x.unsqueeze(0).expand(self.T, *x.shape).flatten(0, 1)
+        s = self.lif(self.encode(x))
+        stream = self.conv(s) + s
+        y = self.dense(stream)
+        mean = stream.reshape(self.T, 1, 4, self.H, self.W).mean(0)  # [1, 4, H, W]
+        rows = mean.flatten(2).transpose(1, 2)[0, :8]  # [8, 4]: leading dim 8 = 2 * T
+        return y, self.head(rows)
+
+
+def test_dense_input_is_charged_by_where_it_comes_from():
+    """The image repeated over T is charged once; a real-valued tensor computed from neurons
+    holds T different steps and is charged T times; rows that merely number a multiple of T
+    (8 rows at T = 4) after the mean over time are not time steps."""
+    net, T = _DenseStreams(), _DenseStreams.T
+    got = by_name(energy_report(net, torch.rand(1, 3, 4, 4)))
+    enc = got['encode']
+    assert enc['flops'] == 9 * 3 * 4 * 16 and enc['T'] == T
+    assert enc['macs'] == enc['flops']  # once per image
+    assert enc['input_from'] == 'input' and not enc['spike_driven']
+    dense = got['dense']
+    assert dense['flops'] == 4 * 2 * 16 and dense['T'] == T  # per step
+    assert dense['macs'] == T * dense['flops']  # T steps of dense work
+    head = got['head']
+    assert head['flops'] == 8 * 4 * 3 and head['T'] == 1 and head['macs'] == head['flops']
+    assert got['conv']['spike_driven'] and got['conv']['T'] == T
+
+
 def test_energy_hook_leaves_nothing_behind_when_a_test_step_raises(tmp_path):
     """mmengine calls no hook after a test step raises: the counter's torch-function mode
     must not stay pushed, and the model must not keep the counting hooks."""
