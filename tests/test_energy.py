@@ -177,6 +177,106 @@ def test_spiking_heads_flops_by_hand():
     assert all(lay['spike_driven'] for lay in got.values())
 
 
+def _demo_detector():
+    """The demo detector, randomly initialised, with BN statistics that make it fire and
+    every box kept (score threshold 0), so that the RoI box and mask heads run."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(Config.fromfile(DEMO_DET).model))
+    model.init_weights()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) * 2 + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) + 0.5)
+    model.test_cfg.rcnn.score_thr = 0.0
+    return model.eval()
+
+
+def _plain_and_fused_reports(model, inputs, forward, monkeypatch):
+    """Energy reports of ``forward(model, x)`` without and with the fast path
+    (``fuse_for_inference``, as ``tools/test.py --fuse-conv-bn``)."""
+    from mmsnn.models import fast_roi_align, fuse_for_inference
+    plain = energy_report(model, inputs, forward=forward)
+    fast_calls = []
+    separable = fast_roi_align.separable_roi_align
+    monkeypatch.setattr(fast_roi_align, 'separable_roi_align',
+                        lambda *a, **k: fast_calls.append(1) or separable(*a, **k))
+    fused = energy_report(fuse_for_inference(model, reuse_memory=False), inputs,
+                          forward=forward)
+    assert fast_calls, 'the RoIAlign fast path (matrix products) did not run'
+    assert [lay['name'] for lay in fused.layers] == [lay['name'] for lay in plain.layers]
+    assert plain.totals['violations'] == fused.totals['violations'] == []
+    assert plain.totals['groups']['roi_head.mask_head']['sops'] > 0  # the heads ran and fired
+    return plain, fused
+
+
+def test_fast_path_roi_align_is_free_and_totals_match_float64(monkeypatch):
+    """``--fuse-conv-bn --energy``: RoIAlign computed as matrix products (the fast path's
+    ``SeparableRoIAlign``) is data movement, not a synaptic layer, so the report of the
+    fused demo detector is that of the plain one. (Backbone, neck, RPN head and the box /
+    mask heads on fixed RoIs: mmcv's CPU NMS takes no float64.)
+
+    How the tolerance is bounded: in float64 the fast path changes no spike (BN folding and
+    RoIAlign as products differ from the plain model by ~1e-15 relative, far from a
+    quantiser's rounding step; ``tests/test_fusion.py`` compares the spikes in float64), so
+    every spike count, hence every FLOP, MAC and SOP, is the same. FLOPs and MACs are
+    compared exactly; SOPs and energies are sums of the same terms in the same order,
+    compared to rel 1e-12 (a few thousand float64 roundings of 1.1e-16 each). float32 would
+    flip spikes that sit on a rounding boundary (Winograd convs round differently): see the
+    float32 test below.
+    """
+    model = _demo_detector().double()
+    x = torch.rand(1, 3, 96, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rois = torch.tensor([[0, 10., 12., 60., 70.], [0, 30., 5., 120., 90.],
+                         [0, 0., 0., 127., 95.]], dtype=torch.float64)
+
+    def heads(m, img):
+        feats = m.extract_feat(img)
+        m.rpn_head(feats)
+        m.roi_head._bbox_forward(feats, rois)
+        m.roi_head._mask_forward(feats, rois)
+
+    plain, fused = _plain_and_fused_reports(model, x, heads, monkeypatch)
+    for a, b in zip(plain.layers, fused.layers):
+        assert (a['flops'], a['macs'], a['T']) == (b['flops'], b['macs'], b['T']), a['name']
+        assert b['sops'] == pytest.approx(a['sops'], rel=1e-12, abs=0), a['name']
+    for key in ('flops', 'macs'):
+        assert fused.totals[key] == plain.totals[key], key
+    for key in ('sops', 'energy_mj', 'energy_ann_mj'):
+        assert fused.totals[key] == pytest.approx(plain.totals[key], rel=1e-12, abs=0), key
+
+
+def test_fast_path_roi_align_is_free_float32(monkeypatch):
+    """End to end through ``predict`` in float32, as ``tools/test.py --fuse-conv-bn --energy``
+    runs it. The fast path's Winograd convs round differently, so spikes on a rounding
+    boundary may flip; only what no spike can change is compared, exactly: the layers, the
+    (absent) violations, the dense MACs (the stem conv on the image: its shape alone) and the
+    FLOPs of the backbone, neck and RPN head (shapes alone; the RoI heads' FLOPs follow the
+    proposals NMS keeps, which flipped spikes may change)."""
+    from mmdet.testing import demo_mm_inputs
+    model = _demo_detector()
+    data = model.data_preprocessor(demo_mm_inputs(1, [(3, 96, 128)], num_classes=3), False)
+
+    def predict(m, d):
+        return m.predict(d['inputs'], d['data_samples'])
+
+    plain, fused = _plain_and_fused_reports(model, [data], predict, monkeypatch)
+    assert fused.totals['macs'] == plain.totals['macs']
+    assert plain.totals['macs'] == plain.layers[0]['flops']  # only the stem conv is dense
+    for group in ('backbone', 'neck', 'rpn_head'):
+        assert (fused.totals['groups'][group]['flops']
+                == plain.totals['groups'][group]['flops']), group
+
+
 # ----------------------------------------------------------- known spike counts
 
 def test_rate_and_sops_from_a_quantiser_fed_constants():
@@ -336,6 +436,131 @@ def test_meta_sdt_ilif_time_steps_multiply_sops_not_flops():
     lay = got['block3.0.attn.q_conv.0']
     assert lay['T'] == 2 and lay['flops'] == 16 * 16 * 2 * 2
     assert lay['sops'] == pytest.approx(2 * lay['rate'] * lay['flops'])
+
+
+class _KeepTimeBackboneAndNeck(nn.Module):
+    """I-LIF features ``[T, B, C, H, W]`` (what ``MetaSDT(T=3, keep_time=True)`` returns)
+    into a spiking FPN that folds the steps into the batch."""
+
+    def __init__(self, T, neck):
+        super().__init__()
+        self.T = T
+        self.lifs = nn.ModuleList([IntegerLIF(T=T), IntegerLIF(T=T)])
+        self.neck = neck
+
+    def forward(self, feats):
+        feats = [lif(f.flatten(0, 1)).reshape(f.shape) for lif, f in zip(self.lifs, feats)]
+        return self.neck(feats)
+
+
+def test_neck_time_steps_are_read_when_the_neck_runs():
+    """A neck fed ``[T, B, ...]`` features from a multi-step backbone folds the steps into
+    the batch; its I-LIF neurons get ``T`` from ``follow_time`` only during the forward
+    pass, its quantisers never: both must report FLOPs per step and ``T`` = 3."""
+    from mmsnn.models.necks.spiking_fpn import SpikingFPN
+    T = 3
+    feats = [torch.rand(T, 1, 4, 8, 6) * 3, torch.rand(T, 1, 8, 4, 3) * 3]
+    hand = {'lateral_convs.0.conv': 4 * 8 * 8 * 6, 'lateral_convs.1.conv': 8 * 8 * 4 * 3,
+            'fpn_convs.0.conv': 9 * 8 * 8 * 8 * 6, 'fpn_convs.1.conv': 9 * 8 * 8 * 4 * 3}
+    for neuron_cfg in (dict(type='ILIF'), None):  # I-LIF built without T; the quantiser
+        torch.manual_seed(0)
+        model = _KeepTimeBackboneAndNeck(T, SpikingFPN([4, 8], 8, num_outs=3,
+                                                       neuron_cfg=neuron_cfg))
+        report = energy_report(model, [feats])
+        got = by_name(report)
+        assert sorted(got) == sorted(f'neck.{name}' for name in hand)
+        for name, flops in hand.items():
+            lay = got[f'neck.{name}']
+            assert lay['flops'] == flops and lay['T'] == T, (neuron_cfg, name)
+            assert lay['spike_driven']
+            assert lay['sops'] == pytest.approx(T * lay['rate'] * flops)
+        assert report.totals['energy_ann_mj'] == pytest.approx(E_MAC * sum(hand.values()))
+        assert report.meta['T'] == T
+
+
+class _DenseStreams(nn.Module):
+    """T = 4 direct encoding, then a real-valued multi-step residual stream read by a conv,
+    and 8 rows ("RoIs") of the time-averaged map read by a linear layer."""
+
+    T, H, W = 4, 4, 4
+
+    def __init__(self):
+        super().__init__()
+        self.encode = nn.Conv2d(3, 4, 3, padding=1)  # the image, the same at every step
+        self.lif = IntegerLIF(T=self.T)
+        self.conv = nn.Conv2d(4, 4, 1)               # spikes
+        self.dense = nn.Conv2d(4, 2, 1)              # the residual stream: 4 different steps
+        self.head = nn.Linear(4, 3)                  # 8 rows after the mean over time
+
+    def forward(self, x):  # [1, 3, H, W]
+        x = x.unsqueeze(0).expand(self.T, *x.shape).flatten(0, 1)
+        s = self.lif(self.encode(x))
+        stream = self.conv(s) + s
+        y = self.dense(stream)
+        mean = stream.reshape(self.T, 1, 4, self.H, self.W).mean(0)  # [1, 4, H, W]
+        rows = mean.flatten(2).transpose(1, 2)[0, :8]  # [8, 4]: leading dim 8 = 2 * T
+        return y, self.head(rows)
+
+
+def test_dense_input_is_charged_by_where_it_comes_from():
+    """The image repeated over T is charged once; a real-valued tensor computed from neurons
+    holds T different steps and is charged T times; rows that merely number a multiple of T
+    (8 rows at T = 4) after the mean over time are not time steps."""
+    net, T = _DenseStreams(), _DenseStreams.T
+    got = by_name(energy_report(net, torch.rand(1, 3, 4, 4)))
+    enc = got['encode']
+    assert enc['flops'] == 9 * 3 * 4 * 16 and enc['T'] == T
+    assert enc['macs'] == enc['flops']  # once per image
+    assert enc['input_from'] == 'input' and not enc['spike_driven']
+    dense = got['dense']
+    assert dense['flops'] == 4 * 2 * 16 and dense['T'] == T  # per step
+    assert dense['macs'] == T * dense['flops']  # T steps of dense work
+    head = got['head']
+    assert head['flops'] == 8 * 4 * 3 and head['T'] == 1 and head['macs'] == head['flops']
+    assert got['conv']['spike_driven'] and got['conv']['T'] == T
+
+
+def test_energy_hook_leaves_nothing_behind_when_a_test_step_raises(tmp_path):
+    """mmengine calls no hook after a test step raises: the counter's torch-function mode
+    must not stay pushed, and the model must not keep the counting hooks."""
+    from types import SimpleNamespace
+
+    from mmsnn.analysis.energy import EnergyHook
+
+    class Failing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def test_step(self, data):
+            self.conv(torch.stack(data['inputs']))
+            raise RuntimeError('corrupt image')
+
+    runner = SimpleNamespace(model=Failing(), work_dir=str(tmp_path))
+    batch = dict(inputs=[torch.rand(3, 4, 4)])
+    depth = torch._C._len_torch_function_stack()
+    hook = EnergyHook()
+    try:
+        hook.before_test(runner)
+        with pytest.raises(RuntimeError, match='corrupt image'):
+            # the order of mmengine's TestLoop.run_iter
+            hook.before_test_iter(runner, 0, batch)
+            runner.model.test_step(batch)
+            hook.after_test_iter(runner, 0, batch, None)
+        assert torch._C._len_torch_function_stack() == depth
+        assert not runner.model.conv._forward_hooks and not runner.model.conv._forward_pre_hooks
+        assert 'test_step' not in vars(runner.model)
+    finally:  # do not let a failure here leak the mode into the other tests
+        while torch._C._len_torch_function_stack() > depth:
+            torch._C._pop_torch_function_stack()
+
+
+def test_energy_report_is_exported_from_the_package():
+    import mmsnn.analysis
+    from mmsnn.analysis import EnergyReport, energy_report as exported
+    from mmsnn.analysis import energy
+    assert exported is energy.energy_report and EnergyReport is energy.EnergyReport
+    assert {'energy_report', 'EnergyReport'} <= set(mmsnn.analysis.__all__)
 
 
 # ---------------------------------------------------------------------- outputs

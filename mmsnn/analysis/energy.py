@@ -1,6 +1,6 @@
 """Firing rates, synaptic operations and energy per image of a spiking network.
 
-    >>> from mmsnn.analysis.energy import energy_report
+    >>> from mmsnn.analysis import energy_report
     >>> report = energy_report(backbone, torch.randn(4, 3, 128, 128))   # 4 images
     >>> print(report.table())
     >>> report.totals['energy_mj'], report.totals['energy_ann_mj']
@@ -31,10 +31,22 @@ SpikeYOLO and Spikformer papers use, as restated in the project's reference note
   For the spike-driven attention computed as ``q (k^T v)``: ``k^T v`` has both sides spikes
   and is charged ``min(c_k, c_v)``; ``q (k^T v)`` multiplies spikes with an integer matrix
   and is charged ``c_q``; the order that really runs is the one reported.
-* ``T``: real time steps of the neuron that produced the input (I-LIF / LIF run ``T``
-  steps; the integer quantiser's "T = 1, D = 4" model has ``T = 1``).
+* ``T``: real time steps of the neuron that produced the input, read when it runs (a neck or
+  head neuron gets its ``T`` from ``follow_time`` during the forward pass). I-LIF / LIF run
+  ``T`` steps; the integer quantiser keeps the time axis of its input (the "T = 1, D = 4"
+  model: ``T = 1`` on a backbone image, ``T`` on features a multi-step backbone kept the
+  time axis of).
 * ``MAC_dense``: FLOPs of every layer whose input is not spikes (the first conv on the
-  image, and any layer failing the spike-driven check), charged once per image.
+  image, and any layer failing the spike-driven check). How often it is charged depends on
+  where its input comes from, never on its shape: the image repeated over the ``T`` steps
+  (direct encoding) is the same at every step and is charged once per image; a real-valued
+  tensor computed from neurons (e.g. a residual stream) holds ``T`` different steps and is
+  charged ``T`` times. The time steps of a tensor are followed through every torch op of
+  the forward pass: a neuron's output has its ``T``; an ``expand`` / ``repeat`` over new
+  steps multiplies them; a ``mean`` / ``sum`` over the time axis (dim 0 of length ``T``)
+  removes them; any other op passes them on.
+* Data movement is free even when it is computed with products: the matrix products inside
+  an mmcv ``RoIAlign`` (the fast path's ``SeparableRoIAlign``) are not counted.
 * ``E_MAC = 4.6 pJ, E_AC = 0.9 pJ`` (45 nm, 32-bit float; Horowitz, ISSCC 2014; preset
   ``'fp32'``), or the ``'int8'`` preset (0.23 pJ / 0.03 pJ). ``E_ANN = E_MAC * sum FLOPs``
   (the same network as an ANN).
@@ -182,48 +194,63 @@ class EnergyCounter:
 
     Args:
         model (nn.Module): the model; layer names are those of ``model.named_modules()``.
-        T (int | None): real time steps used for layers whose input has no neuron to tell
-            (dense layers on time-folded inputs); default: the largest ``T`` of the model's
-            neurons (stateful mmsnn neurons, or multi-step spikingjelly nodes as they run),
-            1 if it has none.
+        T (int | None): time steps along the leading axis of the model's input, for a model
+            fed one frame per step (``[T*B, ...]`` or ``[T, B, ...]``); default: the input is
+            an image without time axis (a leading axis of 3 may be anything: it is not
+            guessed from the shape). The report's ``T`` is this, or the largest ``T`` of the
+            model's neurons as they run (1 if none).
         group_fn (callable | None): ``name -> group``; default :meth:`default_group`.
     """
 
     def __init__(self, model, T=None, group_fn=None):
         self.model = model
         self._T_given = int(T) if T is not None else None
-        self._T_seen = _default_T(model)  # raised by multi-step spikingjelly nodes as they run
+        self._T_seen = _default_T(model)  # raised by the neurons as they run
         self.group_fn = group_fn or self.default_group
         self._modules = dict(model.named_modules())
         self._acc = {}
         self._handles = []
         self._spikes = {}  # id(tensor) -> (weakref, SpikeSource)
         self._producers = {}  # id(tensor) -> (weakref, name)
+        self._time = {}  # id(tensor) -> (weakref, (steps, repeated)); see _TimeAndMatmulWatch
         self._in_image = False
+        self._busy = False  # the counter's own tensor maths: not part of the model's graph
         self._first_layer = True
         self.num_images = 0
         self.input_shapes = []
         self._stage_of = _stage_names()
         self._stack = []  # names of the modules running now (for bare ``@`` products)
         self._bare = {}  # module name -> bare products counted in its current call
+        self._data_movement = {name for name, m in model.named_modules()
+                               if isinstance(m, _data_movement_types())}
         seen = set()
         for name, module in model.named_modules():
             if id(module) in seen:  # shared modules: hook (and name) once
                 continue
             seen.add(id(module))
-            self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
+            self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name),
+                                                                  with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._make_hook(name, module)))
 
     # ------------------------------------------------------------------ hooks
     def _make_pre_hook(self, name):
-        def pre_hook(mod, inputs):
+        def pre_hook(mod, args, kwargs):
             if self._in_image:
+                if not self._stack:  # the model's own input
+                    self._tag_model_input(_tensors(list(args) + list(kwargs.values())))
                 self._stack.append(name)
                 self._bare[name] = 0
         return pre_hook
 
+    def _tag_model_input(self, tensors):
+        """The model's input holds different frames per step only when ``T`` was given; an
+        image has no time axis (the model repeats it over the steps, if at all)."""
+        if self._T_given:
+            for t in tensors:
+                self._set_time(t, (self._T_given, False))
+
     def _make_hook(self, name, module):
-        source = spike_source(module, name)
+        neuron = spike_source(module, name) is not None
         kind = _synaptic_type(module)
         leaf = not any(True for _ in module.children())
 
@@ -232,27 +259,88 @@ class EnergyCounter:
                 return
             if self._stack and self._stack[-1] == name:
                 self._stack.pop()
-            with torch.no_grad():
-                if kind is not None:
-                    self._count(name, kind, list(inputs[:2]) if kind == 'matmul'
-                                else [inputs[0]], synaptic_flops(mod, inputs, output))
-                outs = _tensors(output)
-                if source is not None:
-                    src = source
-                    if src.T is None and getattr(mod, 'step_mode', 's') == 'm' and outs:
-                        src = SpikeSource(name, source.D, source.norm, outs[0].shape[0])
-                        self._T_seen = max(self._T_seen, src.T)
+            self._busy = True
+            try:
+                with torch.no_grad():
+                    self._after_module(name, mod, kind, leaf, neuron, inputs, output)
+            finally:
+                self._busy = False
+        return hook
+
+    def _after_module(self, name, mod, kind, leaf, neuron, inputs, output):
+        if kind is not None:
+            self._count(name, kind, list(inputs[:2]) if kind == 'matmul' else [inputs[0]],
+                        synaptic_flops(mod, inputs, output))
+        outs = _tensors(output)
+        if neuron:
+            src = self._running_source(name, mod, _tensors(inputs), outs)
+            for t in outs:
+                self._tag(self._spikes, t, src)
+                self._set_time(t, (src.T, False))
+        else:
+            if _keeps_spikes(mod):
+                src = self._source(inputs[0]) if inputs else None
+                if src is not None:
                     for t in outs:
                         self._tag(self._spikes, t, src)
-                elif _keeps_spikes(mod):
-                    src = self._source(inputs[0]) if inputs else None
-                    if src is not None:
-                        for t in outs:
-                            self._tag(self._spikes, t, src)
-                for t in outs:  # name the innermost module (or the neuron) that made t
-                    if leaf or source is not None or self._lookup(self._producers, t) is None:
-                        self._tag(self._producers, t, f'{name} ({type(mod).__name__})')
-        return hook
+            # ops the torch-function watch cannot see (C++ extension kernels writing into
+            # their output) leave it untagged: it has the steps of the module's input
+            time = self._time_of_all(_tensors(inputs))
+            if time is not None:
+                for t in outs:
+                    if self._time_of(t) is None:
+                        self._set_time(t, time)
+        for t in outs:  # name the innermost module (or the neuron) that made t
+            if leaf or neuron or self._lookup(self._producers, t) is None:
+                self._tag(self._producers, t, f'{name} ({type(mod).__name__})')
+
+    def _running_source(self, name, mod, inputs, outs):
+        """The :class:`SpikeSource` of a neuron as it runs now: ``T`` is read at this call
+        (``follow_time`` sets a neck or head neuron's ``T`` during the forward pass)."""
+        src = spike_source(mod, name)
+        if src.T is not None and getattr(mod, 'stateful', False):
+            steps = int(src.T)
+        elif src.T is None and getattr(mod, 'step_mode', 's') == 'm' and outs:
+            steps = int(outs[0].shape[0])  # a multi-step spikingjelly node: [T, B, ...]
+        else:  # a stateless neuron (the integer quantiser) keeps the steps of its input
+            time = self._time_of_all(inputs)
+            steps = time[0] if time is not None else int(src.T or 1)
+        self._T_seen = max(self._T_seen, steps)
+        return SpikeSource(name, src.D, src.norm, steps)
+
+    def _set_time(self, t, time):
+        self._time[id(t)] = (weakref.ref(t), time)
+
+    def _time_of(self, t):
+        """``(steps, repeated)`` of a tensor made during this image, None for one with no
+        time axis (the image itself, parameters, or anything made only from those)."""
+        return self._lookup(self._time, t)
+
+    def _time_of_all(self, tensors):
+        """The time axis of a result computed from ``tensors``: the most steps among them,
+        and repeated (the same values at every step) only if every input with steps is."""
+        times = [time for time in map(self._time_of, tensors) if time is not None]
+        if not times:
+            return None
+        return max(s for s, _ in times), all(r for _, r in times)
+
+    def propagate_time(self, func_name, args, kwargs, out):
+        """Tag the tensors ``out`` of a torch op with the time axis of its inputs."""
+        outs = _tensors(out)
+        if not outs:
+            return
+        time = self._time_of_all(_tensors(list(args) + list(kwargs.values())))
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if func_name in _REPEATS and x is not None and 0 < x.numel() < outs[0].numel():
+            steps, repeated = time or (1, True)
+            # copies over new steps: every step holds the same values when x had no time axis
+            time = (steps * (outs[0].numel() // x.numel()), repeated or steps == 1)
+        elif (func_name in _REDUCTIONS and time is not None and time[0] > 1 and x is not None
+              and x.dim() and x.shape[0] == time[0] and _reduces_dim0(args, kwargs)):
+            time = (1, False)  # the mean (sum, ...) over the time axis: no steps left
+        if time is not None:
+            for t in outs:
+                self._set_time(t, time)
 
     @staticmethod
     def _tag(table, t, value):
@@ -297,12 +385,6 @@ class EnergyCounter:
         """Real time steps of the model (given, or the largest ``T`` of its neurons)."""
         return self._T_given or self._T_seen
 
-    def _steps(self, src, lead):
-        """Time steps folded into the leading dimension ``lead`` of a layer's input."""
-        if src is not None and src.T:
-            return int(src.T)
-        return self.T if lead % self.T == 0 else 1
-
     def bare_matmul(self, a, b, out):
         """A product ``a @ b`` run outside a :class:`~mmsnn.models.layers.MatMul` module
         (e.g. the zoo transformers' attention), named ``<module>.matmul<k>`` after the module
@@ -311,6 +393,8 @@ class EnergyCounter:
         parent = self._stack[-1] if self._stack else ''
         if isinstance(self._modules.get(parent), MatMul):
             return  # counted by the module's hook
+        if any(name in self._data_movement for name in self._stack):
+            return  # e.g. RoIAlign's interpolation weights: data movement, free
         k = self._bare.get(parent, 0)
         self._bare[parent] = k + 1
         name = f'{parent}.matmul{k}' if parent else f'matmul{k}'
@@ -344,20 +428,25 @@ class EnergyCounter:
         first = self._first_layer
         producers = [self._producer(t) for t in operands]
         self._first_layer = False
-        lead = operands[0].shape[0] if operands[0].dim() else 1
-        steps = self._steps(src, lead) if spike_driven else 1
-        flops = total / steps
+        if spike_driven:
+            steps = int(src.T)
+            flops = total / steps
+        else:  # steps and repetition of a dense input from where it comes from
+            steps, repeated = self._time_of_all(operands) or (1, True)
+            flops = total / steps
+            # the same image at every step is computed once; different steps each cost
+            macs = flops if repeated else total
         acc = self._acc.get(name)
         if acc is None:
             acc = self._acc[name] = dict(
                 name=name, type=kind, group=self.group_fn(name), spike_driven=True,
                 input_from=' x '.join(producers), D=None, T=steps, flops=0.0, sops=0.0,
                 macs=0.0, tflops=0.0, count=0.0, elems=0, nonzero=0, calls=0, reason='',
-                encoding=False, dense=[])
+                encoding=False)
         acc['calls'] += 1
+        acc['flops'] += flops
+        acc['T'] = max(acc['T'], steps)
         if spike_driven:
-            acc['flops'] += flops
-            acc['T'] = max(acc['T'], steps)
             count, numel, nonzero = stat
             rate = count / numel if numel else 0.0
             acc['sops'] += steps * rate * flops
@@ -366,8 +455,8 @@ class EnergyCounter:
             acc['elems'] += numel
             acc['nonzero'] += nonzero
             acc['D'] = src.D
-        else:  # time steps of a dense input are known once every neuron has run
-            acc['dense'].append((total, lead))
+        else:
+            acc['macs'] += macs
             acc['spike_driven'] = False
             acc['input_from'] = ' x '.join(producers)
             acc['encoding'] = first and all(p == 'input' for p in producers)
@@ -381,15 +470,17 @@ class EnergyCounter:
         functional.reset_net(self.model)
         self._spikes.clear()
         self._producers.clear()
+        self._time.clear()
         self._in_image, self._first_layer = True, True
         self._stack.clear()
         try:
-            with _BareMatmulWatch(self):
+            with _TimeAndMatmulWatch(self):
                 yield self
         finally:
             self._in_image = False
             self._spikes.clear()
             self._producers.clear()
+            self._time.clear()
         self.num_images += int(num_images)
         if input_shape is not None:
             self.input_shapes.append(tuple(int(s) for s in input_shape))
@@ -435,12 +526,6 @@ class EnergyCounter:
         n = self.num_images
         layers = []
         for acc in self._acc.values():
-            acc = dict(acc)
-            for total, lead in acc['dense']:
-                steps = self._steps(None, lead)
-                acc['flops'] += total / steps
-                acc['macs'] += total / steps  # a dense layer is charged once per image
-                acc['T'] = max(acc['T'], steps)
             spikes = acc['tflops'] > 0
             rate = acc['sops'] / acc['tflops'] if spikes else None
             layer = dict(
@@ -467,22 +552,46 @@ class EnergyCounter:
 
 
 _MATMULS = ('__matmul__', 'matmul', 'bmm')
+#: ops that copy a tensor over new leading entries (direct encoding: the image at every step)
+_REPEATS = ('expand', 'repeat')
+#: reductions that remove the time axis when taken over it (``mean_over_time``)
+_REDUCTIONS = ('mean', 'sum', 'amax', 'amin', 'max', 'min', 'prod')
 
 
-class _BareMatmulWatch(TorchFunctionMode):
-    """Sees every ``@`` / ``torch.matmul`` / ``torch.bmm`` of a forward pass and hands the
-    ones that no hooked module covers to :meth:`EnergyCounter.bare_matmul`."""
+def _reduces_dim0(args, kwargs):
+    """Whether a reduction's ``dim`` takes in axis 0 (not an elementwise ``max(a, b)``)."""
+    dim = args[1] if len(args) > 1 else kwargs.get('dim')
+    if isinstance(dim, (tuple, list)):
+        return 0 in dim
+    return isinstance(dim, int) and dim == 0
+
+
+def _data_movement_types():
+    """Modules that move data and so are free, even when computed with matrix products."""
+    from mmcv.ops import RoIAlign  # the fast path's SeparableRoIAlign is one too
+    return (RoIAlign,)
+
+
+class _TimeAndMatmulWatch(TorchFunctionMode):
+    """Sees every torch op of a forward pass: passes the time axis of its inputs on to its
+    output (:meth:`EnergyCounter.propagate_time`), and hands every ``@`` / ``torch.matmul`` /
+    ``torch.bmm`` that no hooked module covers to :meth:`EnergyCounter.bare_matmul`."""
 
     def __init__(self, counter):
         super().__init__()
         self.counter = counter
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if (getattr(func, '__name__', '') in _MATMULS and self.counter._in_image
-                and len(args) >= 2 and isinstance(out, torch.Tensor)
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        counter = self.counter
+        if not counter._in_image or counter._busy:
+            return out
+        name = getattr(func, '__name__', '')
+        if (name in _MATMULS and len(args) >= 2 and isinstance(out, torch.Tensor)
                 and all(isinstance(a, torch.Tensor) and a.dim() >= 2 for a in args[:2])):
-            self.counter.bare_matmul(args[0], args[1], out)
+            counter.bare_matmul(args[0], args[1], out)
+        counter.propagate_time(name, args, kwargs, out)
         return out
 
 
@@ -662,8 +771,9 @@ def energy_report(model, inputs, forward=None, T=None, preset='fp32', e_mac=None
             as ``x[i:i+1]``), or a sequence of per-image inputs passed as they are (e.g.
             ``[T, C, H, W]`` tensors for a model that takes time-folded input).
         forward (callable | None): ``forward(model, x)`` instead of ``model(x)``.
-        T (int | None): time steps for dense layers on time-folded input (see
-            :class:`EnergyCounter`); spike layers take ``T`` from their neuron.
+        T (int | None): time steps folded into the leading axis of each input, for a model
+            fed time-folded frames (see :class:`EnergyCounter`); spike layers take ``T``
+            from their neuron.
         preset (str): 'fp32' (E_MAC 4.6 pJ, E_AC 0.9 pJ) or 'int8' (0.23 / 0.03 pJ);
             ``e_mac`` / ``e_ac`` (pJ) override it.
         meta (dict | None): extra metadata stored in the report (config, checkpoint...).
@@ -690,10 +800,15 @@ def energy_report(model, inputs, forward=None, T=None, preset='fp32', e_mac=None
 class EnergyHook(Hook):
     """mmengine hook that adds the energy report to a test run (``tools/test.py --energy``).
 
-    Counts every test iteration (``len(data_batch['inputs'])`` images; run the test loader
+    Counts every test step (``len(data_batch['inputs'])`` images; run the test loader
     with ``batch_size=1`` so that each image is counted at its own size, without the batch's
     padding) and, after the test, writes the table, JSON, CSV and figure into ``out_dir``
     (default ``{work_dir}/energy``) and prints the summary.
+
+    The count wraps the model's ``test_step`` rather than opening in ``before_test_iter``
+    and closing in ``after_test_iter``: when a step raises, mmengine calls no further hook,
+    and the counter's torch-function mode would stay pushed. If a step raises, the model is
+    left as it was (no counting hooks, no wrapper) and the error goes on.
     """
 
     priority = 'NORMAL'
@@ -709,17 +824,28 @@ class EnergyHook(Hook):
     def before_test(self, runner):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         self.counter = EnergyCounter(model)
+        self._runner_model = runner.model
+        test_step = runner.model.test_step
 
-    def before_test_iter(self, runner, batch_idx, data_batch=None):
-        n = len(data_batch['inputs']) if data_batch and 'inputs' in data_batch else 1
-        self._image = self.counter.image(num_images=n)
-        self._image.__enter__()
+        def counted_test_step(data):
+            n = len(data['inputs']) if isinstance(data, dict) and 'inputs' in data else 1
+            try:
+                with self.counter.image(num_images=n):
+                    return test_step(data)
+            except BaseException:
+                self._release()
+                raise
 
-    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self._image.__exit__(None, None, None)
+        runner.model.test_step = counted_test_step
+
+    def _release(self):
+        """Remove the counting hooks and the ``test_step`` wrapper from the model."""
+        self.counter.remove()
+        if 'test_step' in vars(self._runner_model):
+            del self._runner_model.test_step
 
     def after_test(self, runner):
-        self.counter.remove()
+        self._release()
         from mmengine.dist import is_main_process
         if not is_main_process() or self.counter.num_images == 0:
             return
