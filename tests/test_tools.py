@@ -167,6 +167,7 @@ def test_safe_loading_works_without_torchs_allow_list(trained, torch_2_1):
     assert 'last_step' in ckpt['param_schedulers'][0]  # LinearLR's state
     buffers = ckpt['message_hub']['log_scalars']
     assert buffers and all(isinstance(b, HistoryBuffer) for b in buffers.values())
+    assert resume.missing_resume_state(ckpt) == []
 
 
 class _ShellCommand:
@@ -187,6 +188,20 @@ def test_safe_loading_refuses_a_pickled_call_on_any_torch(tmp_path, torch_2_1):
         ckpts.load_checkpoint_file(path)
     assert not exc.value.damaged and f'it pickles {os.system.__module__}.system' in str(exc.value)
     assert not marker.exists()
+
+
+def test_named_unreadable_resume_checkpoint_stops(trained, tmp_path, train_tool, capsys):
+    """--resume PATH of a damaged file stops naming it; no older checkpoint is taken."""
+    work_dir = tmp_path / 'toy'
+    shutil.copytree(trained, work_dir)
+    named = work_dir / 'iter_4.pth'
+    named.write_bytes(named.read_bytes()[:1000])
+    before = {p.name: p.read_bytes() for p in work_dir.iterdir() if p.is_file()}
+    err = tool_error(train_tool, [TOY, '--work-dir', work_dir, '--resume', named], capsys)
+    assert f"error: --resume '{named}': the file is damaged or incomplete" in err
+    assert 'iter_2.pth' not in err and 'resuming from' not in err
+    assert '\n' not in err[err.index('error: '):].strip()  # one line
+    assert {p.name: p.read_bytes() for p in work_dir.iterdir() if p.is_file()} == before
 
 
 # ---------------------------------------------------------------------------- test.py
