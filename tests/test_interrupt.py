@@ -215,6 +215,47 @@ def test_resume_from_a_named_unreadable_checkpoint_stops(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+class _BestSaveRunner:
+    """The part of mmengine's Runner that ``CheckpointHook`` saves best checkpoints with;
+    ``kill_in_save``: the next save fails half-way, as a kill would stop it."""
+
+    def __init__(self, work_dir):
+        from mmengine.logging import MessageHub, MMLogger
+        self.work_dir, self.epoch, self.iter, self.kill_in_save = str(work_dir), 0, 0, False
+        self.message_hub = MessageHub.get_instance(f'best_save_{id(self)}')
+        self.logger = MMLogger.get_instance(f'best_save_{id(self)}', log_level='WARNING')
+
+    def save_checkpoint(self, out_dir, filename, file_client_args=None, save_optimizer=True,
+                        save_param_scheduler=True, meta=None, by_epoch=True, backend_args=None):
+        from mmengine.runner.checkpoint import save_checkpoint
+        if self.kill_in_save:
+            raise KeyboardInterrupt(f'killed while saving {filename}')
+        save_checkpoint({'meta': meta, 'state_dict': {'w': torch.full((2,), float(self.iter))}},
+                        osp.join(out_dir, filename), backend_args=backend_args)
+
+
+def test_killed_best_save_keeps_the_previous_best(tmp_path):
+    from mmsnn.engine.hooks import AtomicCheckpointHook
+    runner = _BestSaveRunner(tmp_path)
+    hook = AtomicCheckpointHook(interval=1, by_epoch=False, save_best='acc', rule='greater')
+    hook.before_train(runner)
+    runner.iter = 2
+    hook.after_val_epoch(runner, {'acc': 0.5})
+    assert sorted(os.listdir(tmp_path)) == ['best_acc_iter_2.pth']
+
+    runner.iter = 4  # a better score: the new best replaces the old one once written
+    hook.after_val_epoch(runner, {'acc': 0.7})
+    assert sorted(os.listdir(tmp_path)) == ['best_acc_iter_4.pth']
+    assert float(weights(tmp_path / 'best_acc_iter_4.pth')['w'][0]) == 4.
+    saved = (tmp_path / 'best_acc_iter_4.pth').read_bytes()
+
+    runner.iter, runner.kill_in_save = 6, True  # a better score again; the save is killed
+    with pytest.raises(KeyboardInterrupt):
+        hook.after_val_epoch(runner, {'acc': 0.8})
+    assert sorted(os.listdir(tmp_path)) == ['best_acc_iter_4.pth']
+    assert (tmp_path / 'best_acc_iter_4.pth').read_bytes() == saved
+
+
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
     target = tmp_path / 'metrics.json'
     atomic_write(target, '{"old": 1}')
