@@ -139,9 +139,31 @@ def test_resume_stops_when_every_checkpoint_is_damaged(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def training_state(i, optimizer=True):
+    """A checkpoint as mmengine's Runner saves it (``optimizer=False``: as it saves a
+    ``best_*.pth``, without optimizer and scheduler state)."""
+    ckpt = {'meta': {'epoch': i, 'iter': 4 * i}, 'state_dict': {'w': torch.full((3,), float(i))},
+            'message_hub': {'log_scalars': {}, 'runtime_info': {}, 'resumed_keys': {}}}
+    if optimizer:
+        ckpt.update(optimizer={'state': {0: {'step': torch.tensor(4. * i)}}, 'param_groups': []},
+                    param_schedulers=[{'last_step': 4 * i}])
+    return ckpt
+
+
+def write_checkpoints(folder, names, damaged=(), weights_only=()):
+    """``names`` oldest first (mtimes 1000, 1001, ...); ``damaged`` ones cut short."""
+    for i, name in enumerate(names):
+        path = folder / name
+        torch.save(training_state(i, optimizer=name not in weights_only), path)
+        if name in damaged:
+            path.write_bytes(path.read_bytes()[:200])
+        os.utime(path, (1000 + i, 1000 + i))
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
 def test_resume_fallback_takes_the_newest_readable(tmp_path):
     for i, name in enumerate(['epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth']):
-        torch.save({'state_dict': {'w': torch.full((3,), float(i))}}, tmp_path / name)
+        torch.save(training_state(i), tmp_path / name)
         os.utime(tmp_path / name, (1000 + i, 1000 + i))
     (tmp_path / 'epoch_3.pth').write_bytes(b'PK\x03\x04 cut short')
     notes = []
@@ -151,6 +173,87 @@ def test_resume_fallback_takes_the_newest_readable(tmp_path):
     assert torch.equal(ckpt['state_dict']['w'], torch.full((3,), 1.))
     assert 'epoch_3.pth' in notes[0] and 'damaged or incomplete' in notes[0]
     assert notes[1].startswith(f"note: resuming from '{path}' instead")
+
+
+def test_resume_fallback_skips_weights_only_checkpoints(tmp_path):
+    """A best checkpoint (no optimizer / scheduler state) newer than the last complete one
+    is not resumed from: that would restart momentum and warm-up without a word."""
+    write_checkpoints(tmp_path, ['epoch_1.pth', 'best_acc_epoch_2.pth', 'epoch_2.pth'],
+                      damaged={'epoch_2.pth'}, weights_only={'best_acc_epoch_2.pth'})
+    notes = []
+    path, ckpt = readable_resume_checkpoint(str(tmp_path / 'epoch_2.pth'), str(tmp_path),
+                                            notes.append)
+    assert path == str(tmp_path / 'epoch_1.pth') and 'optimizer' in ckpt
+    assert 'damaged or incomplete' in notes[0]
+    assert 'best_acc_epoch_2.pth' in notes[1] and 'optimizer' in notes[1]
+    assert notes[2].startswith(f"note: resuming from '{path}' instead")
+
+
+def test_resume_without_a_complete_checkpoint_names_the_weights_only_ones(tmp_path):
+    before = write_checkpoints(tmp_path, ['best_acc_epoch_1.pth', 'epoch_2.pth'],
+                               damaged={'epoch_2.pth'}, weights_only={'best_acc_epoch_1.pth'})
+    with pytest.raises(MMSNNUserError) as exc:
+        readable_resume_checkpoint(str(tmp_path / 'epoch_2.pth'), str(tmp_path), lambda t: None)
+    msg = str(exc.value)
+    assert '\n' not in msg  # one line
+    assert 'best_acc_epoch_1.pth' in msg and 'epoch_2.pth' in msg
+    assert f"load_from={tmp_path / 'best_acc_epoch_1.pth'}" in msg and 'without --resume' in msg
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_resume_from_a_named_unreadable_checkpoint_stops(tmp_path):
+    """``--resume PATH``: the user asked for that file; an older one is not taken instead."""
+    before = write_checkpoints(tmp_path, ['epoch_1.pth', 'epoch_2.pth'], damaged={'epoch_2.pth'})
+    notes = []
+    with pytest.raises(MMSNNUserError) as exc:
+        readable_resume_checkpoint(str(tmp_path / 'epoch_2.pth'), str(tmp_path), notes.append,
+                                   fallback=False)
+    msg = str(exc.value)
+    assert '\n' not in msg and str(tmp_path / 'epoch_2.pth') in msg
+    assert 'damaged or incomplete' in msg and 'epoch_1.pth' not in msg
+    assert not notes
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+class _BestSaveRunner:
+    """The part of mmengine's Runner that ``CheckpointHook`` saves best checkpoints with;
+    ``kill_in_save``: the next save fails half-way, as a kill would stop it."""
+
+    def __init__(self, work_dir):
+        from mmengine.logging import MessageHub, MMLogger
+        self.work_dir, self.epoch, self.iter, self.kill_in_save = str(work_dir), 0, 0, False
+        self.message_hub = MessageHub.get_instance(f'best_save_{id(self)}')
+        self.logger = MMLogger.get_instance(f'best_save_{id(self)}', log_level='WARNING')
+
+    def save_checkpoint(self, out_dir, filename, file_client_args=None, save_optimizer=True,
+                        save_param_scheduler=True, meta=None, by_epoch=True, backend_args=None):
+        from mmengine.runner.checkpoint import save_checkpoint
+        if self.kill_in_save:
+            raise KeyboardInterrupt(f'killed while saving {filename}')
+        save_checkpoint({'meta': meta, 'state_dict': {'w': torch.full((2,), float(self.iter))}},
+                        osp.join(out_dir, filename), backend_args=backend_args)
+
+
+def test_killed_best_save_keeps_the_previous_best(tmp_path):
+    from mmsnn.engine.hooks import AtomicCheckpointHook
+    runner = _BestSaveRunner(tmp_path)
+    hook = AtomicCheckpointHook(interval=1, by_epoch=False, save_best='acc', rule='greater')
+    hook.before_train(runner)
+    runner.iter = 2
+    hook.after_val_epoch(runner, {'acc': 0.5})
+    assert sorted(os.listdir(tmp_path)) == ['best_acc_iter_2.pth']
+
+    runner.iter = 4  # a better score: the new best replaces the old one once written
+    hook.after_val_epoch(runner, {'acc': 0.7})
+    assert sorted(os.listdir(tmp_path)) == ['best_acc_iter_4.pth']
+    assert float(weights(tmp_path / 'best_acc_iter_4.pth')['w'][0]) == 4.
+    saved = (tmp_path / 'best_acc_iter_4.pth').read_bytes()
+
+    runner.iter, runner.kill_in_save = 6, True  # a better score again; the save is killed
+    with pytest.raises(KeyboardInterrupt):
+        hook.after_val_epoch(runner, {'acc': 0.8})
+    assert sorted(os.listdir(tmp_path)) == ['best_acc_iter_4.pth']
+    assert (tmp_path / 'best_acc_iter_4.pth').read_bytes() == saved
 
 
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):

@@ -143,6 +143,67 @@ def test_safe_loading_still_refuses_foreign_objects(tmp_path, payload):
         ckpts.load_checkpoint_safely(str(path))
 
 
+@pytest.fixture
+def torch_2_1(monkeypatch):
+    """This torch made to look like torch 2.1: no allow-list APIs for its safe loader
+    (``add_safe_globals`` is torch >= 2.4, ``safe_globals`` >= 2.5), nothing allow-listed."""
+    import torch._weights_only_unpickler as wou
+    monkeypatch.setattr(torch, '__version__', '2.1.0')
+    monkeypatch.delattr(torch.serialization, 'safe_globals', raising=False)
+    monkeypatch.delattr(torch.serialization, 'add_safe_globals', raising=False)
+    monkeypatch.setattr(wou, '_get_safe_globals', lambda: [], raising=False)
+    monkeypatch.delenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', raising=False)
+
+
+def test_safe_loading_works_without_torchs_allow_list(trained, torch_2_1):
+    """mmsnn's restricted unpickler reads a tools/train.py checkpoint (optimizer, scheduler,
+    message hub) whatever torch version it runs on."""
+    from mmengine.logging import HistoryBuffer
+    ckpt = ckpts.load_checkpoint_file(trained / 'iter_4.pth')
+    assert ckpt['meta']['iter'] == 4
+    state = ckpt['optimizer']['state']
+    assert state and all(float(s['step']) == 4 for s in state.values())
+    assert all(torch.is_tensor(s['exp_avg']) for s in state.values())
+    assert 'last_step' in ckpt['param_schedulers'][0]  # LinearLR's state
+    buffers = ckpt['message_hub']['log_scalars']
+    assert buffers and all(isinstance(b, HistoryBuffer) for b in buffers.values())
+    assert resume.missing_resume_state(ckpt) == []
+
+
+class _ShellCommand:
+    """Pickles as ``os.system(command)``: what an unrestricted unpickler would run."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_safe_loading_refuses_a_pickled_call_on_any_torch(tmp_path, torch_2_1):
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'x': _ShellCommand(f'touch {marker}')}, path)
+    with pytest.raises(ckpts.CheckpointReadError) as exc:
+        ckpts.load_checkpoint_file(path)
+    assert not exc.value.damaged and f'it pickles {os.system.__module__}.system' in str(exc.value)
+    assert not marker.exists()
+
+
+def test_named_unreadable_resume_checkpoint_stops(trained, tmp_path, train_tool, capsys):
+    """--resume PATH of a damaged file stops naming it; no older checkpoint is taken."""
+    work_dir = tmp_path / 'toy'
+    shutil.copytree(trained, work_dir)
+    named = work_dir / 'iter_4.pth'
+    named.write_bytes(named.read_bytes()[:1000])
+    before = {p.name: p.read_bytes() for p in work_dir.iterdir() if p.is_file()}
+    err = tool_error(train_tool, [TOY, '--work-dir', work_dir, '--resume', named], capsys)
+    assert f"error: --resume '{named}': the file is damaged or incomplete" in err
+    assert 'iter_2.pth' not in err and 'resuming from' not in err
+    assert '\n' not in err[err.index('error: '):].strip()  # one line
+    assert {p.name: p.read_bytes() for p in work_dir.iterdir() if p.is_file()} == before
+
+
 # ---------------------------------------------------------------------------- test.py
 
 def test_test_tool_dumps_results_and_metrics(trained, tmp_path, run_tool):

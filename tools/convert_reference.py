@@ -13,7 +13,7 @@ mixer in ``configs/det/reference`` / ``configs/seg/reference``. DST is written a
 ``{'state_dict': ..., 'meta': ...}``, ready for ``tools/test.py CONFIG DST`` and for
 ``load_from`` (fine-tuning).
 
-The source is read with torch's safe loader: tensors, containers, an ``argparse.Namespace``
+The source is read with mmsnn's restricted unpickler: tensors, containers, an ``argparse.Namespace``
 and numpy scalars load; any other pickled object is refused.
 """
 import argparse

@@ -85,6 +85,7 @@ def train(args):
         cfg.auto_scale_lr.enable = True
 
     # --resume: an explicit checkpoint, or the latest one in the work dir
+    auto_resume = False  # only then may an unreadable checkpoint be replaced by another
     if args.resume not in (None, 'auto'):
         cfg.resume, cfg.load_from = True, args.resume
     elif args.resume == 'auto' or (cfg.get('resume') and not cfg.get('load_from')):
@@ -94,7 +95,7 @@ def train(args):
                   file=sys.stderr)
             cfg.resume = False
         else:
-            cfg.resume, cfg.load_from = True, latest
+            cfg.resume, cfg.load_from, auto_resume = True, latest, True
     elif cfg.get('resume') and cfg.get('load_from'):
         check_checkpoint_file(cfg.load_from, 'resume checkpoint (load_from)')
     else:
@@ -116,10 +117,14 @@ def train(args):
 
     checkpoint = None
     if cfg.resume and cfg.get('load_from') and osp.isfile(cfg.load_from):
-        # an unreadable checkpoint (a kill while saving): fall back to an older one
+        # an unreadable checkpoint (a kill while saving): with an automatic --resume, fall
+        # back to an older one that holds the whole training state; a named one must be read
         quiet = os.environ.get('RANK', '0') != '0'  # every rank checks; rank 0 says so
+        saver = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
         cfg.load_from, checkpoint = resume.readable_resume_checkpoint(
-            cfg.load_from, work_dir, log=(lambda text: None) if quiet else None)
+            cfg.load_from, work_dir, log=(lambda text: None) if quiet else None,
+            fallback=auto_resume, schedulers=bool(cfg.get('param_scheduler'))
+            and saver.get('save_param_scheduler', True))
 
     runtime.start_distributed(cfg)
     from mmengine.registry import RUNNERS

@@ -10,9 +10,9 @@ of the mmsnn model:
 * ``task='seg'``: a whole reference spiking Semantic FPN for ``configs/seg/reference``.
 
 ``module.`` prefixes (DataParallel / DDP) are stripped, non-tensor entries dropped, and files
-are read with torch's safe loader (:func:`mmsnn.utils.checkpoint.load_checkpoint_file`): the
-``argparse.Namespace`` / numpy scalars that training scripts pickle next to the weights are
-allowed, any other object is refused.
+are read with mmsnn's restricted unpickler (:func:`mmsnn.utils.checkpoint.load_checkpoint_file`):
+the ``argparse.Namespace`` / numpy scalars that training scripts pickle next to the weights
+are allowed, any other object is refused.
 
 Key mappings (the reference and mmsnn share the backbone's module names, so backbone keys go
 through unchanged apart from the family's filter):

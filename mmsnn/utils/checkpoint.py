@@ -1,78 +1,46 @@
-"""Reading checkpoints safely under torch >= 2.6, and checking that one fits a model.
+"""Reading checkpoints safely on every supported torch, and checking that one fits a model.
 
-torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.7 calls plain
-``torch.load`` when it resumes, and its own checkpoints hold a few non-tensor objects
-(``HistoryBuffer`` of the message hub, numpy scalars/arrays in the logs), so resuming fails.
-Instead of turning safe loading off, exactly those types are allowed: inside
-:func:`mmengine_checkpoint_globals` (a context manager, used by :func:`load_checkpoint_file`
-and around ``runner.train()`` in ``tools/train.py``), or for the rest of the process by
-:func:`allow_mmengine_checkpoints` (called by mmsnn's checkpoint hook when a run starts, so
-mmdet's / mmseg's own tools can resume mmsnn configs). Importing mmsnn changes nothing.
-The one ``getattr`` such a checkpoint holds (``getattr(HistoryBuffer, 'min')``) is served by
-a stand-in that resolves nothing else. Released research checkpoints often pickle the
-training script's ``argparse.Namespace`` (``args``) and numpy scalars next to the weights:
-those are allowed too (a Namespace is rebuilt as an attribute bag; nothing of the file is
-called). Arbitrary pickled objects in user files are still refused, naming the global.
+mmsnn's own reads (:func:`load_checkpoint_file`: resume checks, ``load_from`` / ``--checkpoint``
+checks, released checkpoints) unpickle with :mod:`mmsnn.utils.safe_pickle`, a restricted
+unpickler that works the same on torch 2.1 and on the newest torch: tensors, containers,
+numpy scalars/arrays, ``argparse.Namespace`` and mmengine's own objects load; any other
+pickled object is refused, naming the global.
+
+mmengine 0.10.7 itself calls plain ``torch.load`` when it resumes, and torch 2.6 made
+``weights_only=True`` its default, which refuses mmengine's own checkpoint objects
+(``HistoryBuffer`` of the message hub, numpy scalars/arrays in the logs). Instead of turning
+safe loading off, exactly those types are allowed: inside :func:`mmengine_checkpoint_globals`
+(a context manager, used around ``runner.train()`` in ``tools/train.py``), or for the rest of
+the process by :func:`allow_mmengine_checkpoints` (called by mmsnn's checkpoint hook when a
+run starts, so mmdet's / mmseg's own tools can resume mmsnn configs). Importing mmsnn changes
+nothing.
 """
-import argparse
 import os
 import os.path as osp
-import pickle
 import re
 
-import numpy as np
 import torch
 
+from . import safe_pickle
 from .errors import MMSNNUserError
 from .paths import is_remote
 
 
 def _mmengine_safe_globals():
-    from mmengine.logging import HistoryBuffer
-    globs = [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct,
-             np.core.multiarray.scalar]
-    # numpy dtype classes (np.dtypes.Float64DType, ...) appear in pickled arrays
-    dtypes = getattr(np, 'dtypes', None)
-    if dtypes is not None:
-        globs += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
-    # pickle protocol 2 (torch.save's default) names getattr __builtin__, newer ones builtins
-    globs += [(_history_buffer_method, '__builtin__.getattr'),
-              (_history_buffer_method, 'builtins.getattr')]
-    return globs + _reference_safe_globals()
-
-
-def _reference_safe_globals():
-    """What released research checkpoints pickle next to the weights: the training script's
-    ``argparse.Namespace`` and numpy scalars/arrays, also under numpy 2's module names."""
-    return [argparse.Namespace,
-            (np.core.multiarray.scalar, 'numpy._core.multiarray.scalar'),
-            (np.core.multiarray._reconstruct, 'numpy._core.multiarray._reconstruct')]
-
-
-#: the statistics every HistoryBuffer registers (``HistoryBuffer.__init__``)
-_HISTORY_STATISTICS = ('min', 'max', 'current', 'mean')
-
-
-def _history_buffer_method(obj, name):
-    """Stand-in for ``getattr`` while unpickling: resolves only ``HistoryBuffer.<statistic>``.
-
-    A pickled ``HistoryBuffer`` keeps its statistics functions, which pickle stores as
-    ``getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let a file reach
-    any attribute of any allowed object (and from there, arbitrary code), so this function
-    is registered under the name ``getattr`` instead and refuses everything else.
-    """
-    from mmengine.logging import HistoryBuffer
-    allowed = set(_HISTORY_STATISTICS) | set(HistoryBuffer._statistics_methods)
-    if obj is not HistoryBuffer or not isinstance(name, str) or name not in allowed \
-            or name.startswith('_'):
-        raise pickle.UnpicklingError(
-            f'refusing getattr({obj!r}, {name!r}) in a checkpoint: only HistoryBuffer '
-            f'statistics ({", ".join(sorted(allowed))}) may be looked up')
-    return getattr(HistoryBuffer, name)
+    """:func:`safe_pickle.mmengine_globals` as torch's allow-list: objects, or
+    ``(object, 'module.name')`` where the file names it otherwise (torch >= 2.5)."""
+    listed = []
+    for name, obj in safe_pickle.mmengine_globals().items():
+        own = f'{getattr(obj, "__module__", "")}.{getattr(obj, "__qualname__", "")}'
+        listed.append(obj if own == name else (obj, name))
+    return listed
 
 
 def mmengine_checkpoint_globals():
     """Context manager: ``torch.load(weights_only=True)`` reads mmengine's checkpoint objects.
+
+    For mmengine's own ``torch.load`` (resume, inferencers): torch >= 2.6 loads with
+    ``weights_only=True`` by default. mmsnn's own reads use :func:`load_checkpoint_file`.
 
     On torch < 2.5 (no allow-list context) it is :func:`allow_mmengine_checkpoints`.
     """
@@ -110,8 +78,15 @@ def _refused_global(exc):
     return next((ln.strip() for ln in text.splitlines() if 'refusing getattr' in ln), None)
 
 
+def _torch_forces_weights_only():
+    """``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` set: torch >= 2.6 then refuses a ``pickle_module``."""
+    return os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes',
+                                                                            'true')
+
+
 def load_checkpoint_file(path, map_location='cpu'):
-    """``torch.load`` with safe loading, and a clear error for a missing or unreadable file.
+    """``torch.load`` through mmsnn's restricted unpickler (:mod:`mmsnn.utils.safe_pickle`,
+    the same on every torch), with a clear error for a missing or unreadable file.
 
     Raises:
         FileNotFoundError: nothing at ``path``.
@@ -122,8 +97,13 @@ def load_checkpoint_file(path, map_location='cpu'):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist; check the path given as '
                                 'init_cfg.checkpoint / --checkpoint / load_from')
     try:
-        with mmengine_checkpoint_globals():
-            return torch.load(path, map_location=map_location, weights_only=True)
+        if _torch_forces_weights_only():  # torch's own safe loader, with the same allow-list
+            with mmengine_checkpoint_globals():
+                return torch.load(path, map_location=map_location, weights_only=True)
+        # weights_only=False only because torch accepts no pickle_module otherwise: the
+        # restricted unpickler is what keeps the load safe
+        return torch.load(path, map_location=map_location, pickle_module=safe_pickle,
+                          weights_only=False)
     except Exception as e:  # noqa: BLE001 - re-raised with the cause and the fix named
         lines = str(e).splitlines()
         reason = f'{type(e).__name__}: {lines[0] if lines else "file ends early"}'

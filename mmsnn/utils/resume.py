@@ -80,33 +80,74 @@ def leftover_partial_writes(work_dir):
     return sorted(glob.glob(osp.join(glob.escape(work_dir), f'.*{TMP_MARK}*')))
 
 
-def readable_resume_checkpoint(path, work_dir, log=None):
+#: what mmengine restores on resume besides the weights; a checkpoint without the optimizer
+#: or scheduler state (``best_*.pth``, which mmengine saves without them) would restart
+#: momentum and warm-up without a word
+RESUME_STATE = ('meta', 'message_hub', 'optimizer', 'param_schedulers')
+
+
+def missing_resume_state(checkpoint, schedulers=True):
+    """The parts of :data:`RESUME_STATE` that ``checkpoint`` lacks (``schedulers``: whether
+    the run has parameter schedulers whose state must be restored)."""
+    if not isinstance(checkpoint, dict):
+        return list(RESUME_STATE)
+    needed = RESUME_STATE if schedulers else RESUME_STATE[:-1]
+    missing = [k for k in needed if k not in checkpoint]
+    meta = checkpoint.get('meta')
+    if 'meta' not in missing and not (isinstance(meta, dict) and 'iter' in meta):
+        missing[:0] = ['meta.iter']
+    return missing
+
+
+def readable_resume_checkpoint(path, work_dir, log=None, fallback=True, schedulers=True):
     """``(path, checkpoint)`` of the checkpoint a resumed run loads.
 
-    ``path`` is read first; if it cannot be read (cut short by a kill, corrupted, or holding
-    objects mmsnn does not load), a warning names the file and why, and the newest readable
-    checkpoint in ``work_dir`` is used instead (with a note saying so). Only when none is
-    readable does it stop, saying the files are damaged. Nothing is deleted or renamed.
-    ``log``: where the warnings go (default: stderr).
+    ``path`` is read first. If it cannot be read (cut short by a kill, corrupted, or holding
+    objects mmsnn does not load), a warning names the file and why; with ``fallback`` (an
+    automatic ``--resume``) the newest readable checkpoint in ``work_dir`` that holds the full
+    training state (:func:`missing_resume_state`) is used instead, with a note saying which;
+    weights-only files are skipped with a note, and named in the error when nothing else is
+    left. Without ``fallback`` (the user named ``path``) it stops. Nothing is deleted or
+    renamed. ``log``: where the warnings go (default: stderr).
     """
     import sys
 
     from .checkpoint import CheckpointReadError, load_checkpoint_file
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    failures = []
-    for i, candidate in enumerate([path] + _newest_first(work_dir, exclude=[path])):
+    failures, weights_only = [], []
+    candidates = [path] + (_newest_first(work_dir, exclude=[path]) if fallback else [])
+    for i, candidate in enumerate(candidates):
         try:
             checkpoint = load_checkpoint_file(candidate)
         except CheckpointReadError as e:
             what = 'damaged or incomplete' if e.damaged else 'not loadable safely'
+            if not fallback:
+                raise MMSNNUserError(
+                    f'--resume {candidate!r}: the file is {what} ({e.reason}); nothing was '
+                    'deleted. fix: pass an intact checkpoint, or --resume without a path to '
+                    'continue from the newest complete checkpoint of the work dir.') from None
             log(f'warning: cannot resume from {candidate!r}: the file is {what} ({e.reason}); '
                 'it is kept as it is.')
             failures.append((candidate, what, e.reason))
             continue
-        if i > 0:
-            log(f'note: resuming from {candidate!r} instead, the newest readable checkpoint '
-                f'in {work_dir!r}.')
+        if i == 0:
+            return candidate, checkpoint
+        missing = missing_resume_state(checkpoint, schedulers)
+        if missing:
+            log(f'note: not resuming from {candidate!r}: it holds no {", ".join(missing)} '
+                '(weights only), so the optimizer and the learning-rate schedule would restart.')
+            weights_only.append(candidate)
+            continue
+        log(f'note: resuming from {candidate!r} instead, the newest readable checkpoint '
+            f'with the full training state in {work_dir!r}.')
         return candidate, checkpoint
+    if weights_only:
+        raise MMSNNUserError(
+            f'--resume: no readable checkpoint in {work_dir!r} holds the optimizer and '
+            f'scheduler state a resume needs ({", ".join(osp.basename(p) for p, _, _ in failures)}'
+            f' cannot be read; weights only: {", ".join(map(osp.basename, weights_only))}); '
+            f'nothing was deleted. fix: start a new run from those weights with --cfg-options '
+            f'load_from={weights_only[0]} (without --resume) and --work-dir NEW_DIR.')
     listing = '\n'.join(f'    {p}: {what} ({reason})' for p, what, reason in failures)
     damaged = all(what.startswith('damaged') for _, what, _ in failures)
     raise MMSNNUserError(

@@ -5,11 +5,13 @@ saving leaves a cut-short newest checkpoint, and with ``max_keep_ckpts`` it dele
 oldest checkpoint *before* the new one is written. :class:`AtomicCheckpointHook` writes the
 checkpoint and ``last_checkpoint`` through :mod:`mmsnn.utils.atomic` (temporary file in the
 same folder, flushed, renamed), names the new checkpoint in ``last_checkpoint`` only once it
-is complete, and only then drops the oldest one. ``tools/train.py`` uses it in place of
+is complete, and only then drops the oldest one; a new best checkpoint (``save_best``) is
+likewise written before the previous best is removed. ``tools/train.py`` uses it in place of
 ``CheckpointHook``; with mmdet's / mmseg's own tools put
 ``default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', ...))`` in the config.
 """
 import os.path as osp
+from contextlib import contextmanager
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
@@ -24,13 +26,48 @@ ATOMIC_BACKEND = 'mmsnn_atomic_local'
 
 
 class AtomicLocalBackend(LocalBackend):
-    """mmengine's local file backend whose ``put`` / ``put_text`` are atomic."""
+    """mmengine's local file backend whose ``put`` / ``put_text`` are atomic, and whose
+    removals can wait until the files that replace them are written
+    (:meth:`removals_deferred`)."""
+
+    _deferred = None  # the removals waiting for the end of removals_deferred()
 
     def put(self, obj, filepath):
         atomic_write(filepath, obj)
 
     def put_text(self, obj, filepath, encoding='utf-8'):
         atomic_write(filepath, obj, encoding=encoding)
+
+    def remove(self, filepath):
+        if self._deferred is None:
+            super().remove(filepath)
+        else:
+            self._deferred.append((filepath, super().remove))
+
+    def rmtree(self, dir_path):
+        if self._deferred is None:
+            super().rmtree(dir_path)
+        else:
+            self._deferred.append((dir_path, super().rmtree))
+
+    @contextmanager
+    def removals_deferred(self, keep=lambda: ()):
+        """Removals asked for inside the block happen at its end, after everything it
+        wrote; if the block fails (or the process is killed) nothing is removed. ``keep()``
+        (called at the end): paths that were written anew in the block, not to remove."""
+        if self._deferred is not None:  # nested: the outer block removes
+            yield
+            return
+        self._deferred = []
+        try:
+            yield
+            removals = self._deferred
+        finally:
+            self._deferred = None
+        kept = {osp.abspath(p) for p in keep() if p}
+        for path, remove in removals:
+            if osp.abspath(path) not in kept and osp.lexists(path):
+                remove(path)
 
 
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend)
@@ -56,6 +93,21 @@ class AtomicCheckpointHook(CheckpointHook):
         if self._atomic:  # also for the best checkpoints (save_best)
             self.file_backend = AtomicLocalBackend()
             self.backend_args = dict(backend=ATOMIC_BACKEND)
+
+    def _save_best_checkpoint(self, runner, metrics):
+        # mmengine removes the previous best checkpoint before it writes the new one; a kill
+        # in between would leave none. The removal waits until the new one is complete.
+        if getattr(self, '_atomic', False):
+            with self.file_backend.removals_deferred(keep=self._current_checkpoints):
+                super()._save_best_checkpoint(runner, metrics)
+        else:
+            super()._save_best_checkpoint(runner, metrics)
+
+    def _current_checkpoints(self):
+        """The checkpoints this hook names now (latest and best): never removed."""
+        best = [getattr(self, 'best_ckpt_path', None)]
+        best += list((getattr(self, 'best_ckpt_path_dict', None) or {}).values())
+        return [self.last_ckpt] + best
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         filename = self.filename_tmpl.format(step)
