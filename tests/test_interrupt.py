@@ -215,6 +215,23 @@ def test_resume_from_a_named_unreadable_checkpoint_stops(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_resume_from_a_named_weights_only_checkpoint_stops(tmp_path):
+    """``--resume best.pth``: resuming from weights only would restart the optimizer and the
+    schedule, so it stops and names the ``load_from`` route instead."""
+    before = write_checkpoints(tmp_path, ['epoch_1.pth', 'best_acc_epoch_1.pth'],
+                               weights_only={'best_acc_epoch_1.pth'})
+    best = str(tmp_path / 'best_acc_epoch_1.pth')
+    with pytest.raises(MMSNNUserError) as exc:
+        readable_resume_checkpoint(best, str(tmp_path), lambda t: None, fallback=False)
+    msg = str(exc.value)
+    assert '\n' not in msg and 'optimizer' in msg and f'load_from={best}' in msg
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # a named complete checkpoint is taken as it is
+    path, ckpt = readable_resume_checkpoint(str(tmp_path / 'epoch_1.pth'), str(tmp_path),
+                                            lambda t: None, fallback=False)
+    assert path == str(tmp_path / 'epoch_1.pth') and 'optimizer' in ckpt
+
+
 class _BestSaveRunner:
     """The part of mmengine's Runner that ``CheckpointHook`` saves best checkpoints with;
     ``kill_in_save``: the next save fails half-way, as a kill would stop it."""

@@ -130,9 +130,16 @@ def readable_resume_checkpoint(path, work_dir, log=None, fallback=True, schedule
                 'it is kept as it is.')
             failures.append((candidate, what, e.reason))
             continue
-        if i == 0:
-            return candidate, checkpoint
         missing = missing_resume_state(checkpoint, schedulers)
+        if missing and not fallback:
+            raise MMSNNUserError(
+                f'--resume {candidate!r}: the file holds no {", ".join(missing)} (weights '
+                'only), so resuming from it would restart the optimizer and the learning-rate '
+                'schedule. fix: start a new run from its weights with --cfg-options '
+                f'load_from={candidate} (without --resume), or resume from a full checkpoint '
+                '(epoch_*.pth / iter_*.pth).')
+        if i == 0 and not missing:
+            return candidate, checkpoint
         if missing:
             log(f'note: not resuming from {candidate!r}: it holds no {", ".join(missing)} '
                 '(weights only), so the optimizer and the learning-rate schedule would restart.')
