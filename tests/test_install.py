@@ -94,7 +94,7 @@ def wheel_venv(tmp_path_factory, repo_root, venv_python):
     listed = subprocess.check_output(
         ['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
         cwd=repo_root, text=True).split('\0')
-    src = tmp / 'src'
+    src = tmp / 'checkout'
     for rel in filter(None, listed):
         if osp.isfile(osp.join(repo_root, rel)):
             os.makedirs(osp.dirname(src / rel), exist_ok=True)
