@@ -2,8 +2,45 @@
 
 Install with ``bash tools/setup_env.sh`` (builds mmcv's ops against your torch); this file
 declares the package and its pins for tools that read them.
+
+A wheel (``pip install .``, ``pip wheel .``) ships ``configs/`` and ``tools/`` inside the
+package as ``mmsnn/.mim/configs`` and ``mmsnn/.mim/tools``, the layout mmdet and mmseg use,
+so an installed mmsnn has its configs (``python -m mmsnn.configs``). They stay at the top of
+the checkout; the copy is made in the build folder only. An editable install reads them from
+the checkout.
 """
+import os.path as osp
+import shutil
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = osp.dirname(osp.abspath(__file__))
+# what goes into mmsnn/.mim: (folder of the checkout, files not to ship)
+MIM_FOLDERS = (
+    ('configs', ()),
+    # setup_env.sh sets up a checkout (it installs ./setup.py): no use in an installed package
+    ('tools', ('setup_env.sh', )),
+)
+
+
+class BuildPyWithMim(build_py):
+    """``build_py`` that also copies the checkout's configs/ and tools/ to mmsnn/.mim/."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return  # an editable install finds them in the checkout
+        for folder, skip in MIM_FOLDERS:
+            src = osp.join(ROOT, folder)
+            if not osp.isdir(src):
+                # e.g. an sdist made without MANIFEST.in: a wheel without configs is useless
+                raise SystemExit(f'error: {src} is missing; mmsnn\'s wheel ships it as '
+                                 f'mmsnn/.mim/{folder}. Build from a full checkout.')
+            dst = osp.join(self.build_lib, 'mmsnn', '.mim', folder)
+            shutil.rmtree(dst, ignore_errors=True)  # no stale files from an earlier build
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
+                '__pycache__', '*.pyc', *skip))
 
 
 def read_version():
@@ -41,5 +78,6 @@ setup(
         'tensorboard': ['tensorboard'],
     },
     include_package_data=True,
+    cmdclass={'build_py': BuildPyWithMim},
     zip_safe=False,
 )

@@ -3,7 +3,10 @@
 The runs take the machine's path: NCCL when it has two GPUs, else gloo on the CPU (a machine
 with one GPU hides it from these runs: two NCCL ranks cannot share one device).
 """
+import os
 import os.path as osp
+import signal
+import socket
 import subprocess
 
 import torch
@@ -85,6 +88,82 @@ def test_two_process_training_with_a_backbone_that_stops_early(repo_root, venv_p
     keys = ckpt['state_dict']
     assert 'backbone.ConvBlock2_2.0.conv1.weight' in keys
     assert not any(k.startswith('backbone.block3.') for k in keys)
+
+
+def _launch_node(repo_root, env, node_rank, log_dir, *args):
+    """One machine of a multi-machine run: tools/dist_train.sh with NNODES=2, NODE_RANK."""
+    env = dict(env, NNODES='2', NODE_RANK=str(node_rank), MASTER_ADDR='127.0.0.1')
+    with open(log_dir / f'node{node_rank}.out', 'w') as out, \
+            open(log_dir / f'node{node_rank}.err', 'w') as err:
+        return subprocess.Popen(
+            ['bash', osp.join(repo_root, 'tools', 'dist_train.sh'), TOY, '1', *map(str, args)],
+            cwd=repo_root, env=env, stdout=out, stderr=err, start_new_session=True)
+
+
+def _run_two_nodes(repo_root, env, log_dir, *args):
+    """Both machines at once (each waits for the other); returns their (rc, stdout, stderr)."""
+    log_dir.mkdir(exist_ok=True)
+    procs = [_launch_node(repo_root, env, rank, log_dir, *args) for rank in (0, 1)]
+    try:
+        for proc in procs:
+            proc.wait(timeout=300)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:  # a node left hanging: stop what this test started
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return [(proc.returncode, (log_dir / f'node{rank}.out').read_text(),
+             (log_dir / f'node{rank}.err').read_text()) for rank, proc in enumerate(procs)]
+
+
+def _another_free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_machine_training_then_resume_on_two_machines(repo_root, venv_python, tool_env,
+                                                           free_port, tmp_path):
+    """A 2-machine run simulated on this one: dist_train.sh twice, NNODES=2 with NODE_RANK=0
+    and 1, the master on 127.0.0.1; both processes form one world of 2. Then the same two
+    commands with --resume continue it."""
+    work_dir = tmp_path / 'nodes'
+    env = _dist_env(tool_env, venv_python, free_port)
+    results = _run_two_nodes(repo_root, env, tmp_path / 'run1', '--work-dir', work_dir)
+    for rc, _, err in results:
+        assert rc == 0, err[-5000:]
+    for rank in (0, 1):
+        assert (work_dir / f'rank{rank}.done').read_text().split() == [
+            'world_size=2', 'iter=4', 'group_open_at_exit=False']
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_2.pth', 'iter_4.pth']
+
+    env = _dist_env(tool_env, venv_python, _another_free_port())
+    results = _run_two_nodes(repo_root, env, tmp_path / 'run2', '--work-dir', work_dir,
+                             '--resume', '--cfg-options', 'train_cfg.max_iters=6')
+    for rc, _, err in results:
+        assert rc == 0, err[-5000:]
+    master_log = results[0][1] + results[0][2]
+    assert 'resumed epoch: 0, iter: 4' in master_log, master_log[-3000:]
+    for rank in (0, 1):
+        assert (work_dir / f'rank{rank}.done').read_text().split() == [
+            'world_size=2', 'iter=6', 'group_open_at_exit=False']
+    assert load_checkpoint_file(work_dir / 'iter_6.pth')['meta']['iter'] == 6
+
+
+def test_dist_scripts_check_the_machines_before_starting(repo_root, venv_python, tool_env,
+                                                         tmp_path):
+    """A wrong NODE_RANK / a missing MASTER_ADDR: one line at once, instead of torchrun
+    waiting 10 minutes for the other machines."""
+    script = osp.join(repo_root, 'tools', 'dist_train.sh')
+    for extra, message in ((dict(NNODES='two'), 'NNODES must be a positive number'),
+                           (dict(NNODES='2', NODE_RANK='2'), 'NODE_RANK=2 is not below NNODES=2'),
+                           (dict(NNODES='2', NODE_RANK='1'), 'NODE_RANK=1 needs MASTER_ADDR')):
+        proc = subprocess.run(['bash', script, TOY, '1', '--work-dir', str(tmp_path / 'w')],
+                              env=dict(tool_env, PYTHON=venv_python, **extra),
+                              capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2 and f'error: {message}' in proc.stderr, proc.stderr[-3000:]
+        assert not (tmp_path / 'w').exists()
 
 
 def test_dist_scripts_reject_bad_arguments(repo_root, tmp_path):

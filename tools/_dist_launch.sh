@@ -10,6 +10,32 @@ shift 2
 case "$NPROC" in
   ''|*[!0-9]*|0) echo "error: NPROC must be a positive number of processes, got '$NPROC'" >&2; exit 2 ;;
 esac
+# Several machines: the same command on each, NODE_RANK 0..NNODES-1, MASTER_ADDR = node 0's
+# address. A wrong value would leave torchrun waiting for nodes that never come (10 minutes
+# before its rendezvous times out), so they are checked here.
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+case "$NNODES" in
+  ''|*[!0-9]*|0) echo "error: NNODES must be a positive number of machines, got '$NNODES'" >&2; exit 2 ;;
+esac
+case "$NODE_RANK" in
+  ''|*[!0-9]*) echo "error: NODE_RANK must be a number from 0 to NNODES-1, got '$NODE_RANK'" >&2; exit 2 ;;
+esac
+if [ "$NODE_RANK" -ge "$NNODES" ]; then
+  echo "error: NODE_RANK=$NODE_RANK is not below NNODES=$NNODES." >&2
+  echo "  fix: number the machines 0 to $((NNODES - 1)) (NODE_RANK=0 on the master)." >&2
+  exit 2
+fi
+if [ "$NODE_RANK" -gt 0 ] && [ -z "${MASTER_ADDR:-}" ]; then
+  echo "error: NODE_RANK=$NODE_RANK needs MASTER_ADDR, the address of the machine with NODE_RANK=0." >&2
+  echo "  fix: run the same command on every machine with MASTER_ADDR=<node 0's address> (and the same PORT)." >&2
+  exit 2
+fi
+if [ "$NNODES" -gt 1 ]; then
+  RUN="$NNODES-machine run ($NPROC processes each)"
+else
+  RUN="$NPROC-process run"
+fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -54,7 +80,7 @@ root_cause() {
 set +e
 {
   "${PYTHON:-python}" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
     --nproc_per_node="$NPROC" --master_port="${PORT:-29500}" \
     "$ROOT/tools/$SCRIPT" "$@" --launcher pytorch \
     2>&1 1>&3 3>&- | quiet_after_user_error >&2
@@ -66,7 +92,7 @@ if [ "$rc" -ne 0 ] && user_error; then
   exit 2
 fi
 if [ "$rc" -ne 0 ] && cause="$(root_cause)"; then
-  echo "error: the $NPROC-process run stopped on all ranks: $cause; torchrun stopped the" \
+  echo "error: the $RUN stopped on all ranks: $cause; torchrun stopped the" \
     "other ranks. Complete checkpoints are kept: continue with the same command and --resume." >&2
 fi
 exit "$rc"

@@ -39,6 +39,8 @@ def load_config(path, cfg_options=None):
     check_config_file(path)
     try:
         cfg = Config.fromfile(path)
+    except MMSNNUserError:  # e.g. a _base_ of mmsnn.configs.path() naming no config
+        raise
     except ImportError as e:
         if 'Failed to import custom modules' not in str(e):
             raise MMSNNUserError(_real_config_error(path, e)) from None
