@@ -347,6 +347,38 @@ def test_to_winograd_takes_only_the_convs_it_computes():
     assert list(model.state_dict()) == keys
 
 
+def _count_nnpack_calls(monkeypatch):
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, '_nnpack_spatial_convolution',
+                        lambda *a, **k: calls.append(1) or nnpack(*a, **k))
+    return calls
+
+
+def test_winograd_honours_nnpack_flags_set_after_conversion(monkeypatch):
+    """``torch.backends.nnpack.flags(enabled=False)`` switched on after ``to_winograd``: the
+    converted conv takes the direct path (the same numbers as a plain ``nn.Conv2d``)."""
+    import torch.backends.nnpack as nnpack
+
+    from mmsnn.models import winograd
+    if not winograd.winograd_available():
+        pytest.skip('this torch build has no NNPACK')
+    calls = _count_nnpack_calls(monkeypatch)
+    conv = nn.Conv2d(4, 4, 3, padding=1).eval()
+    plain = copy.deepcopy(conv)
+    assert winograd.to_winograd(nn.Sequential(conv)) == ['0']
+    x = torch.rand(1, 4, 9, 9, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        conv(x)
+        assert len(calls) == 1
+        with nnpack.flags(enabled=False):
+            y = conv(x)
+        assert len(calls) == 1
+        assert torch.equal(y, plain(x))
+        conv(x)  # and on again
+        assert len(calls) == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_fast_path_on_cuda():
     """The fast path on a GPU (the code is device-agnostic; this machine has none): the fused
