@@ -18,6 +18,7 @@ from mmengine.registry import init_default_scope
 
 import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.models import MetaSDT, convert_reference_checkpoint, fuse_for_inference
+from mmsnn.models import QKFormer, SDTv1, Spikformer
 from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
 from mmsnn.models.fusion import fold_bn_into_conv
 from mmsnn.models.neurons import MultiSpikeQuantizer
@@ -494,6 +495,75 @@ def test_winograd_honours_nnpack_flags_set_after_conversion(monkeypatch):
         assert torch.equal(y, plain(x))
         conv(x)  # and on again
         assert len(calls) == 2
+
+
+#: float32 bound of a Winograd conv against the float64 direct convolution of the same input,
+#: relative to the largest sum of ``|w| * |x|`` over a receptive field (the scale its rounding
+#: errors grow with): in the demo models NNPACK loses up to 7e-7 of it (with and without
+#: AVX-512); a wrong weight, bias or padding loses O(1)
+WINOGRAD_F32_TOL = 1e-4
+
+
+def test_fused_float32_winograd_convs_within_tolerance(monkeypatch):
+    """The float64 fusion tests never run Winograd (no float64 kernel): here the fused demo
+    detector and segmentor run in float32, and the input and output of every Winograd conv are
+    checked against the float64 direct convolution, within ``WINOGRAD_F32_TOL``."""
+    from mmsnn.models import winograd
+    if not winograd.winograd_available():
+        pytest.skip('this torch build has no NNPACK')
+    calls = _count_nnpack_calls(monkeypatch)
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    for path, scope in ((DET_DEMO, 'mmdet'), (SEG_DEMO, 'mmseg')):
+        fused = fuse_for_inference(_build(path, scope).float())
+        assert fused.winograd_convs
+        seen = []
+        # copies: an in-place quantiser overwrites the conv output it reads
+        handles = [m.register_forward_hook(
+            lambda m, i, o: seen.append((m, i[0].clone(), o.clone())))
+            for m in fused.modules() if isinstance(m, winograd.WinogradConv2d)]
+        n = len(calls)
+        with torch.no_grad():
+            feats = fused.extract_feat(x)
+            if scope == 'mmdet':
+                fused.rpn_head(feats)
+            else:
+                fused.decode_head(feats)
+        for h in handles:
+            h.remove()
+        assert len(calls) - n == len(seen) > 0  # every hooked call took the Winograd path
+        assert {id(m) for m, _, _ in seen} >= {id(fused.get_submodule(name))
+                                              for name in fused.winograd_convs[:1]}
+        for conv, inp, out in seen:
+            args = dict(padding=conv.padding)
+            w, b = conv.weight.double(), None if conv.bias is None else conv.bias.double()
+            exact = F.conv2d(inp.double(), w, b, **args)
+            scale = F.conv2d(inp.double().abs(), w.abs(), None if b is None else b.abs(),
+                             **args).max().item()
+            err = (out.double() - exact).abs().max().item()
+            assert err <= WINOGRAD_F32_TOL * max(scale, 1e-30), (tuple(inp.shape), err, scale)
+
+
+def _transformer(cls):
+    """A small random ``cls`` (Spikformer, SDTv1, QKFormer), every tap out, float64, eval,
+    with random BN statistics so that its LIFs fire."""
+    kw = dict(embed_dims=32, depth=4 if cls is QKFormer else 1, num_heads=2, mlp_ratio=2.0,
+              T=2, out_indices=(0, 1, 2, 3, 4))
+    torch.manual_seed(0)
+    return _randomise_bn(cls(**kw)).double().eval()
+
+
+@pytest.mark.parametrize('cls', [Spikformer, SDTv1, QKFormer], ids=lambda c: c.__name__)
+def test_fused_spiking_transformers_float64(cls):
+    """``fuse_for_inference`` on Spikformer, SDT v1 and QKFormer: every LIF spike identical to
+    the unfused model, every tap within 1e-10, in float64."""
+    model = _transformer(cls)
+    assert any(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == (cls is not SDTv1)
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    (ref, ref_spikes), (out, spikes) = run_both(model, lambda m: m(x), quantisers=False)
+    assert_same_spikes(ref_spikes, spikes)
+    assert len(ref) == len(out) == 5
+    for a, b in zip(ref, out):
+        assert (a - b).abs().max().item() <= 1e-10
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
