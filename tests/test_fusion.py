@@ -22,7 +22,6 @@ from mmsnn.models import QKFormer, SDTv1, Spikformer
 from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
 from mmsnn.models.fusion import fold_bn_into_conv
 from mmsnn.models.neurons import MultiSpikeQuantizer
-from mmsnn.utils.errors import MMSNNUserError
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 GOLDEN = Path(os.environ.get(
@@ -320,6 +319,7 @@ def test_fuse_for_inference_leaves_the_allocator_alone(monkeypatch):
 def test_fused_model_refuses_training():
     """Its BN layers are folded: ``.train()`` on the fused model (or on a part of it that lost
     a BN) raises a user error naming the fix; ``.eval()`` still works."""
+    from mmsnn.utils.errors import MMSNNUserError
     model = MetaSDT(embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb')
     fused = fuse_for_inference(copy.deepcopy(model))
     assert fused.folded_bn
