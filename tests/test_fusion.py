@@ -1,5 +1,8 @@
-"""The inference fast path (``fuse_for_inference``, ``tools/test.py --fuse-conv-bn``) changes
-no result: every spike identical to the unfused model, taps within 1e-6 (float64)."""
+"""The inference fast path (``fuse_for_inference``, ``tools/test.py --fuse-conv-bn``): in
+float64 every spike identical to the unfused model, taps within 1e-6 (1e-10 for the spiking
+transformers); in float32 every Winograd conv within a stated bound of the float64 direct
+convolution. Also what it must not do: train, install CPU rewrites on another device, switch
+the allocator setting on by itself."""
 import copy
 import os
 import os.path as osp
@@ -14,6 +17,8 @@ from mmengine.registry import init_default_scope
 
 import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.models import MetaSDT, convert_reference_checkpoint, fuse_for_inference
+from mmsnn.models import QKFormer, SDTv1, Spikformer
+from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
 from mmsnn.models.fusion import fold_bn_into_conv
 from mmsnn.models.neurons import MultiSpikeQuantizer
 from golden_files import meta_sdt_parity
@@ -30,19 +35,20 @@ def golden():
 
 
 def record_spikes(model):
-    """Forward hooks keeping a copy of every quantiser output, in call order."""
+    """Forward hooks keeping a copy of every neuron output (quantiser or LIF), in call order."""
     spikes = []
     handles = [m.register_forward_hook(lambda m, i, o: spikes.append(o.detach().clone()))
-               for m in model.modules() if isinstance(m, MultiSpikeQuantizer)]
+               for m in model.modules() if isinstance(m, (MultiSpikeQuantizer, MultiStepLIF))]
     return spikes, handles
 
 
-def run_both(model, fn):
+def run_both(model, fn, quantisers=True):
     """``fn(model)`` on the model and on its fused copy, without gradients; returns the outputs
-    and the recorded spikes of both."""
+    and the recorded spikes of both. ``quantisers``: the model has MultiSpike quantisers (the
+    fused ones must then run in place)."""
     fused = fuse_for_inference(copy.deepcopy(model))
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
-    assert any(getattr(m, 'inplace', False) for m in fused.modules())
+    assert any(getattr(m, 'inplace', False) for m in fused.modules()) == quantisers
     results = []
     for m in (model, fused):
         spikes, handles = record_spikes(m)
@@ -171,12 +177,19 @@ def test_fused_demo_detector_predictions():
 
 
 
-def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys):
+def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys, monkeypatch):
     """``tools/test.py --fuse-conv-bn`` (in-process, on the toy config): the model it tests is
-    fused, and predictions and metrics are those of the plain run."""
+    fused, and predictions and metrics are those of the plain run. The allocator setting is
+    asked for by ``--keep-freed-memory`` only (recorded here, not applied to the test process),
+    and refused before any work where a GPU would run the model."""
     import importlib.util
     import pickle
     import sys
+
+    import mmsnn.utils
+    allocator_calls = []
+    monkeypatch.setattr(mmsnn.utils, 'keep_freed_memory',
+                        lambda: allocator_calls.append(1) or True)
 
     sys.path.insert(0, osp.join(REPO, 'tests', 'data'))
     import mmsnn_toy  # noqa: F401
@@ -191,57 +204,162 @@ def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     runs = {}
-    for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn'])):
+    for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn']),
+                       ('fast', ['--fuse-conv-bn', '--keep-freed-memory'])):
         out = tmp_path / f'{name}.pkl'
         assert tool.main([cfg.filename, str(ckpt), '--work-dir', str(tmp_path / name),
                           '--out', str(out), *flag]) == 0
         printed = capsys.readouterr().out
         assert ('BatchNorm layers folded' in printed) == bool(flag), printed[-2000:]
+        keep = '--keep-freed-memory' in flag
+        assert len(allocator_calls) == keep  # never a default of --fuse-conv-bn
+        assert ('--keep-freed-memory: this process keeps freed memory' in printed) == keep
+        allocator_calls.clear()
         with open(out, 'rb') as f:
             runs[name] = pickle.load(f)
         with open(tmp_path / name / 'metrics.json') as f:
             runs[name + '_metrics'] = f.read().split('"metrics"')[1]
-    assert runs['plain'] == runs['fused'] and len(runs['plain']) == 4
-    assert runs['plain_metrics'] == runs['fused_metrics']
+    assert runs['plain'] == runs['fused'] == runs['fast'] and len(runs['plain']) == 4
+    assert runs['plain_metrics'] == runs['fused_metrics'] == runs['fast_metrics']
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([cfg.filename, str(ckpt), '--work-dir', str(tmp_path / 'gpu'),
+                   '--keep-freed-memory'])
+    assert exit_info.value.code == 2
+    assert '--keep-freed-memory concerns CPU inference' in capsys.readouterr().err
+    assert not allocator_calls and not (tmp_path / 'gpu').exists()
 
 
 _PAGE_FAULTS = r'''
 import resource, sys, torch
+
+
+def faults_of_a_reallocation():
+    # as layer after layer of forward passes: with freed memory kept, the heap grows for the
+    # first few (the aligned 64 MiB request does not fit the freed block and its neighbours
+    # at first; 5-7 on glibc 2.36), then serves every one from freed pages
+    for _ in range(16):
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB: above glibc's largest mmap threshold (32 MiB)
+        del x
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(64 * 2**20 // 4)  # the same size again: new pages, or the freed ones?
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+class InWorker(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return faults_of_a_reallocation()
+
+
 if sys.argv[1] == 'on':
     from mmsnn.utils import keep_freed_memory
     assert keep_freed_memory()
-for _ in range(3):  # as layer after layer of a forward pass (the heap settles after 2)
-    x = torch.ones(64 * 2**20 // 4)  # 64 MiB: above glibc's largest mmap threshold (32 MiB)
-    del x
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-x = torch.ones(64 * 2**20 // 4)  # the same size again: new pages, or the freed ones?
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+worker = next(iter(torch.utils.data.DataLoader(InWorker(), num_workers=1,
+                                               multiprocessing_context='fork')))
+print(faults_of_a_reallocation(), int(worker))
 '''
+
+
+def transparent_huge_pages():
+    """The kernel's THP mode ('always', 'madvise', 'never'), or None where it has none."""
+    try:
+        with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.index('[') + 1:text.index(']')] if '[' in text else None
 
 
 @pytest.mark.skipif(not os.uname().sysname == 'Linux', reason='glibc setting')
 def test_reused_memory_is_not_faulted_in_again():
-    """``keep_freed_memory`` (part of the fast path): a 64 MiB tensor allocated again after a
-    free reuses the freed pages instead of 16384 fresh 4 KiB pages the kernel must zero."""
+    """``keep_freed_memory`` (``tools/test.py --keep-freed-memory``): a 64 MiB tensor allocated
+    again after a free reuses the freed pages instead of 16384 fresh 4 KiB pages the kernel
+    must zero; a DataLoader worker forked after it has glibc's default back (fresh pages)."""
+    if transparent_huge_pages() == 'always':
+        pytest.skip('transparent huge pages are "always" on this kernel: fresh memory comes '
+                    'in 2 MiB pages, so counting 4 KiB page faults tells nothing')
     import subprocess
     import sys
     faults = {}
     for mode in ('off', 'on'):
         out = subprocess.run([sys.executable, '-c', _PAGE_FAULTS, mode], capture_output=True,
                              text=True, cwd=REPO, check=True)
-        faults[mode] = int(out.stdout.split()[-1])
-    assert faults['off'] > 8000, faults  # glibc's default: fresh pages (or huge pages) each time
-    assert faults['on'] < 200, faults
+        faults[mode] = [int(n) for n in out.stdout.split()[-2:]]
+    # glibc's default: fresh pages each time, in the process and in its worker
+    assert faults['off'][0] > 8000 and faults['off'][1] > 8000, faults
+    assert faults['on'][0] < 200, faults  # the freed pages again
+    assert faults['on'][1] > 8000, faults  # the worker does not keep freed memory
 
 
-def test_fuse_for_inference_switches_the_allocator_setting_on(monkeypatch):
+def _tiny_bn_model():
+    return nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1))
+
+
+def test_fuse_for_inference_leaves_the_allocator_alone(monkeypatch):
+    """The process-wide allocator setting is opt-in: ``fuse_for_inference`` does not switch it
+    on by default, and not for a model off the CPU even when asked."""
     from mmsnn.models import fusion
     calls = []
     monkeypatch.setattr(fusion, 'keep_freed_memory', lambda: calls.append(1))
-    fuse_for_inference(nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)), reuse_memory=False)
+    fuse_for_inference(_tiny_bn_model())
     assert calls == []
-    fuse_for_inference(nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)))
+    fuse_for_inference(_tiny_bn_model().to('meta'), reuse_memory=True)
+    assert calls == []
+    fuse_for_inference(_tiny_bn_model(), reuse_memory=True)  # the old opt-in keeps working
     assert calls == [1]
+
+
+def test_fused_model_refuses_training():
+    """Its BN layers are folded: ``.train()`` on the fused model (or on a part of it that lost
+    a BN) raises a user error naming the fix; ``.eval()`` still works."""
+    from mmsnn.utils.errors import MMSNNUserError
+    model = MetaSDT(embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb')
+    fused = fuse_for_inference(copy.deepcopy(model))
+    assert fused.folded_bn
+    owner = fused.get_submodule(fused.folded_bn[0].rsplit('.', 1)[0])
+    for m in (fused, owner):
+        with pytest.raises(MMSNNUserError, match='fused for inference.*train a model built'):
+            m.train()
+        assert not m.training and not any(x.training for x in m.modules())
+    assert fused.eval() is fused and fused.train(False) is fused
+    copy.deepcopy(fused).eval()
+    with pytest.raises(MMSNNUserError):
+        copy.deepcopy(fused).train()
+    assert model.train() is model  # the unfused model trains as before
+
+
+def test_cpu_rewrites_are_not_installed_off_the_cpu():
+    """RoIAlign as products, the seg running-max argmax and Winograd replace one fused GPU
+    kernel each by many launches: on a model whose parameters are not on the CPU (meta here,
+    standing for CUDA) they are not installed; BN is still folded."""
+    from mmsnn.models.fast_roi_align import SeparableRoIAlign
+    from mmsnn.models.fast_seg_postprocess import _fast_route_applies
+    from mmsnn.models.winograd import WinogradConv2d, winograd_available
+    det, seg = _build(DET_DEMO, 'mmdet').float(), _build(SEG_DEMO, 'mmseg').float()
+    for model in (det, seg):
+        on_cpu = fuse_for_inference(copy.deepcopy(model))
+        off_cpu = fuse_for_inference(copy.deepcopy(model).to('meta'))
+        assert len(off_cpu.folded_bn) == len(on_cpu.folded_bn) > 0
+        for fused, cpu in ((off_cpu, False), (on_cpu, True)):
+            kinds = {type(m) for m in fused.modules()}
+            if model is det:
+                assert (SeparableRoIAlign in kinds) == cpu
+                assert bool(fused.separable_roi_aligns) == cpu
+            else:
+                assert ('postprocess_result' in vars(fused)) == cpu
+            if winograd_available():
+                assert (WinogradConv2d in kinds) == cpu
+            assert bool(fused.winograd_convs) == (cpu and winograd_available())
+    # a CPU-fused segmentor moved to a GPU afterwards hands the argmax back to mmseg
+    from mmseg.structures import SegDataSample
+    samples = [SegDataSample(metainfo=dict(img_shape=(4, 5), ori_shape=(4, 5)))]
+    with torch.no_grad():
+        assert _fast_route_applies(torch.zeros(1, 3, 4, 5), samples)
+        assert not _fast_route_applies(torch.zeros(1, 3, 4, 5, device='meta'), samples)
 
 
 def test_argmax_over_channels_is_torch_argmax():
@@ -342,6 +460,107 @@ def test_to_winograd_takes_only_the_convs_it_computes():
     with nnpack.flags(enabled=False):  # the user switched NNPACK off: respected
         assert winograd.to_winograd(copy.deepcopy(model)) == []
     assert list(model.state_dict()) == keys
+
+
+def _count_nnpack_calls(monkeypatch):
+    calls = []
+    nnpack = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, '_nnpack_spatial_convolution',
+                        lambda *a, **k: calls.append(1) or nnpack(*a, **k))
+    return calls
+
+
+def test_winograd_honours_nnpack_flags_set_after_conversion(monkeypatch):
+    """``torch.backends.nnpack.flags(enabled=False)`` switched on after ``to_winograd``: the
+    converted conv takes the direct path (the same numbers as a plain ``nn.Conv2d``)."""
+    import torch.backends.nnpack as nnpack
+
+    from mmsnn.models import winograd
+    if not winograd.winograd_available():
+        pytest.skip('this torch build has no NNPACK')
+    calls = _count_nnpack_calls(monkeypatch)
+    conv = nn.Conv2d(4, 4, 3, padding=1).eval()
+    plain = copy.deepcopy(conv)
+    assert winograd.to_winograd(nn.Sequential(conv)) == ['0']
+    x = torch.rand(1, 4, 9, 9, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        conv(x)
+        assert len(calls) == 1
+        with nnpack.flags(enabled=False):
+            y = conv(x)
+        assert len(calls) == 1
+        assert torch.equal(y, plain(x))
+        conv(x)  # and on again
+        assert len(calls) == 2
+
+
+#: float32 bound of a Winograd conv against the float64 direct convolution of the same input,
+#: relative to the largest sum of ``|w| * |x|`` over a receptive field (the scale its rounding
+#: errors grow with): in the demo models NNPACK loses up to 7e-7 of it (with and without
+#: AVX-512); a wrong weight, bias or padding loses O(1)
+WINOGRAD_F32_TOL = 1e-4
+
+
+def test_fused_float32_winograd_convs_within_tolerance(monkeypatch):
+    """The float64 fusion tests never run Winograd (no float64 kernel): here the fused demo
+    detector and segmentor run in float32, and the input and output of every Winograd conv are
+    checked against the float64 direct convolution, within ``WINOGRAD_F32_TOL``."""
+    from mmsnn.models import winograd
+    if not winograd.winograd_available():
+        pytest.skip('this torch build has no NNPACK')
+    calls = _count_nnpack_calls(monkeypatch)
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    for path, scope in ((DET_DEMO, 'mmdet'), (SEG_DEMO, 'mmseg')):
+        fused = fuse_for_inference(_build(path, scope).float())
+        assert fused.winograd_convs
+        seen = []
+        # copies: an in-place quantiser overwrites the conv output it reads
+        handles = [m.register_forward_hook(
+            lambda m, i, o: seen.append((m, i[0].clone(), o.clone())))
+            for m in fused.modules() if isinstance(m, winograd.WinogradConv2d)]
+        n = len(calls)
+        with torch.no_grad():
+            feats = fused.extract_feat(x)
+            if scope == 'mmdet':
+                fused.rpn_head(feats)
+            else:
+                fused.decode_head(feats)
+        for h in handles:
+            h.remove()
+        assert len(calls) - n == len(seen) > 0  # every hooked call took the Winograd path
+        assert {id(m) for m, _, _ in seen} >= {id(fused.get_submodule(name))
+                                              for name in fused.winograd_convs[:1]}
+        for conv, inp, out in seen:
+            args = dict(padding=conv.padding)
+            w, b = conv.weight.double(), None if conv.bias is None else conv.bias.double()
+            exact = F.conv2d(inp.double(), w, b, **args)
+            scale = F.conv2d(inp.double().abs(), w.abs(), None if b is None else b.abs(),
+                             **args).max().item()
+            err = (out.double() - exact).abs().max().item()
+            assert err <= WINOGRAD_F32_TOL * max(scale, 1e-30), (tuple(inp.shape), err, scale)
+
+
+def _transformer(cls):
+    """A small random ``cls`` (Spikformer, SDTv1, QKFormer), every tap out, float64, eval,
+    with random BN statistics so that its LIFs fire."""
+    kw = dict(embed_dims=32, depth=4 if cls is QKFormer else 1, num_heads=2, mlp_ratio=2.0,
+              T=2, out_indices=(0, 1, 2, 3, 4))
+    torch.manual_seed(0)
+    return _randomise_bn(cls(**kw)).double().eval()
+
+
+@pytest.mark.parametrize('cls', [Spikformer, SDTv1, QKFormer], ids=lambda c: c.__name__)
+def test_fused_spiking_transformers_float64(cls):
+    """``fuse_for_inference`` on Spikformer, SDT v1 and QKFormer: every LIF spike identical to
+    the unfused model, every tap within 1e-10, in float64."""
+    model = _transformer(cls)
+    assert any(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == (cls is not SDTv1)
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    (ref, ref_spikes), (out, spikes) = run_both(model, lambda m: m(x), quantisers=False)
+    assert_same_spikes(ref_spikes, spikes)
+    assert len(ref) == len(out) == 5
+    for a, b in zip(ref, out):
+        assert (a - b).abs().max().item() <= 1e-10
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')

@@ -529,3 +529,43 @@ def test_cpu_amp_wrapper_runs_the_quantiser_in_bf16():
     assert out.dtype == torch.bfloat16
     wrapper.update_params(out.float().mean())
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_convert_reference_refuses_a_partial_conversion(tmp_path, capsys):
+    """``tools/convert_reference.py``: a checkpoint with a key missing and one unexpected
+    key exits 1 and writes nothing; ``--allow-partial`` writes it, with both keys named in
+    its meta; a complete one exits 0 (in-process, a tiny backbone config)."""
+    import importlib.util
+
+    from mmsnn.models import MetaSDT
+    spec = importlib.util.spec_from_file_location(
+        'convert_reference_partial', osp.join(HERE, '..', 'tools', 'convert_reference.py'))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    config = tmp_path / 'tiny.py'
+    config.write_text("default_scope = 'mmdet'\nmodel = dict(backbone=dict(type='MetaSDT', "
+                      "embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb'))\n")
+    full = MetaSDT(embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb').state_dict()
+    dropped = sorted(full)[-1]
+    partial = {k: v for k, v in full.items() if k != dropped}
+    partial['extra.weight'] = torch.zeros(3)
+    for name, sd in (('full', full), ('partial', partial)):
+        torch.save({'state_dict': sd}, tmp_path / f'{name}.pth')
+
+    def convert(name, *flags):
+        return cli.main([str(tmp_path / f'{name}.pth'), str(tmp_path / f'{name}_out.pth'),
+                         '--task', 'backbone', '--config', str(config), *flags])
+
+    assert convert('full') == 0
+    assert (tmp_path / 'full_out.pth').is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        convert('partial')
+    assert exit_info.value.code == 1
+    err = capsys.readouterr()
+    assert '1 keys missing in the checkpoint, 1 unexpected' in err.err
+    assert '--allow-partial' in err.err
+    assert dropped in err.out and 'extra.weight' in err.out
+    assert not (tmp_path / 'partial_out.pth').exists()
+    assert convert('partial', '--allow-partial') == 0
+    meta = torch.load(tmp_path / 'partial_out.pth', weights_only=True)['meta']
+    assert meta['missing_keys'] == [dropped] and meta['unexpected_keys'] == ['extra.weight']

@@ -2,14 +2,17 @@
 """Convert a released (reference) checkpoint into an mmsnn checkpoint.
 
     python tools/convert_reference.py SRC DST --task det|seg|backbone [--config CONFIG]
-                                      [--backbone MetaSDT] [--overwrite]
+                                      [--backbone MetaSDT] [--overwrite] [--allow-partial]
 
 ``--task det`` / ``seg``: a whole spiking Mask R-CNN / Semantic FPN trained with the
 reference code; ``backbone``: an ImageNet backbone (its classifier is dropped). The keys are
 mapped by :func:`mmsnn.models.convert_reference_checkpoint` (the one converter) and checked
 against the model of ``--config``: missing, unexpected and wrongly shaped keys are printed by
-name. Without ``--config`` the tool picks the reference config of the checkpoint's size and
-mixer in ``configs/det/reference`` / ``configs/seg/reference``. DST is written as
+name. Wrongly shaped keys always fail; missing or unexpected keys fail too (exit status 1,
+nothing written) unless ``--allow-partial`` accepts the partial conversion (DST's ``meta``
+then lists the missing and unexpected keys). Without ``--config`` the tool picks the reference
+config of the checkpoint's size and mixer in ``configs/det/reference`` /
+``configs/seg/reference``. DST is written as
 ``{'state_dict': ..., 'meta': ...}``, ready for ``tools/test.py CONFIG DST`` and for
 ``load_from`` (fine-tuning).
 
@@ -42,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument('--backbone', default='MetaSDT',
                         help='backbone family whose key filter applies (default MetaSDT)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='write DST even when keys are missing in the checkpoint or '
+                        'unexpected by the model (default: exit 1 and write nothing)')
     return parser.parse_args(argv)
 
 
@@ -105,6 +111,11 @@ def convert(args):
     if wrong:
         fail(f'{len(wrong)} tensors do not fit {osp.relpath(config)}; nothing written. '
              'Pass the --config of the checkpoint\'s size, mixer and widths.', code=1)
+    if (missing or unexpected) and not args.allow_partial:
+        fail(f'{len(missing)} keys missing in the checkpoint, {len(unexpected)} unexpected '
+             f'(listed above) for {osp.relpath(config)}; nothing written. Pass the --config '
+             'the checkpoint was trained with, or --allow-partial to write the partial '
+             'conversion anyway.', code=1)
     if not missing and not unexpected:
         print(f'  all {len(sd)} keys match the model')
     meta = dict(converted_from=osp.abspath(args.src), task=args.task,

@@ -3,6 +3,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--overwrite]
                          [--show-dir DIR] [--show] [--energy] [--fuse-conv-bn]
+                         [--keep-freed-memory]
                          [--cfg-options KEY=VALUE ...]
                          [--launcher none|pytorch|slurm|mpi]
     tools/dist_test.sh CONFIG CHECKPOINT NPROC [same options]
@@ -14,8 +15,11 @@ the toolbox's own dump (mmdet's ``DumpDetResults``: masks RLE-encoded; mmengine'
 ``DumpResults`` for mmseg), ``--show-dir`` draws the predictions into pictures, ``--energy``
 adds the energy report (``tools/analysis/energy.py``) of the evaluated images,
 ``--fuse-conv-bn`` runs the inference fast path (``mmsnn.models.fuse_for_inference``: BN folded
-into the convs, quantiser in place, 3x3 convs by Winograd, freed memory reused; the same
-results, faster). A detector that predicted
+into the convs, quantiser in place, on the CPU 3x3 convs by Winograd; faster, float64 spikes
+identical, float32 spikes may differ where an input lies next to a quantiser level),
+``--keep-freed-memory`` makes this CPU process reuse the memory it frees
+(``mmsnn.utils.keep_freed_memory``: faster at COCO size, but the process keeps its peak
+memory; not for GPU runs). A detector that predicted
 nothing above its score threshold is reported as such, with zero metrics.
 """
 import argparse
@@ -32,7 +36,7 @@ from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits
                                     mmengine_checkpoint_globals)
 from mmsnn.utils.config import (cfg_options_action, check_config_file, check_config_sections,
                                 check_dataloader_options, enable_visualization, load_config)
-from mmsnn.utils.errors import run_tool
+from mmsnn.utils.errors import MMSNNUserError, run_tool
 
 
 def parse_args(argv=None):
@@ -60,8 +64,13 @@ def parse_args(argv=None):
     parser.add_argument('--fuse-conv-bn', action='store_true',
                         help='inference fast path (mmsnn.models.fuse_for_inference): fold '
                         'BatchNorm into the convs, run the quantiser in place, 3x3 convs by '
-                        'Winograd on the CPU, keep freed memory for reuse (the process keeps '
-                        'its peak memory); the same results, faster')
+                        'Winograd on the CPU; faster, the same spikes in float64, in float32 '
+                        'a spike next to a quantiser level may move')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='CPU only: make this process reuse the memory it frees instead '
+                        'of returning it to the OS (a process-wide glibc setting, '
+                        'mmsnn.utils.keep_freed_memory): faster on large images, but the '
+                        'process keeps its peak memory until it exits')
     parser.add_argument(
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
@@ -161,7 +170,18 @@ def zero_detection_metrics(cfg, metrics, num_images):
     return metrics
 
 
+def check_keep_freed_memory(flag):
+    """``--keep-freed-memory`` is a setting of this process's CPU heap: refused where the model
+    would run on a GPU, where it would only hold host memory back."""
+    import torch
+    if flag and torch.cuda.is_available():
+        raise MMSNNUserError('--keep-freed-memory concerns CPU inference, but this run uses '
+                             'the GPU; drop the flag (or run on the CPU with '
+                             'CUDA_VISIBLE_DEVICES= to use it)')
+
+
 def test(args):
+    check_keep_freed_memory(args.keep_freed_memory)
     check_config_file(args.config)
     check_checkpoint_file(args.checkpoint)
     if args.out:
@@ -214,13 +234,14 @@ def test(args):
             from mmsnn.models import fuse_for_inference
             runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            from mmsnn.utils import keep_freed_memory
             model = fuse_for_inference(model)
-            reuse = ('freed memory kept for reuse' if keep_freed_memory()
-                     else 'allocator unchanged (not glibc)')
             print(f'--fuse-conv-bn: inference fast path on, {len(model.folded_bn)} BatchNorm '
                   f'layers folded into their convs, {len(model.winograd_convs)} 3x3 convs by '
-                  f'Winograd (float32 CPU), {reuse}')
+                  f'Winograd (float32 CPU)')
+        if args.keep_freed_memory:
+            from mmsnn.utils import keep_freed_memory
+            print('--keep-freed-memory: ' + ('this process keeps freed memory for reuse' if
+                  keep_freed_memory() else 'allocator unchanged (the C library is not glibc)'))
         metrics = runner.test()
     main_process = is_main_process()  # asked before the process group closes
     runtime.stop_distributed()

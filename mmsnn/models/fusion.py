@@ -1,8 +1,12 @@
 """The inference fast path: ``fuse_for_inference(model)`` returns the same model doing less work.
 
-It is mmdet's ``--fuse-conv-bn`` for spiking models, and changes no result (spikes are
-identical to the unfused model on the golden inputs in float64; ``tests/test_fusion.py``; the
-demo detector's mAP is identical, ``tests/test_det.py``).
+It is mmdet's ``--fuse-conv-bn`` for spiking models. What it guarantees: in float64 every
+spike is identical to the unfused model's and the outputs agree to rounding (1e-6 on the
+golden inputs; ``tests/test_fusion.py``, also for Spikformer, SDT v1 and QKFormer). In
+float32 the rewrites round differently (folded BN, Winograd), so a spike whose input lies
+next to a quantiser level or threshold may move: the spikes of a float32 model may differ
+from the unfused float32 model's (README, "What float32 does to spikes"; the demo detector's
+mAP is identical, ``tests/test_det.py``).
 What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, no grad;
 ``tools/analysis/benchmark_backbone.py --fast-path --profile``) and the full models
 (``tools/analysis/benchmark.py --fast-path --profile``):
@@ -22,29 +26,38 @@ What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, 
    addition is commutative) in the backbone blocks, in no-grad mode; and **the attention's
    last product transposed** (``SpikeDrivenAttention.transposed_product``), so that merging
    the heads is a view, not a copy.
-4. **Freed memory reused** (``mmsnn.utils.keep_freed_memory``, a process-wide glibc setting;
-   ``reuse_memory=False`` leaves the allocator alone): without it every large feature map is
-   fresh pages that the kernel zeroes, about 30% of the s backbone's time at 800x1216.
-5. **3x3 convolutions by Winograd's algorithm** on the CPU in float32 (``winograd.py``,
+4. **3x3 convolutions by Winograd's algorithm** on the CPU in float32 (``winograd.py``,
    NNPACK): the same linear map from fewer multiplications, 2-3.5x faster per conv, with a
    coarser float32 rounding (``winograd=False`` keeps the direct convolution).
-6. **mmseg's prediction step without wasted work** (``fast_seg_postprocess``): no resize of
+5. **mmseg's prediction step without wasted work** (``fast_seg_postprocess``): no resize of
    the logits to the size they already have, and the class argmax as a running maximum.
-7. **RoIAlign as matrix products**: every mmcv ``RoIAlign`` with average pooling becomes a
+6. **RoIAlign as matrix products**: every mmcv ``RoIAlign`` with average pooling becomes a
    ``SeparableRoIAlign`` (``fast_roi_align.py``: per RoI ``Ay @ window @ Ax^T``, BLAS on the
    channels-last map instead of mmcv's single-threaded CPU kernel; the same maths, float64
    within 1e-12 of mmcv), in no-grad mode.
 
+4-6 replace CPU kernels and are installed only on a model whose parameters and buffers are
+all on the CPU: on a GPU each would replace one fused CUDA kernel by several launches (the
+RoIAlign by a Python loop of per-RoI products with host syncs, the argmax by one pass per
+class). Freed-memory reuse (``mmsnn.utils.keep_freed_memory``, a process-wide glibc setting)
+is not part of this function: an inference process asks for it (``tools/test.py
+--keep-freed-memory``).
+
 With gradients enabled (an ERF probe of a fused model) every module takes its ordinary path,
 so autograd never sees an in-place change. The fused model is for inference only: its BN
-layers are gone, so do not train it (it is returned in eval mode).
+layers are gone, so ``.train()`` on it (or on a part of it that lost a BN) raises
+:class:`~mmsnn.utils.errors.MMSNNUserError`; it is returned in eval mode.
 """
+import itertools
+import types
+
 import torch
 import torch.nn as nn
 from mmcv.cnn import fuse_conv_bn
 from mmseg.models.segmentors import BaseSegmentor
 
 from ..utils.allocator import keep_freed_memory
+from ..utils.errors import MMSNNUserError
 from . import fast_seg_postprocess
 from .fast_roi_align import swap_roi_align
 from .layers import InvertedSepConv, SpikeConvBlock, SpikeDrivenAttention, SpikeMLP
@@ -97,23 +110,57 @@ def _fuse_conv1d_bn(module):
             _fuse_conv1d_bn(child)
 
 
-def fuse_for_inference(model, reuse_memory=True, winograd=True):
+def train(self, mode=True):
+    """``nn.Module.train`` of a fused model (bound to the instance by :func:`fuse_for_inference`):
+    ``eval()`` / ``train(False)`` work, training mode is refused."""
+    if mode:
+        raise MMSNNUserError(
+            f'{type(self).__name__} was fused for inference (fuse_for_inference / '
+            '--fuse-conv-bn): its BatchNorm layers are folded into the convs, so it cannot be '
+            'trained; train a model built from the config and fuse it after training')
+    return type(self).train(self, False)
+
+
+def on_cpu(model):
+    """Whether every parameter and buffer of ``model`` is on the CPU."""
+    return all(t.device.type == 'cpu' for t in itertools.chain(model.parameters(),
+                                                                 model.buffers()))
+
+
+def _refuse_training(model, folded):
+    """Bind :func:`train` to ``model`` and to every module above a folded BN (their
+    ``.train()`` would train the network without it)."""
+    owners = {''} | {'.'.join(name.split('.')[:i])
+                     for name in folded for i in range(1, name.count('.') + 1)}
+    for name, m in model.named_modules():
+        if name in owners:
+            m.train = types.MethodType(train, m)
+
+
+def fuse_for_inference(model, reuse_memory=False, winograd=True):
     """Turn ``model`` (in place) into its inference fast path and return it in eval mode.
 
-    Any nn.Module containing mmsnn parts: a ``MetaSDT`` backbone, an mmdet detector or an mmseg
-    segmentor built from mmsnn configs, or a plain torch model (then only BN folding applies).
-    Load the trained weights *before* calling it: folding uses the BN running statistics.
+    Any nn.Module containing mmsnn parts: a ``MetaSDT``, ``Spikformer``, ``SDTv1`` or
+    ``QKFormer`` backbone, an mmdet detector or an mmseg segmentor built from mmsnn configs, or
+    a plain torch model (then only BN folding applies). Load the trained weights *before*
+    calling it: folding uses the BN running statistics. Put the model on its device first:
+    the CPU-only rewrites (Winograd, RoIAlign as products, the seg argmax) are installed only
+    on a CPU model. In float64 the spikes are those of the unfused model; in float32 they may
+    differ (see the module docstring). The result refuses ``.train()``.
 
     Args:
         model (nn.Module): the model; changed in place.
         reuse_memory (bool): also make this process keep freed memory for reuse
-            (:func:`mmsnn.utils.keep_freed_memory`; glibc only, CPU tensors only). It changes
-            no number, but the process keeps its peak heap until it exits. Default: True.
+            (:func:`mmsnn.utils.keep_freed_memory`), if the model is on the CPU. A
+            process-wide, irreversible glibc setting: the process keeps its peak heap until
+            it exits. Default: False (call ``keep_freed_memory`` yourself in an inference
+            process, as ``tools/test.py --keep-freed-memory`` does).
         winograd (bool): compute the 3x3 convolutions by Winograd's algorithm on the CPU in
             float32 (:mod:`mmsnn.models.winograd`, NNPACK): the same linear map, with a float32
             rounding about 10x coarser than the direct convolution's. Default: True.
     """
-    if reuse_memory:
+    cpu = on_cpu(model)
+    if reuse_memory and cpu:
         keep_freed_memory()
     if getattr(model, 'fused_for_inference', False):
         return model
@@ -122,7 +169,7 @@ def fuse_for_inference(model, reuse_memory=True, winograd=True):
            if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     fuse_conv_bn(model)  # mmcv: Conv2d -> BN pairs, the BN replaced by nn.Identity
     _fuse_conv1d_bn(model)
-    model.winograd_convs = to_winograd(model) if winograd else []
+    model.winograd_convs = to_winograd(model) if winograd and cpu else []
     for m in model.modules():
         if isinstance(m, MultiSpikeQuantizer):
             m.fast = True
@@ -135,14 +182,16 @@ def fuse_for_inference(model, reuse_memory=True, winograd=True):
             m.inplace_residual = True
         if isinstance(m, SpikeDrivenAttention):
             m.transposed_product = True
-        if isinstance(m, BaseSegmentor):
+        if isinstance(m, BaseSegmentor) and cpu:
             fast_seg_postprocess.install(m)
-    swap_roi_align(model)  # mmcv RoIAlign (avg) -> SeparableRoIAlign
+    # mmcv RoIAlign (avg) -> SeparableRoIAlign; names of the replaced modules
+    model.separable_roi_aligns = swap_roi_align(model) if cpu else []
     left = {name for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     model.fused_for_inference = True
     model.folded_bn = sorted(bns - left)  # names of the BN layers that were folded
-    return model
+    _refuse_training(model, model.folded_bn)
+    return model.eval()  # also the nn.Identity modules that took the BNs' places
 
 
-__all__ = ['fuse_for_inference', 'fold_bn_into_conv', 'PRIVATE_INPUT']
+__all__ = ['fuse_for_inference', 'fold_bn_into_conv', 'on_cpu', 'PRIVATE_INPUT']

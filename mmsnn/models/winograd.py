@@ -16,7 +16,9 @@ winograd=False)`` keeps the direct convolution.
 
 :class:`WinogradConv2d` is an ``nn.Conv2d`` (same parameters, same state dict) that takes the
 Winograd path only where NNPACK applies and gains: no autograd, a float32 CPU tensor, a 3x3
-kernel, stride 1, no dilation, one group, zero padding. Everywhere else -- float64 (the
+kernel, stride 1, no dilation, one group, zero padding, and NNPACK not switched off
+(``torch.backends.nnpack.flags(enabled=False)``, honoured also when set after the
+conversion). Everywhere else -- float64 (the
 golden tests), CUDA (cuDNN chooses its own algorithm), training, ERF probes -- it is the
 ordinary ``nn.Conv2d``.
 """
@@ -47,8 +49,10 @@ class WinogradConv2d(nn.Conv2d):
     nnpack_failed = False
 
     def forward(self, x):
+        # the NNPACK switch is read per call: a user may turn it off after the conversion
         if (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() == 4
-                and not torch.is_grad_enabled() and not self.nnpack_failed):
+                and not torch.is_grad_enabled() and not self.nnpack_failed
+                and torch._C._get_nnpack_enabled()):
             try:
                 return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias,
                                                          list(self.padding))

@@ -40,9 +40,9 @@ CUDA peak = max_memory_allocated). All rows of one call are measured side
 by side on the same machine; ratios are printed at the end and written as JSON.
 
 ``--fast-path`` instead times inference (``test_step``, no grad) of the reference model
-(snn-T1) before and after ``mmsnn.models.fuse_for_inference``: plain, fused and fast
-(``tools/test.py --fuse-conv-bn``) each in its own process, alternating, ``--iters`` rounds,
-medians (``_fast_path.py``).
+(snn-T1) before and after ``mmsnn.models.fuse_for_inference``: plain, fused
+(``tools/test.py --fuse-conv-bn``) and fast (also ``--keep-freed-memory``) each in its own
+process, alternating, ``--iters`` rounds, medians (``_fast_path.py``).
 """
 import argparse
 import datetime

@@ -14,8 +14,9 @@ Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800
 train step's peak memory <= 0.4x the quadratic order's and no slower.
 
 ``--fast-path`` instead times inference (eval, no grad) of each ``--archs`` backbone before and
-after ``fuse_for_inference`` (issue 14): plain, fused and fast (``tools/test.py --fuse-conv-bn``)
-each in its own process, alternating, ``--repeats`` rounds (``_fast_path.py``).
+after ``fuse_for_inference`` (issue 14): plain, fused (``tools/test.py --fuse-conv-bn``) and
+fast (also ``--keep-freed-memory``) each in its own process, alternating, ``--repeats`` rounds
+(``_fast_path.py``).
 """
 import argparse
 import json
