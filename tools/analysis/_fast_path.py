@@ -146,6 +146,8 @@ def profile_shares(label, cmd_for):
 
 def print_rows(rows, target=1.6, header=True):
     if header:
+        from mmsnn.utils.machine import cpu_description
+        print(f'CPU: {cpu_description()}')
         print(f'{"model":40} | {"plain s":>8} {"fused s":>8} {"fast s":>8} {"speed-up":>8} '
               f'{"peak RSS MiB plain/fast":>24}  (medians of '
               f'{rows[0]["runs"] if rows else 0} calls in alternating processes)')

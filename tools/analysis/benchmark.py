@@ -49,7 +49,6 @@ import datetime
 import json
 import os
 import os.path as osp
-import platform
 import shlex
 import subprocess
 import sys
@@ -313,15 +312,12 @@ def rois_text(r):
 def machine_text(device):
     """Cores, CPU model / GPU, torch threads, torch version."""
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+
+    from mmsnn.utils.machine import cpu_description
     dev = (torch.cuda.get_device_name(0) if str(device).startswith('cuda') else 'CPU')
-    return (f'{os.cpu_count()} cores ({cpu}), device {dev}, torch {torch.__version__}, '
-            f'{os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())} thread(s)')
+    return (f'{os.cpu_count()} cores ({cpu_description()}), device {dev}, torch '
+            f'{torch.__version__}, {os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())}'
+            ' thread(s)')
 
 
 def git_commit():
