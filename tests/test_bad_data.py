@@ -1,0 +1,253 @@
+"""Issue 24.3: bad data stops cleanly before training or is skipped by choice.
+
+Small demo datasets (64 px, a handful of images) are broken on purpose: a file cut short, a
+file that is not an image, an image the annotation names but that is not there, a box of
+zero / negative size, a size that does not match, a category that is not a class.
+"""
+import json
+import os
+import os.path as osp
+import re
+
+import pytest
+
+from mmsnn.datasets import generate_demo_ade, generate_demo_coco
+from mmsnn.datasets.checks import dataset_problems
+from mmsnn.utils.config import load_config
+from mmsnn.utils.errors import MMSNNUserError
+from test_tools import assert_user_error, load_tool, tool_error
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DET = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
+SEG = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
+# one tiny epoch of the det demo on 4 images (2 iterations of 2)
+DET_SMALL = ['train_dataloader.batch_size=2', 'train_cfg.max_epochs=1',
+             'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1']
+
+
+def truncate(path):
+    """Cut the file to half its length (a copy interrupted mid-way)."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+
+
+def garble(path):
+    with open(path, 'wb') as f:
+        f.write(b'this is not an image' * 10)
+
+
+@pytest.fixture(scope='module')
+def check_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        '_tool_check_dataset', osp.join(REPO, 'tools', 'misc', 'check_dataset.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def train_tool():
+    return load_tool(REPO, 'train')
+
+
+@pytest.fixture
+def coco(tmp_path):
+    """A demo COCO dataset: 4 train images (000001..000004.png), 2 val."""
+    root = str(tmp_path / 'coco')
+    generate_demo_coco(root, num_train=4, num_val=2, image_size=(64, 64), seed=3)
+    return root + '/'
+
+
+def edit_json(path, fn):
+    with open(path) as f:
+        data = json.load(f)
+    fn(data)
+    with open(path, 'w') as f:
+        json.dump(data, f)
+
+
+def break_coco(root, categories=True):
+    """Every kind of problem in the train split (a category renamed too with ``categories``,
+    which tools/train.py's class check reports on its own); returns {name: expected text in
+    its line}."""
+    img = osp.join(root, 'train2017')
+    truncate(osp.join(img, '000001.png'))
+    garble(osp.join(img, '000002.png'))
+    os.remove(osp.join(img, '000003.png'))
+
+    def edit(data):
+        anns = data['annotations']
+        anns[0]['bbox'][2] = 0               # zero width
+        anns[1]['bbox'][3] = -5              # negative height
+        data['images'][3]['width'] = 99      # 000004.png is 64 wide
+        if categories:
+            data['categories'][2]['name'] = 'hexagon'   # not a class of the config
+    edit_json(osp.join(root, 'annotations', 'instances_train2017.json'), edit)
+    expected = {'000001.png': 'truncated', '000002.png': 'cannot be read as an image',
+                '000003.png': 'does not exist', '000004.png': 'but the annotation says 99x64'}
+    if categories:
+        expected['hexagon'] = "category 'hexagon'"
+    return expected
+
+
+# ------------------------------------------------------------------ the dataset check (3)
+
+def test_check_dataset_lists_every_coco_problem(coco, check_tool, capsys):
+    assert check_tool.main([DET, '--cfg-options', f'data_root={coco}']) == 0
+    capsys.readouterr()
+    expected = break_coco(coco)
+    assert check_tool.main([DET, '--cfg-options', f'data_root={coco}']) == 1
+    out = capsys.readouterr().out.splitlines()
+    for key, text in expected.items():
+        assert any(key in line and text in line for line in out), (key, out)
+    assert sum('box of zero or negative size' in line for line in out) == 2, out
+    assert "the config class 'triangle' is not a category" in '\n'.join(out)
+    # the images of the val split are fine: no line names them
+    assert not any('val2017' in line for line in out), out
+
+
+def test_header_only_check_finds_truncated_png_and_jpeg(tmp_path):
+    from mmsnn.datasets.checks import image_problem
+    import cv2
+    import numpy as np
+    img = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    for ext in ('png', 'jpg'):
+        path = str(tmp_path / f'a.{ext}')
+        cv2.imwrite(path, img)
+        assert image_problem(path) == (None, (50, 40))
+        truncate(path)
+        assert 'cut short' in image_problem(path)[0]
+        assert image_problem(path, decode=True)[0] is not None
+
+
+@pytest.fixture
+def ade(tmp_path):
+    root = str(tmp_path / 'ade')
+    generate_demo_ade(root, num_train=4, num_val=2, image_size=(64, 64))
+    return root
+
+
+def test_check_dataset_seg_folders(ade, check_tool, capsys):
+    assert check_tool.main([SEG, '--cfg-options', f'data_root={ade}']) == 0
+    capsys.readouterr()
+    imgs = sorted(os.listdir(osp.join(ade, 'images', 'training')))
+    anns = osp.join(ade, 'annotations', 'training')
+    os.remove(osp.join(anns, imgs[0].replace('.jpg', '.png')))   # image without annotation
+    import cv2
+    label = cv2.imread(osp.join(anns, imgs[1].replace('.jpg', '.png')), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(osp.join(anns, imgs[1].replace('.jpg', '.png')), label[:32])  # wrong size
+    truncate(osp.join(ade, 'images', 'training', imgs[2]))
+    assert check_tool.main([SEG, '--split', 'train', '--cfg-options',
+                            f'data_root={ade}']) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3, out
+    assert imgs[0].replace('.jpg', '.png') in out[0] and 'does not exist' in out[0]
+    assert 'annotation is 64x32 but its image' in out[1] and imgs[1] in out[1]
+    assert imgs[2] in out[2] and 'truncated' in out[2]
+
+
+def test_check_dataset_cli_exit_status(coco, run_tool):
+    truncate(osp.join(coco, 'train2017', '000002.png'))
+    proc = run_tool('tools/misc/check_dataset.py', DET, '--split', 'train', '--header-only',
+                    '--cfg-options', f'data_root={coco}', timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == [
+        f'{osp.join(coco, "train2017", "000002.png")}: PNG file is cut short (no end marker): '
+        'truncated or corrupt (image id 2 of instances_train2017.json)']
+    assert 'Traceback' not in proc.stderr
+
+
+def test_train_check_data_stops_before_the_first_iteration(coco, train_tool, tmp_path,
+                                                           capsys):
+    expected = break_coco(coco, categories=False)
+    work = tmp_path / 'work'
+    err = tool_error(train_tool, [DET, '--check-data', '--work-dir', work, '--cfg-options',
+                                  f'data_root={coco}', *DET_SMALL], capsys)
+    assert '--check-data found 6 problem(s)' in err and 'skip_bad_samples=True' in err
+    lines = err.splitlines()
+    for key, text in expected.items():
+        assert any(key in line and text in line for line in lines), (key, err)
+    assert sum('box of zero or negative size' in line for line in lines) == 2, err
+    assert not work.exists()
+
+
+# ------------------------------------------------- a bad sample met while training (3)
+
+def test_bad_sample_stops_with_one_line_or_is_skipped(coco, run_tool, tmp_path):
+    garble(osp.join(coco, 'train2017', '000002.png'))
+    os.remove(osp.join(coco, 'train2017', '000003.png'))
+    bad = [osp.join(coco, 'train2017', n) for n in ('000002.png', '000003.png')]
+    proc = run_tool('tools/train.py', DET, '--work-dir', tmp_path / 'stop', '--cfg-options',
+                    f'data_root={coco}', *DET_SMALL)
+    message = assert_user_error(proc, 'bad sample: ', 'skip_bad_samples=True')
+    assert any(b in message for b in bad), message
+
+    work = tmp_path / 'skip'
+    proc = run_tool('tools/train.py', DET, '--work-dir', work, '--cfg-options',
+                    f'data_root={coco}', 'train_dataloader.dataset.skip_bad_samples=True',
+                    *DET_SMALL)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    for path in bad:
+        assert re.search(r'skipping bad sample: ' + re.escape(path), log), log[-4000:]
+    assert (work / 'epoch_1.pth').is_file()
+
+
+def test_bad_sample_in_a_dataloader_worker_is_one_line(ade, capsys):
+    """With worker processes torch re-raises the worker's error with its traceback in the
+    message; the tool still prints the one line."""
+    from mmengine.registry import init_default_scope
+    from torch.utils.data import DataLoader
+
+    from mmsnn.datasets import GuardedDataset
+    from mmsnn.utils.errors import run_tool as run_body
+    init_default_scope('mmseg')
+    cfg = load_config(SEG, {'data_root': ade})
+    ds = dict(cfg.train_dataloader.dataset)
+    name = sorted(os.listdir(osp.join(ade, 'images', 'training')))[0]
+    garble(osp.join(ade, 'images', 'training', name))
+    dataset = GuardedDataset(ds)
+
+    def body():
+        for _ in DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=lambda b: b):
+            pass
+    with pytest.raises(SystemExit) as exc:
+        run_body(body)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: bad sample: {osp.join(ade, "images", "training", name)}')
+    assert 'Traceback' not in err and err.count('error: ') == 1, err
+
+
+def test_a_bug_in_the_pipeline_is_not_taken_for_bad_data(coco):
+    """Files that check out: the pipeline's own error is raised unchanged (not skipped)."""
+    from mmcv.transforms import BaseTransform
+    from mmdet.registry import TRANSFORMS
+    from mmengine.registry import init_default_scope
+
+    from mmsnn.datasets import GuardedDataset
+
+    @TRANSFORMS.register_module(name='_BuggyTransform', force=True)
+    class _BuggyTransform(BaseTransform):
+        def transform(self, results):
+            raise ValueError('a bug in a transform')
+
+    init_default_scope('mmdet')
+    cfg = load_config(DET, {'data_root': coco})
+    ds = dict(cfg.train_dataloader.dataset)
+    ds['pipeline'] = [dict(type='LoadImageFromFile'), dict(type='_BuggyTransform')]
+    dataset = GuardedDataset(ds, skip_bad_samples=True)
+    with pytest.raises(ValueError, match='a bug in a transform'):
+        dataset[0]
+
+
+def test_dataset_problems_of_a_clean_demo_set(coco, ade):
+    det = load_config(DET, {'data_root': coco})
+    problems, checked, _ = dataset_problems(det, decode=True)
+    assert problems == [] and checked == 6
+    seg = load_config(SEG, {'data_root': ade})
+    problems, checked, _ = dataset_problems(seg, decode=True)
+    assert problems == [] and checked == 6
