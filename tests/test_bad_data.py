@@ -1,4 +1,5 @@
-"""Issue 24.3: bad data stops cleanly before training or is skipped by choice.
+"""Issue 24.3/24.4: bad data stops cleanly before training or is skipped by choice, and a
+diverging run stops with one line and keeps its checkpoints.
 
 Small demo datasets (64 px, a handful of images) are broken on purpose: a file cut short, a
 file that is not an image, an image the annotation names but that is not there, a box of
@@ -8,14 +9,17 @@ import json
 import os
 import os.path as osp
 import re
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from mmsnn.datasets import generate_demo_ade, generate_demo_coco
 from mmsnn.datasets.checks import dataset_problems
+from mmsnn.engine.hooks import NonFiniteLossHook
 from mmsnn.utils.config import load_config
 from mmsnn.utils.errors import MMSNNUserError
-from test_tools import assert_user_error, load_tool, tool_error
+from test_tools import TOY, assert_user_error, load_tool, tool_error
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
@@ -251,3 +255,48 @@ def test_dataset_problems_of_a_clean_demo_set(coco, ade):
     seg = load_config(SEG, {'data_root': ade})
     problems, checked, _ = dataset_problems(seg, decode=True)
     assert problems == [] and checked == 6
+
+
+# ------------------------------------------------------------- a diverging run (4)
+
+def test_exploding_loss_stops_and_keeps_the_checkpoints(tmp_path, run_tool):
+    """The loss explodes (inf) at step 3 of 4: the run stops there with one line, iter_2.pth
+    (written before) stays the last checkpoint, and no model of step 3 or 4 is saved."""
+    work = tmp_path / 'work'
+    proc = run_tool('tools/train.py', TOY, '--work-dir', work, '--cfg-options',
+                    'model.explode_from=3')
+    message = assert_user_error(proc, 'non-finite loss at iteration 3: loss_cls=inf')
+    assert message.splitlines()[0].startswith('error: non-finite loss at iteration 3: '
+                                              'loss_cls=inf loss=inf')
+    assert 'iter_2.pth' in message
+    ckpts = sorted(p for p in os.listdir(work) if p.endswith('.pth'))
+    assert ckpts == ['iter_2.pth']
+    assert (work / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
+    from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
+    with mmengine_checkpoint_globals():
+        state = torch.load(work / 'iter_2.pth', map_location='cpu')['state_dict']
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_nonfinite_loss_hook_can_be_turned_off(tmp_path, run_tool):
+    work = tmp_path / 'work'
+    proc = run_tool('tools/train.py', TOY, '--work-dir', work, '--cfg-options',
+                    'model.explode_from=3', 'stop_on_nonfinite_loss=False')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / 'iter_4.pth').is_file()
+
+
+def test_hook_refuses_to_save_non_finite_weights():
+    runner = SimpleNamespace(iter=6, message_hub=SimpleNamespace(
+        get_info=lambda key: 'work/iter_4.pth' if key == 'last_ckpt' else None))
+    hook = NonFiniteLossHook()
+    good = {'w': torch.ones(3), 'steps': torch.tensor(3)}
+    hook.before_save_checkpoint(runner, {'state_dict': good})
+    with pytest.raises(MMSNNUserError, match=r'weights are not finite \(head.w\) at iteration '
+                       r'6: the checkpoint is not written(.|\n)*checkpoint \(work/iter_4.pth\) is kept'):
+        hook.before_save_checkpoint(runner, {'state_dict': {
+            'head.w': torch.tensor([1.0, float('nan')])}})
+    hook.after_train_iter(runner, 0, outputs={'loss': torch.tensor(1.0), 'acc': float('nan')})
+    with pytest.raises(MMSNNUserError, match='iteration 7: loss_bbox=nan'):
+        hook.after_train_iter(runner, 0, outputs={'loss_cls': torch.tensor(1.0),
+                                                  'loss_bbox': torch.tensor(float('nan'))})

@@ -11,7 +11,8 @@ imported first, so every mmsnn module is registered in both. Problems with the i
 config, data, checkpoint; unknown module type; a work dir holding earlier checkpoints) stop
 the run before any work with one ``error: ...`` line and exit status 2. Bad data found later
 (a missing, corrupt or cut-short file) stops the run with one line naming the file, or is
-skipped with a warning (``--cfg-options train_dataloader.dataset.skip_bad_samples=True``).
+skipped with a warning (``--cfg-options train_dataloader.dataset.skip_bad_samples=True``); a
+loss that turns NaN/inf stops it with one line, before a checkpoint is written.
 """
 import argparse
 import os
@@ -20,7 +21,7 @@ import sys
 
 from mmsnn.datasets import checks as dataset_checks
 from mmsnn.datasets import guard_train_dataset
-from mmsnn.engine.hooks import add_st_erf_hook, use_atomic_checkpoints
+from mmsnn.engine.hooks import add_nonfinite_loss_hook, add_st_erf_hook, use_atomic_checkpoints
 from mmsnn.utils import data_checks, paths, resume, runtime
 from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
@@ -94,6 +95,7 @@ def train(args):
     # `st_erf = dict(enable=True, ...)` (or --cfg-options st_erf.enable=True) -> STERFHook
     add_st_erf_hook(cfg)
     use_atomic_checkpoints(cfg)  # a killed save leaves the earlier checkpoints intact
+    add_nonfinite_loss_hook(cfg)  # a NaN/inf loss stops the run before it is saved
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
