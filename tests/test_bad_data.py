@@ -248,6 +248,30 @@ def test_a_bug_in_the_pipeline_is_not_taken_for_bad_data(coco):
         dataset[0]
 
 
+def test_guarded_dataset_written_in_a_config_skips(coco, capsys):
+    """The README's wrapper for mmdet's / mmseg's own tools: built from the registry, it
+    skips a missing image with a warning naming it and returns the next sample."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = load_config(DET, {'data_root': coco})
+    missing = osp.join(coco, 'train2017', '000001.png')
+    os.remove(missing)
+    dataset = DATASETS.build(dict(type='GuardedDataset', skip_bad_samples=True,
+                                  dataset=cfg.train_dataloader.dataset))
+    assert len(dataset) == 4 and dataset.metainfo['classes'][0] == 'circle'
+    first = [i for i in range(4) if dataset.get_data_info(i)['img_path'] == missing][0]
+    from mmengine.logging import MMLogger
+    # a logger of its own, made current, writing to this test's captured stdout (an earlier
+    # test's logger holds that test's stream)
+    MMLogger.get_instance('test_guarded_dataset_written_in_a_config_skips')
+    capsys.readouterr()
+    sample = dataset[first]
+    assert sample['data_samples'].img_path == dataset.get_data_info((first + 1) % 4)['img_path']
+    # mmengine's logger writes to stdout
+    assert f'skipping bad sample: {missing}: file does not exist' in capsys.readouterr().out
+
+
 def test_dataset_problems_of_a_clean_demo_set(coco, ade):
     det = load_config(DET, {'data_root': coco})
     problems, checked, _ = dataset_problems(det, decode=True)
