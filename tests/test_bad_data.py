@@ -316,8 +316,9 @@ def test_hook_refuses_to_save_non_finite_weights():
     hook = NonFiniteLossHook()
     good = {'w': torch.ones(3), 'steps': torch.tensor(3)}
     hook.before_save_checkpoint(runner, {'state_dict': good})
-    with pytest.raises(MMSNNUserError, match=r'weights are not finite \(head.w\) at iteration '
-                       r'6: the checkpoint is not written(.|\n)*checkpoint \(work/iter_4.pth\) is kept'):
+    with pytest.raises(MMSNNUserError, match=r'weights are not finite \(head.w\) at '
+                       r'iteration 6: the checkpoint is not written(.|\n)*checkpoint '
+                       r'\(work/iter_4.pth\) is kept'):
         hook.before_save_checkpoint(runner, {'state_dict': {
             'head.w': torch.tensor([1.0, float('nan')])}})
     hook.after_train_iter(runner, 0, outputs={'loss': torch.tensor(1.0), 'acc': float('nan')})
