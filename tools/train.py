@@ -3,20 +3,25 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                           [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
-                          [--overwrite]
+                          [--overwrite] [--check-data]
     tools/dist_train.sh CONFIG NPROC [same options]        # several processes (torchrun)
 
 The config's ``default_scope`` ('mmdet' or 'mmseg') decides which toolbox runs it; mmsnn is
 imported first, so every mmsnn module is registered in both. Problems with the input (missing
 config, data, checkpoint; unknown module type; a work dir holding earlier checkpoints) stop
-the run before any work with one ``error: ...`` line and exit status 2.
+the run before any work with one ``error: ...`` line and exit status 2. Bad data found later
+(a missing, corrupt or cut-short file) stops the run with one line naming the file, or is
+skipped with a warning (``--cfg-options train_dataloader.dataset.skip_bad_samples=True``); a
+loss that turns NaN/inf stops it with one line, before a checkpoint is written.
 """
 import argparse
 import os
 import os.path as osp
 import sys
 
-from mmsnn.engine.hooks import add_st_erf_hook, use_atomic_checkpoints
+from mmsnn.datasets import checks as dataset_checks
+from mmsnn.datasets import guard_train_dataset
+from mmsnn.engine.hooks import add_nonfinite_loss_hook, add_st_erf_hook, use_atomic_checkpoints
 from mmsnn.utils import data_checks, paths, resume, runtime
 from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
@@ -45,6 +50,10 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='allow training into a work dir that holds checkpoints of an '
                         'earlier run (they may be replaced)')
+    parser.add_argument('--check-data', action='store_true',
+                        help='before training, check every image of the train (and val) data '
+                        'against its annotation (file opens and is complete, sizes, boxes, '
+                        'masks, classes; header reads only) and stop with the list of problems')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the total batch size (needs '
                         'auto_scale_lr in the config)')
@@ -63,6 +72,21 @@ def parse_args(argv=None):
     return args
 
 
+def check_dataset_content(cfg, loaders, config):
+    """--check-data: the cheap (header-read) dataset checks; their problems as one error."""
+    problems, checked, _ = dataset_checks.dataset_problems(cfg, loaders, decode=False)
+    if problems:
+        lines = '\n'.join(f'    {line}' for line in
+                          dataset_checks.format_problems(problems, limit=20))
+        raise MMSNNUserError(
+            f'--check-data found {len(problems)} problem(s) in the {"/".join(loaders)} data '
+            f'({checked} images checked):\n{lines}\n  fix: repair or remove those files or '
+            f'annotations (python tools/misc/check_dataset.py {config} lists every one and '
+            'also decodes the images), or skip bad samples while training: --cfg-options '
+            'train_dataloader.dataset.skip_bad_samples=True')
+    print(f'--check-data: {checked} images checked, no problem found', file=sys.stderr)
+
+
 def train(args):
     check_config_file(args.config)
     if args.resume not in (None, 'auto'):
@@ -71,6 +95,7 @@ def train(args):
     # `st_erf = dict(enable=True, ...)` (or --cfg-options st_erf.enable=True) -> STERFHook
     add_st_erf_hook(cfg)
     use_atomic_checkpoints(cfg)  # a killed save leaves the earlier checkpoints intact
+    add_nonfinite_loss_hook(cfg)  # a NaN/inf loss stops the run before it is saved
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -110,6 +135,9 @@ def train(args):
     check_dataloader_options(cfg, loaders)
     data_checks.check_data_paths(cfg, loaders)
     data_checks.check_num_classes(cfg, loaders)
+    if args.check_data:
+        check_dataset_content(cfg, loaders, args.config)
+    guard_train_dataset(cfg)  # a bad sample: one line naming it (or skipped), no traceback
     paths.check_writable_dir(work_dir)
     paths.check_work_dir_keeps_config(work_dir, args.config)
     resume.check_no_checkpoints_overwritten(work_dir, resume=cfg.resume,

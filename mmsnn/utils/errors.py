@@ -39,12 +39,23 @@ def fail(message, code=2):
     raise SystemExit(code)
 
 
+def _own_message(exc):
+    """The message ``exc`` was raised with, also when a DataLoader worker raised it: torch
+    re-raises that as ``type(exc)("Caught ... in DataLoader worker ...Original Traceback
+    ...: message")``."""
+    text = str(exc)
+    marker = f'{type(exc).__name__}: '
+    if 'Original Traceback' in text and marker in text:
+        return text[text.rindex(marker) + len(marker):].rstrip()
+    return text
+
+
 def run_tool(fn, *args, **kwargs):
     """Run a tool's body; user errors (ours, and unknown registry types) end in :func:`fail`."""
     try:
         return fn(*args, **kwargs)
     except MMSNNUserError as e:
-        fail(str(e))
+        fail(_own_message(e))
     except KeyError as e:
         from ..registry import explain_registry_error
         explained = explain_registry_error(e)

@@ -22,18 +22,28 @@ from mmengine.model import BaseModel
 
 @MODELS.register_module(force=True)
 class ToySpikeClassifier(BaseModel):
-    """``backbone`` (a MetaSDT config) -> global average pool of its last tap -> linear."""
+    """``backbone`` (a MetaSDT config) -> global average pool of its last tap -> linear.
 
-    def __init__(self, backbone, num_classes=3, data_preprocessor=None, init_cfg=None):
+    Fault injection: ``explode_from=N`` scales the loss from the N-th training step (counted
+    in this process) on by 1e40, beyond float32's range: the loss is inf, as in a diverged run.
+    """
+
+    def __init__(self, backbone, num_classes=3, explode_from=None, data_preprocessor=None,
+                 init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
         self.head = nn.Linear(self.backbone.out_channels[-1], num_classes)
+        self.explode_from, self._steps = explode_from, 0
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
         feat = self.backbone(inputs)[-1].float().mean((2, 3))
         logits = self.head(feat).float()
         if mode == 'loss':
-            return dict(loss_cls=F.cross_entropy(logits, data_samples.long()))
+            loss = F.cross_entropy(logits, data_samples.long())
+            self._steps += 1
+            if self.explode_from is not None and self._steps >= self.explode_from:
+                loss = loss * 1e40
+            return dict(loss_cls=loss)
         if mode == 'predict':
             return [dict(pred_label=int(p.argmax()), gt_label=int(g))
                     for p, g in zip(logits, data_samples)]
