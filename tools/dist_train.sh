@@ -7,16 +7,10 @@
 # NODE_RANK, MASTER_ADDR (multi-node; defaults 1, 0, 127.0.0.1).
 set -euo pipefail
 
-if [ "$#" -lt 2 ]; then
-  echo "usage: $0 CONFIG NPROC [tools/train.py options...]" >&2
-  exit 2
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/_launch_checks.sh"
+usage_unless 2 "$#" "$0 CONFIG NPROC [tools/train.py options...]"
 CONFIG=$1
 NPROC=$2
 shift 2
-if [ ! -f "$CONFIG" ]; then
-  echo "error: config file '$CONFIG' does not exist." >&2
-  echo "  fix: pass the path of a config, e.g. configs/det/<name>.py or configs/seg/<name>.py" >&2
-  exit 2
-fi
+check_config "$CONFIG"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/_dist_launch.sh" train.py "$NPROC" "$CONFIG" "$@"

@@ -9,19 +9,13 @@
 # A pre-empted job continues with the same command and --resume.
 set -euo pipefail
 
-if [ "$#" -lt 4 ]; then
-  echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [tools/train.py options...]" >&2
-  exit 2
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/_launch_checks.sh"
+usage_unless 4 "$#" "$0 PARTITION JOB_NAME CONFIG WORK_DIR [tools/train.py options...]"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
 WORK_DIR=$4
 shift 4
-if [ ! -f "$CONFIG" ]; then
-  echo "error: config file '$CONFIG' does not exist." >&2
-  echo "  fix: pass the path of a config, e.g. configs/det/<name>.py or configs/seg/<name>.py" >&2
-  exit 2
-fi
+check_config "$CONFIG"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/_slurm_launch.sh" "$PARTITION" "$JOB_NAME" train.py \
   "$CONFIG" --work-dir "$WORK_DIR" "$@"
