@@ -170,6 +170,27 @@ def test_safe_loading_works_without_torchs_allow_list(trained, torch_2_1):
     assert resume.missing_resume_state(ckpt) == []
 
 
+@pytest.mark.parametrize('scheduler', ['LinearLR', 'MultiStepLR', 'PolyLR', 'StepLR',
+                                       'CosineAnnealingLR', 'ExponentialLR'])
+def test_safe_loading_reads_every_scheduler_state(tmp_path, request, scheduler):
+    """The schedulers of mmdet's / mmseg's configs pickle more than tensors (MultiStepLR: a
+    Counter of milestones); their saved state must load through the restricted unpickler."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    args = dict(LinearLR=dict(start_factor=0.1, end=10), MultiStepLR=dict(milestones=[8, 11]),
+                PolyLR=dict(eta_min=1e-4, power=0.9, end=100), StepLR=dict(step_size=3),
+                CosineAnnealingLR=dict(T_max=10), ExponentialLR=dict(gamma=0.9))[scheduler]
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+    sched = PARAM_SCHEDULERS.build(dict(type=scheduler, **args), default_args=dict(
+        optimizer=optimizer))
+    optimizer.step()
+    sched.step()
+    path = tmp_path / 'state.pth'
+    torch.save({'meta': {'iter': 1}, 'param_schedulers': [sched.state_dict()]}, path)
+    request.getfixturevalue('torch_2_1')  # as on a torch without the allow-list API
+    loaded = ckpts.load_checkpoint_file(path)['param_schedulers'][0]
+    assert loaded == sched.state_dict()
+
+
 class _ShellCommand:
     """Pickles as ``os.system(command)``: what an unrestricted unpickler would run."""
 

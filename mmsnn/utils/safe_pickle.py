@@ -104,6 +104,8 @@ def allowed_globals():
     """``{'module.name': object}``: every global a checkpoint may name."""
     table = {
         'collections.OrderedDict': collections.OrderedDict,
+        # MultiStepLR (torch's and mmengine's) keeps its milestones in a Counter
+        'collections.Counter': collections.Counter,
         'builtins.set': set, 'builtins.frozenset': frozenset, 'builtins.complex': complex,
         'builtins.bytearray': bytearray,
         '_codecs.encode': codecs.encode,  # how protocol 2 pickles bytes
