@@ -92,9 +92,13 @@ def _samples(B, H, W, K=DEMO_K, seed=0):
 def test_config_set_is_complete():
     names = {_name(p) for p in ADE_CONFIGS}
     for mixer in ('', 'mlpixer_', 'srb_'):
-        for size in ('s_', 'l_'):  # every name says its size: no alias files
+        for size in ('s_', 'l_'):
             assert f'sdt_{mixer}{size}ade20k.py' in names
-        assert f'sdt_{mixer}ade20k.py' not in names
+        # the unsized name (sdt_srb_ade20k.py is the documented entry point) is size s
+        assert f'sdt_{mixer}ade20k.py' in names
+        short, sized = (Config.fromfile(osp.join(SEG_DIR, f'sdt_{mixer}{size}ade20k.py'))
+                        for size in ('', 's_'))
+        assert short.model == sized.model and short.train_cfg == sized.train_cfg
     assert {_name(p) for p in DEMO_CONFIGS} >= {'demo/sdt_demo.py', 'demo/sdt_srb_demo.py'}
     assert osp.isfile(osp.join(SEG_DIR, 'README.md'))
 
