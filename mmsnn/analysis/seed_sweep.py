@@ -71,8 +71,9 @@ def _run(cmd, env, log_path, cwd):
 def run_one(config, seed, family, work_dir, repo_root, python=sys.executable,
             train_options=(), test_options=(), base_env=None):
     """Train ``config`` with ``randomness.seed=seed`` under kernel ``family`` and test the
-    last checkpoint, with the tools and mmsnn of the checkout ``repo_root``; returns (and writes to ``{run_dir}/result.json``) a dict with the seed,
-    family, the kernel level torch used and tools/test.py's metrics."""
+    last checkpoint, with the tools and mmsnn of the checkout ``repo_root``. Returns (and
+    writes to ``{run_dir}/result.json``) a dict with the seed, family, the kernel level torch
+    used and tools/test.py's metrics."""
     run_dir = osp.join(work_dir, f'{family}_seed{seed}')
     result_path = osp.join(run_dir, 'result.json')
     if osp.isfile(result_path):

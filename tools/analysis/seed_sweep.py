@@ -69,7 +69,8 @@ def main(args):
     for family in args.families:
         for seed in args.seeds:
             r = run_one(config, seed, family, osp.abspath(args.work_dir),
-                        osp.abspath(args.repo), train_options=args.train_options, test_options=args.test_options)
+                        osp.abspath(args.repo), train_options=args.train_options,
+                        test_options=args.test_options)
             print(f'{family} seed {seed} ({r["capability"]}): ' + ', '.join(
                 f'{k} {r["metrics"].get(k, float("nan")):.3f}' for k in keys), flush=True)
             results.append(r)
