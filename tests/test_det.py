@@ -346,11 +346,17 @@ def test_short_demo_training_lowers_the_loss(demo_data):
 # --------------------------------------------------------------------- train and test
 
 # A seeded regression of the whole detection pipeline: 25 epochs (50 iterations) of the demo
-# config on the 8 demo training images, then tools/test.py on the same images. This run gives
-# box / mask AP50 0.085 / 0.088 (16 epochs at a lower lr: both 0.00); a detector whose heads
-# do not learn scores 0.00, below these thresholds.
+# config on the 8 demo training images, then tools/test.py on the same images. The thresholds
+# come from tools/analysis/seed_sweep.py runs of exactly this recipe on an AMD EPYC under the
+# native (AVX-512) and the AVX2 kernel families. The kernels alone move the result: this
+# test's seed 0 gives box / mask AP50 0.085 / 0.088 with AVX2 kernels (the numbers the old
+# thresholds of 0.03 were set from) and 0.023 / 0.030 with AVX-512 ones (the old test failed
+# there). An untrained detector scores 0.002 / 0.005; the thresholds sit about halfway, in
+# ratio, between it and the weaker seed-0 run. Other seeds are not covered: of 8 runs (seeds
+# 0-4 native, 0-2 AVX2) two (native seeds 3 and 4) learned nothing, also with 50 epochs
+# (seed 3): the recipe itself does not yet learn from every seed.
 DET_EPOCHS = 25
-DET_REGRESSION_AP50 = {'coco/bbox_mAP_50': 0.03, 'coco/segm_mAP_50': 0.03}
+DET_REGRESSION_AP50 = {'coco/bbox_mAP_50': 0.01, 'coco/segm_mAP_50': 0.015}
 
 
 @pytest.fixture(scope='module')
