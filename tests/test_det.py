@@ -382,10 +382,11 @@ def test_demo_recipe_keeps_box_head_fcs_inside_the_quantiser_window(demo_data, s
 # alone move the result of so short a training: before the box head's lower lr (below) this
 # test's seed 0 gave box / mask AP50 0.085 / 0.088 with AVX2 kernels, 0.023 / 0.030 with the
 # AVX-512 ones of an AMD EPYC (tools/analysis/seed_sweep.py) and 0.005 on a Xeon with AMX
-# (reported in issue 24); with it 0.270 / 0.272 (AVX2) and 0.264 / 0.309 (AVX-512). So training and testing run
-# with the kernels pinned to the AVX2 family (conftest.PINNED_KERNELS), which every machine
-# of this kind has: the same numbers everywhere. The thresholds still hold for the AVX-512
-# run (an untrained detector scores 0.002 / 0.005). Other seeds are not covered here: before
+# (reported in issue 24); with it 0.270 / 0.272 (AVX2) and 0.264 / 0.309 (AVX-512). So
+# training and testing run with the kernels pinned to the AVX2 family
+# (conftest.PINNED_KERNELS), which every machine of this kind has: the same numbers
+# everywhere. The thresholds still hold for the AVX-512 run (an untrained detector scores
+# 0.002 / 0.005). Other seeds are not covered here: before
 # the demo config gave the box head's fcs a tenth of the lr, two of 8 runs (native seeds 3
 # and 4) learned nothing; with it all 10 runs of seeds 0-4 x both kernel families learned
 # (box AP50 min 0.035, median 0.298; test_demo_recipe_keeps_box_head_fcs_inside_... above).
