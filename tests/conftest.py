@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from mmsnn.analysis.seed_sweep import KERNEL_FAMILIES
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TEST_DATA = osp.join(REPO_ROOT, 'tests', 'data')
 if TEST_DATA not in sys.path:  # toy modules for in-process tests (mmsnn_toy)
@@ -55,7 +57,7 @@ def tool_env():
 #: and MKL's BLAS pinned to AVX2, so a seeded float32 training gives the same numbers on an
 #: AVX2-only CPU, on one with AVX-512 and on one with AMX (unpinned, one flipped spike early in
 #: a short training moved the det regression's AP50 from 0.085 to 0.023 or 0.005)
-PINNED_KERNELS = dict(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2', MKL_CBWR='AVX2')
+PINNED_KERNELS = KERNEL_FAMILIES['avx2']
 
 
 @pytest.fixture(scope='session')

@@ -34,7 +34,8 @@ def test_family_env_sets_only_its_own_kernel_settings():
     native = seed_sweep.family_env('native', base)
     assert native == {'PATH': '/bin'}
     assert seed_sweep.family_env('avx2', base) == {
-        'PATH': '/bin', 'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2'}
+        'PATH': '/bin', 'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2',
+        'MKL_CBWR': 'AVX2'}
     with pytest.raises(MMSNNUserError, match="unknown kernel family 'sse'; choose from"):
         seed_sweep.family_env('sse', base)
 

@@ -22,10 +22,11 @@ from ..utils.errors import MMSNNUserError
 
 #: environment of each kernel family. 'native': the widest kernels this CPU has (on this
 #: project's machine AVX-512); 'avx2': the kernels an older x86 CPU runs (torch's ATen
-#: dispatch and oneDNN's convolutions both capped at AVX2).
+#: dispatch, oneDNN's convolutions and MKL's BLAS all capped at AVX2), the same on every x86
+#: CPU with AVX2 (the tests' pinned kernels are this family too).
 KERNEL_FAMILIES = {
     'native': {},
-    'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2'},
+    'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2', 'MKL_CBWR': 'AVX2'},
 }
 _FAMILY_KEYS = sorted({k for env in KERNEL_FAMILIES.values() for k in env})
 
