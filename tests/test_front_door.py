@@ -1,5 +1,7 @@
 """The commands a user types first: the README's front-door configs run through the real
-tools, and every config or tool path the documentation names exists.
+tools, and every config or tool path the documentation names exists. The documentation is a
+short README beside the user guide in docs/: the README links every page, every relative link
+resolves, and the measured tables live in docs/en/benchmarks.md.
 
 The front door is ``tools/train.py configs/det/sdt_srb_coco.py`` and ``tools/test.py`` on the
 same config. Here they run unchanged except for what a user with a tiny dataset would change
@@ -38,6 +40,125 @@ def test_documented_paths_exist():
                     if not osp.exists(osp.join(REPO, path)):
                         missing.append(f'{osp.relpath(doc, REPO)}:{lineno}: {path}')
     assert not missing, '\n'.join(missing)
+
+
+#: the user guide beside the README (mmdet's split); the README links each of them
+DOC_PAGES = ('docs/en/get_started.md', 'docs/en/user_guides/train_test.md',
+             'docs/en/user_guides/custom_dataset.md',
+             'docs/en/user_guides/released_checkpoints.md', 'docs/en/user_guides/st_erf.md',
+             'docs/en/user_guides/energy.md', 'docs/en/user_guides/fast_path.md',
+             'docs/en/benchmarks.md', 'docs/en/architecture.md')
+README_MAX_LINES = 150
+#: the block tools/analysis/benchmark.py --readme rewrites; written here as a user sees it
+BENCHMARK_BEGIN = '<!-- benchmark.py:cost-of-spiking -->'
+BENCHMARK_END = '<!-- /benchmark.py:cost-of-spiking -->'
+MARKDOWN_LINK = re.compile(r'\[[^\]]*\]\(([^)\s]+)\)')
+FENCE = re.compile(r'^\s*(```|~~~)')
+
+
+def _prose_lines(path):
+    """(line number, line) of a markdown file outside fenced code blocks."""
+    inside = False
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if FENCE.match(line):
+                inside = not inside
+            elif not inside:
+                yield lineno, line
+
+
+def _anchors(path):
+    """The heading anchors GitHub gives a markdown file: lower case, punctuation other than
+    '-' and '_' dropped, each space a '-'; a repeated heading gets '-1', '-2', ..."""
+    seen = {}
+    for _, line in _prose_lines(path):
+        m = re.match(r'#{1,6}\s+(.*?)\s*#*\s*$', line)
+        if m:
+            slug = re.sub(r'[^\w\- ]', '', m.group(1).lower()).replace(' ', '-')
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            yield slug if n == 0 else f'{slug}-{n}'
+
+
+def _relative_links(path):
+    """(line number, target) of every link in ``path`` that is not a URL."""
+    for lineno, line in _prose_lines(path):
+        for target in MARKDOWN_LINK.findall(line):
+            if not re.match(r'[a-z][a-z0-9+.-]*:', target):  # http:, https:, mailto:
+                yield lineno, target
+
+
+def test_the_scan_reads_the_docs_pages():
+    """test_documented_paths_exist scans the user guide in docs/ too, not only the README."""
+    scanned = {osp.relpath(p, REPO) for p in _doc_files()}
+    missing = [p for p in DOC_PAGES if p not in scanned]
+    assert not missing, f'not scanned (missing?): {missing}'
+
+
+def test_readme_is_short():
+    """The README says what mmsnn is, the two commands, the front door, the features and
+    links; everything else lives in docs/."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        count = len(f.read().splitlines())
+    assert count <= README_MAX_LINES, f'README.md has {count} lines (at most {README_MAX_LINES})'
+
+
+def test_readme_keeps_the_two_commands():
+    """.ci/run runs `make test`: the README's test command is the CI's."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        text = f.read()
+    for command in ('make test', 'make demo'):
+        assert re.search(rf'^{command}\b', text, re.M), command
+
+
+def test_readme_links_every_docs_page():
+    """A newcomer reaches every page of the user guide from the README."""
+    linked = {osp.normpath(t.split('#')[0]) for _, t in _relative_links(osp.join(REPO, 'README.md'))}
+    missing = [p for p in DOC_PAGES if osp.normpath(p) not in linked]
+    assert not missing, f'README.md links none of {missing}'
+
+
+def test_relative_links_resolve():
+    """Every relative link of the README, the config READMEs and docs/ names an existing
+    file, and its #anchor a heading of that file."""
+    broken, checked = [], 0
+    for doc in _doc_files():
+        for lineno, target in _relative_links(doc):
+            checked += 1
+            path, _, anchor = target.partition('#')
+            dest = osp.normpath(osp.join(osp.dirname(doc), path)) if path else doc
+            where = f'{osp.relpath(doc, REPO)}:{lineno}: {target}'
+            if not osp.exists(dest):
+                broken.append(f'{where} (no such file)')
+            elif anchor and (not dest.endswith('.md') or anchor not in set(_anchors(dest))):
+                broken.append(f'{where} (no such heading)')
+    assert not broken, '\n'.join(broken)
+    assert checked >= len(DOC_PAGES)  # the scan found the README's links (so it can fail)
+
+
+def test_benchmark_block_lives_in_the_benchmarks_page():
+    """benchmark.py rewrites the block between its markers: once, in docs/en/benchmarks.md."""
+    with open(osp.join(REPO, 'docs/en/benchmarks.md')) as f:
+        text = f.read()
+    assert text.count(BENCHMARK_BEGIN) == 1 and text.count(BENCHMARK_END) == 1
+    assert text.index(BENCHMARK_BEGIN) < text.index(BENCHMARK_END)
+    with open(osp.join(REPO, 'README.md')) as f:
+        readme = f.read()
+    assert BENCHMARK_BEGIN not in readme and BENCHMARK_END not in readme
+
+
+def test_measurements_at_a_commit_live_in_the_benchmarks_page():
+    """One-run tables tied to a commit are kept in docs/en/benchmarks.md only; the README and
+    the guides link there instead of copying numbers that age."""
+    found = []
+    for doc in _doc_files():
+        if osp.relpath(doc, REPO) == 'docs/en/benchmarks.md':
+            continue
+        with open(doc) as f:
+            for lineno, line in enumerate(f, 1):
+                if re.search(r'\bcommits? [0-9a-f]{7,40}\b', line):
+                    found.append(f'{osp.relpath(doc, REPO)}:{lineno}: {line.strip()}')
+    assert not found, '\n'.join(found)
 
 
 def test_the_scan_sees_the_front_door():
