@@ -224,7 +224,7 @@ def test(args):
         counter = PredictionCounter()
         runner.test_evaluator.metrics.append(counter)
     if args.energy:
-        from mmsnn.analysis.energy import EnergyHook
+        from mmsnn.engine.hooks import EnergyHook
         runner.register_hook(EnergyHook(
             out_dir=osp.join(cfg.work_dir, 'energy'),
             meta=dict(config=osp.abspath(args.config), checkpoint=args.checkpoint)))
