@@ -138,3 +138,27 @@ def test_calibrate_bn_normalises_what_each_bn_sees():
         y = pe.proj_bn(pe.proj_conv(calib))  # the stem sees the image at every step
     assert y.mean((0, 2, 3)).abs().max() < 1e-4
     assert (y.var((0, 2, 3)) - 1).abs().max() < 0.05
+
+
+def test_model_specs_is_one_function_for_configs_bare_backbones_and_models(tmp_path):
+    """``mmsnn.analysis.erf_models.model_specs`` (the former ``model_specs`` and
+    ``comparison_specs`` of the script): the same entry format, unique labels and checkpoint
+    checks for ``--models`` and for bare backbones / configs."""
+    from mmsnn.analysis.erf_models import MODEL_PRESETS, build_backbone, model_specs
+    from mmsnn.utils.errors import MMSNNUserError
+    specs = model_specs(models=['qkformer', 'qkformer'], model_checkpoints=['none', '-'], T=3)
+    assert [(label, kind) for label, kind, _ in specs] == [('qkformer', 'backbone'),
+                                                           ('qkformer_1', 'backbone')]
+    assert specs[0][2] == (dict(MODEL_PRESETS['qkformer'], T=3), None)
+    specs = model_specs(mixers=['conv', 'conv'], T=2, neuron='LIF')
+    assert [label for label, _, _ in specs] == ['conv', 'conv_1']
+    assert specs[0][2] == (dict(type='MetaSDT', mixer='conv', T=2, neuron_cfg=dict(type='LIF'),
+                                arch='s'), None)
+    missing = str(tmp_path / 'x.pth')
+    for kw in (dict(models=['qkformer'], model_checkpoints=[missing]),
+               dict(configs=[__file__], checkpoints=[missing])):
+        with pytest.raises(MMSNNUserError, match='x.pth.* does not exist'):
+            model_specs(**kw)
+    # one builder: the bare MetaSDT gets the probed taps as out_indices
+    backbone, note = build_backbone(dict(type='MetaSDT', embed_dims=(8, 16, 16, 16)), taps=(1, 3))
+    assert tuple(backbone.out_indices) == (1, 3) and note == 'random init'
