@@ -4,10 +4,10 @@ Winograd convolutions, each against the plain model in float64.
     python tools/analysis/spike_agreement.py --task det --size real
     python tools/analysis/spike_agreement.py --task seg --size real
 
-The model is the benchmark's (``benchmark.py``, ``mmsnn.analysis.benchmark``: the config's backbone and neck, snn-T1,
-``init_weights`` and BatchNorm statistics calibrated on the batch, so the activations are in
-the range a trained model has). Every quantiser output of ``extract_feat`` (backbone + neck)
-is recorded and compared element by element. The float64 run is the reference because it is
+The model is the benchmark's (``benchmark.py``, ``mmsnn.analysis.benchmark``: the config's
+backbone and neck, snn-T1, ``init_weights`` and BatchNorm statistics calibrated on the batch,
+so the activations are in the range a trained model has). Every quantiser output of
+``extract_feat`` (backbone + neck) is recorded and compared element by element. The float64 run is the reference because it is
 the arithmetic the fast path is proven exact in (``tests/test_fusion.py``): in float32 any
 change of rounding -- folding BN, another convolution algorithm -- can move a spike whose
 input lies next to a quantiser level, and in a network with global attention one moved spike
