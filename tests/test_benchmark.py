@@ -1,6 +1,7 @@
 """The helpers that make ``tools/analysis/benchmark.py``'s cost-of-spiking comparison fair
-(issue 14): BatchNorm calibration, the activation-range evidence, the fixed RoIs of the
-detector heads, and the README block. No timings are asserted."""
+(issue 14, ``mmsnn.analysis.benchmark``): BatchNorm calibration, the activation-range
+evidence, the fixed RoIs of the detector heads, and the docs page's result block. No timings
+are asserted."""
 import math
 import os
 import os.path as osp
@@ -11,13 +12,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mmsnn.analysis.benchmark import cost_of_spiking as benchmark
+from mmsnn.analysis.benchmark import docs_block, fairness as fair
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools', 'analysis')
-if TOOLS not in sys.path:
-    sys.path.insert(0, TOOLS)
-
-import _cost_of_spiking as fair  # noqa: E402
-import benchmark  # noqa: E402
 
 
 # ---------------------------------------------------------------- normalisation
@@ -159,33 +158,33 @@ README = f"""# Title
 
 Intro text.
 
-{fair.README_BEGIN}
+{docs_block.README_BEGIN}
 old table
-{fair.README_END}
+{docs_block.README_END}
 
 More text after.
 """
 
 
 def test_readme_block_replaces_only_the_marked_part():
-    new = fair.replace_readme_block(README, 'new table\n| a | b |')
+    new = docs_block.replace_readme_block(README, 'new table\n| a | b |')
     assert new == README.replace('old table', 'new table\n| a | b |')
-    assert fair.replace_readme_block(new, 'old table') == README  # idempotent round trip
+    assert docs_block.replace_readme_block(new, 'old table') == README  # idempotent round trip
 
 
 def test_readme_block_refuses_missing_or_repeated_markers(tmp_path):
-    for text in ('no markers', README.replace(fair.README_END, ''),
-                 README + fair.README_BEGIN,
-                 f'{fair.README_END}\nx\n{fair.README_BEGIN}'):
+    for text in ('no markers', README.replace(docs_block.README_END, ''),
+                 README + docs_block.README_BEGIN,
+                 f'{docs_block.README_END}\nx\n{docs_block.README_BEGIN}'):
         with pytest.raises(ValueError):
-            fair.replace_readme_block(text, 'x')
+            docs_block.replace_readme_block(text, 'x')
         path = tmp_path / 'README.md'
         path.write_text(text)
-        problem = fair.readme_problem(str(path))
-        assert problem and '\n' not in problem and fair.README_BEGIN in problem
+        problem = docs_block.readme_problem(str(path))
+        assert problem and '\n' not in problem and docs_block.README_BEGIN in problem
     path.write_text(README)
-    assert fair.readme_problem(str(path)) is None
-    assert 'cannot read' in fair.readme_problem(str(tmp_path / 'missing.md'))
+    assert docs_block.readme_problem(str(path)) is None
+    assert 'cannot read' in docs_block.readme_problem(str(tmp_path / 'missing.md'))
 
 
 def test_cli_refuses_a_readme_without_markers_before_measuring(tmp_path):
@@ -193,11 +192,11 @@ def test_cli_refuses_a_readme_without_markers_before_measuring(tmp_path):
     readme.write_text('# no markers here\n')
     out = subprocess.run([sys.executable, osp.join(TOOLS, 'benchmark.py'), '--sizes', 'demo',
                           '--readme', str(readme)], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=120)
+                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=300)
     assert out.returncode == 2
     assert out.stdout == ''  # nothing measured
     last = out.stderr.strip().splitlines()[-1]
-    assert fair.README_BEGIN in last and 'add them' in last
+    assert docs_block.README_BEGIN in last and 'add them' in last
     assert readme.read_text() == '# no markers here\n'
 
 
@@ -236,10 +235,79 @@ def test_fast_path_driver_measures_the_three_variants(tmp_path):
     run = subprocess.run(
         [sys.executable, osp.join(TOOLS, 'benchmark_backbone.py'), '--fast-path', '--archs', 's',
          '--sizes', '64x64', '--repeats', '1', '--device', 'cpu', '--json', str(out)],
-        capture_output=True, text=True, cwd=REPO)
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
     assert run.returncode == 0, run.stderr[-2000:]
     (row,) = json.loads(out.read_text())
     assert row['model'] == 'MetaSDT-s srb 64x64' and row['runs'] == 2
     assert set(row['peak_rss_mib']) == {'plain', 'fused', 'fast'}
     assert row['speedup'] == pytest.approx(row['plain_s'] / row['fast_s'])
     assert all(row[k] > 0 for k in ('plain_s', 'fused_s', 'fast_s'))
+
+
+# ---------------------------------------------------------------- docs page and driver
+
+
+def test_results_go_to_the_docs_page_not_the_readme():
+    """``benchmark.py --docs`` writes into ``docs/en/benchmarks.md``: the page exists in the
+    checkout with one marked block to rewrite."""
+    page = osp.join(REPO, docs_block.BENCHMARKS_PAGE)
+    assert docs_block.BENCHMARKS_PAGE == osp.join('docs', 'en', 'benchmarks.md')
+    assert docs_block.block_problem(page) is None
+    with open(page) as f:
+        text = f.read()
+    assert docs_block.replace_block(text, 'x').count('\nx\n') == 1
+
+
+def test_cli_refuses_a_docs_page_without_markers_before_measuring(tmp_path):
+    page = tmp_path / 'benchmarks.md'
+    page.write_text('# no markers here\n')
+    out = subprocess.run([sys.executable, osp.join(TOOLS, 'benchmark.py'), '--sizes', 'demo',
+                          '--docs', str(page)], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=300)
+    assert out.returncode == 2 and out.stdout == ''
+    assert docs_block.BLOCK_BEGIN in out.stderr.strip().splitlines()[-1]
+    assert page.read_text() == '# no markers here\n'
+
+
+def test_one_measurement_driver_reads_the_last_json_line_and_says_why_it_failed():
+    """``run_measurement``: the one driver of every benchmark script's measuring processes."""
+    from mmsnn.analysis.benchmark.processes import MeasurementFailed, run_measurement
+    ok = [sys.executable, '-c', 'import json, os; print("noise"); '
+          'print(json.dumps(dict(v=os.environ["MALLOC_MMAP_THRESHOLD_"])))']
+    assert run_measurement(ok, 'ok', env=dict(MALLOC_MMAP_THRESHOLD_='7')) == dict(v='7')
+    with pytest.raises(MeasurementFailed) as e:
+        run_measurement([sys.executable, '-c', 'import sys; sys.exit("bad size 3x3")'], 'x')
+    assert e.value.returncode == 1 and e.value.reason == 'bad size 3x3'
+    with pytest.raises(MeasurementFailed) as e:
+        run_measurement([sys.executable, '-c', 'import os; os.kill(os.getpid(), 9)'], 'x')
+    assert e.value.returncode < 0 and e.value.reason == 'killed (out of memory?)'
+
+
+def test_spike_agreement_counts_moved_spikes():
+    """``mmsnn.analysis.spike_agreement``: a variant that moves spikes is counted against the
+    float64 reference; the unchanged model agrees exactly."""
+    from mmsnn.analysis.spike_agreement import spike_agreement
+    from mmsnn.models.neurons import MultiSpikeQuantizer
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 1, bias=False)
+            self.q = MultiSpikeQuantizer()
+
+        def extract_feat(self, x):
+            return self.q(self.conv(x))
+
+    model = Net()
+    nn.init.constant_(model.conv.weight, 1.0)
+    x = torch.full((1, 1, 2, 2), 1.0)  # conv output 1.0: one spike count per element
+
+    def shifted(m):  # moves every input by half a level: every count changes
+        nn.init.constant_(m.conv.weight, 1.5)
+        return m
+
+    reference, rows = spike_agreement(model, x, dict(plain=lambda m: m, shifted=shifted))
+    assert len(reference) == 1 and reference[0].dtype == torch.float64
+    assert rows['plain'] == (0, None)
+    assert rows['shifted'] == (8, 0)  # 2 channels x 2 x 2, all in the first tensor
+    assert float(model.conv.weight.detach()[0, 0]) == 1.0  # the model itself is untouched

@@ -528,7 +528,7 @@ def test_energy_hook_leaves_nothing_behind_when_a_test_step_raises(tmp_path):
     must not stay pushed, and the model must not keep the counting hooks."""
     from types import SimpleNamespace
 
-    from mmsnn.analysis.energy import EnergyHook
+    from mmsnn.engine.hooks import EnergyHook
 
     class Failing(nn.Module):
         def __init__(self):
@@ -584,16 +584,6 @@ def test_report_files(tmp_path):
 
 # -------------------------------------------------------------------------- CLI
 
-def load_tool(path):
-    """A tool script as a module (run in-process: the heavy imports are already loaded)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('_energy_' + osp.basename(path)[:-3],
-                                                  osp.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def demo_coco(tmp_path_factory):
     from mmsnn.datasets import generate_demo_coco
@@ -602,11 +592,11 @@ def demo_coco(tmp_path_factory):
     return root + '/'
 
 
-def test_cli_on_demo_detector_writes_the_files(demo_coco, tmp_path, capsys):
+def test_cli_on_demo_detector_writes_the_files(demo_coco, tmp_path, run_tool):
     out = tmp_path / 'work'
-    tool = load_tool('tools/analysis/energy.py')
-    assert tool.main([DEMO_DET, '--num-images', '2', '--work-dir', str(out),
-                      '--cfg-options', f'data_root={demo_coco}']) == 0
+    proc = run_tool('tools/analysis/energy.py', DEMO_DET, '--num-images', '2', '--work-dir',
+                    out, '--cfg-options', f'data_root={demo_coco}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ('energy.txt', 'energy.json', 'energy.csv', 'energy_rates.png'):
         assert (out / name).is_file(), name
     data = json.loads((out / 'energy.json').read_text())
@@ -622,14 +612,14 @@ def test_cli_on_demo_detector_writes_the_files(demo_coco, tmp_path, capsys):
     t = data['totals']
     assert t['energy_mj'] == pytest.approx(E_MAC * t['macs'] + E_AC * t['sops'])
     assert t['energy_ann_mj'] == pytest.approx(E_MAC * t['flops'])
-    assert 'E_ANN/E_SNN' in capsys.readouterr().out
+    assert 'E_ANN/E_SNN' in proc.stdout
 
 
-def test_cli_on_demo_segmentor_generates_the_demo_data(tmp_path, capsys):
+def test_cli_on_demo_segmentor_generates_the_demo_data(tmp_path, run_tool):
     out, data_dir = tmp_path / 'work', tmp_path / 'ade'
-    tool = load_tool('tools/analysis/energy.py')
-    assert tool.main([DEMO_SEG, '--num-images', '1', '--work-dir', str(out),
-                      '--demo-data', str(data_dir), '--preset', 'int8']) == 0
+    proc = run_tool('tools/analysis/energy.py', DEMO_SEG, '--num-images', '1', '--work-dir',
+                    out, '--demo-data', data_dir, '--preset', 'int8')
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert (data_dir / 'images' / 'validation').is_dir()  # written because it was missing
     data = json.loads((out / 'energy.json').read_text())
     assert data['meta']['num_images'] == 1 and data['meta']['e_mac_pj'] == 0.23
@@ -640,20 +630,18 @@ def test_cli_on_demo_segmentor_generates_the_demo_data(tmp_path, capsys):
     assert data['totals']['violations'] == []
 
 
-def test_cli_bad_input_is_one_line(tmp_path, capsys):
-    tool = load_tool('tools/analysis/energy.py')
+def test_cli_bad_input_is_one_line(tmp_path, run_tool):
     for argv, needle in (([DEMO_DET, '--num-images', '0'], '--num-images'),
                          ([DEMO_DET, str(tmp_path / 'missing.pth')], 'missing.pth'),
                          ([str(tmp_path / 'nope.py')], 'nope.py')):
-        with pytest.raises(SystemExit) as exc:
-            tool.main(argv)
-        assert exc.value.code == 2
-        err = capsys.readouterr().err
+        proc = run_tool('tools/analysis/energy.py', *argv)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        err = proc.stderr
         assert err.count('error: ') == 1 and needle in err.splitlines()[0], err
         assert 'Traceback' not in err
 
 
-def test_test_py_energy_adds_the_report(tmp_path, capsys):
+def test_test_py_energy_adds_the_report(tmp_path, run_tool):
     """``tools/test.py --energy`` on the toy classifier (tests/data/toy_config.py): the
     report covers every test image, and the linear head that reads the tap's mean (not
     spikes) is listed as a violation."""
@@ -667,11 +655,70 @@ def test_test_py_energy_adds_the_report(tmp_path, capsys):
     ckpt = tmp_path / 'toy.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     out = tmp_path / 'work'
-    tool = load_tool('tools/test.py')
-    assert tool.main([toy, str(ckpt), '--energy', '--work-dir', str(out)]) == 0
+    proc = run_tool('tools/test.py', toy, ckpt, '--energy', '--work-dir', out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / 'metrics.json').is_file()
     data = json.loads((out / 'energy' / 'energy.json').read_text())
     assert data['meta']['num_images'] == 4  # the toy test set, one image per batch
     assert [v['name'] for v in data['totals']['violations']] == ['head']
+    # the step shared with tools/analysis/energy.py records what the model's forward gets
+    assert data['meta']['input_shapes'] == ['[1, 3, 32, 32]']  # toy_config: 32 px, batch 1
     assert (out / 'energy' / 'energy_rates.png').is_file()
-    assert 'E_ANN/E_SNN' in capsys.readouterr().out
+    assert 'E_ANN/E_SNN' in proc.stdout
+
+
+# ------------------------------------------------------------- hook and test loop
+
+def _toy_cfg(tmp_path):
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, 'tests', 'data', 'toy_config.py'))
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.test_dataloader.batch_size = 1
+    return cfg
+
+
+def test_energy_hook_is_registered_for_configs(tmp_path):
+    """``custom_hooks=[dict(type='EnergyHook', ...)]`` in a config: the runner builds the
+    hook from mmsnn's registration (both toolboxes) and the test run writes its report."""
+    from mmdet.registry import HOOKS as DET_HOOKS
+    from mmengine.runner import Runner
+    from mmseg.registry import HOOKS as SEG_HOOKS
+
+    from mmsnn.analysis.energy import EnergyHook as old_location
+    from mmsnn.engine.hooks import EnergyHook
+    assert DET_HOOKS.get('EnergyHook') is EnergyHook is SEG_HOOKS.get('EnergyHook')
+    assert old_location is EnergyHook  # the former import path still works
+
+    import mmsnn_toy  # noqa: F401  (tests/data is on sys.path: conftest)
+    cfg = _toy_cfg(tmp_path)
+    cfg.custom_hooks = [dict(type='EnergyHook', out_dir=str(tmp_path / 'energy'),
+                             preset='int8')]
+    cfg.load_from = None
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+    data = json.loads((tmp_path / 'energy' / 'energy.json').read_text())
+    assert data['meta']['num_images'] == 4 and data['meta']['e_ac_pj'] == 0.03
+    assert [v['name'] for v in data['totals']['violations']] == ['head']
+
+
+def test_count_test_images_stops_at_num_images_and_unhooks():
+    """The loop of ``tools/analysis/energy.py``: ``num_images`` test steps, one image each,
+    through ``model.test_step``; the counting hooks are gone afterwards."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmsnn.analysis.energy import count_test_images
+    init_default_scope('mmdet')
+    import mmsnn_toy  # noqa: F401
+    model = MODELS.build(Config.fromfile(
+        osp.join(REPO, 'tests', 'data', 'toy_config.py')).model).eval()
+    batches = [dict(inputs=torch.randn(1, 3, 16, 16), data_samples=torch.tensor([0]))
+               for _ in range(5)]
+    ticks = []
+    counter = count_test_images(model, batches, 3, progress=lambda: ticks.append(1))
+    assert counter.num_images == 3 and len(ticks) == 3
+    assert counter.input_shapes == [(1, 3, 16, 16)] * 3
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    report = counter.report()
+    assert report.layers[0]['input_from'] == 'input'

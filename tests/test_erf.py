@@ -319,22 +319,16 @@ def test_pictures(tmp_path):
 
 
 # ------------------------------------------------------------------ CLI
-def _cli():
-    import importlib.util
-    path = os.path.join(os.path.dirname(__file__), '..', 'tools', 'analysis', 'st_erf.py')
-    spec = importlib.util.spec_from_file_location('st_erf_cli', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+ST_ERF = 'tools/analysis/st_erf.py'
 
 
-def test_cli_compare_bare_backbones(tmp_path, capsys):
-    cli = _cli()
+def test_cli_compare_bare_backbones(tmp_path, run_tool):
     out = tmp_path / 'out'
-    cli.main(['--embed-dims', '8', '16', '16', '16', '--mixers', 'conv', 'srb', '--T', '2',
-              '--neuron', 'LIF', '--taps', '1', '4', '--num-inputs', '2', '--size', '32', '32',
-              '--batch-size', '1', '--out-dir', str(out)])
-    text = capsys.readouterr().out
+    proc = run_tool(ST_ERF, '--embed-dims', '8', '16', '16', '16', '--mixers', 'conv', 'srb',
+                    '--T', '2', '--neuron', 'LIF', '--taps', '1', '4', '--num-inputs', '2',
+                    '--size', '32', '32', '--batch-size', '1', '--out-dir', out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
     assert 'A@0.2' in text and 'coverage' in text and 'srb' in text
     for f in ('compare.png', 'compare_st_erf.png', 'compare_temporal.png'):
         _check_png(str(out / f))
@@ -349,24 +343,22 @@ def test_cli_compare_bare_backbones(tmp_path, capsys):
     ([], 'nothing to analyse'),
     (['--backbone', 'dict(type=1+'], 'is not a dict of literals'),
 ])
-def test_cli_errors(argv, needle, capsys):
-    cli = _cli()
-    with pytest.raises(SystemExit) as e:
-        cli.main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
+def test_cli_errors(argv, needle, run_tool):
+    proc = run_tool(ST_ERF, *argv)
+    assert proc.returncode == 2
+    err = proc.stderr
     assert needle in err and 'Traceback' not in err
 
 
-def test_cli_missing_checkpoint(tmp_path, capsys):
+def test_cli_missing_checkpoint(tmp_path, run_tool):
     cfg = tmp_path / 'c.py'
     cfg.write_text("model = dict(type='MetaSDT')\n")
-    with pytest.raises(SystemExit):
-        _cli().main([str(cfg), '--checkpoint', str(tmp_path / 'nope.pth')])
-    assert 'does not exist' in capsys.readouterr().err
+    proc = run_tool(ST_ERF, cfg, '--checkpoint', tmp_path / 'nope.pth')
+    assert proc.returncode == 2
+    assert 'does not exist' in proc.stderr
 
 
-def test_cli_config_with_checkpoint(tmp_path, capsys):
+def test_cli_config_with_checkpoint(tmp_path, run_tool):
     cfg = tmp_path / 'seg_tiny.py'
     cfg.write_text(
         "default_scope = 'mmseg'\n"
@@ -381,22 +373,23 @@ def test_cli_config_with_checkpoint(tmp_path, capsys):
     torch.save({'state_dict': {f'backbone.{k}': v for k, v in trained.state_dict().items()}},
                str(ckpt))
     out = tmp_path / 'out'
-    cli = _cli()
-    summaries = cli.main([str(cfg), '--checkpoint', str(ckpt), '--taps', '1', '3',
-                          '--num-inputs', '1', '--size', '32', '--out-dir', str(out),
-                          '--cfg-options', 'model.decode_head.num_classes=5'])
-    text = capsys.readouterr().out
+    proc = run_tool(ST_ERF, cfg, '--checkpoint', ckpt, '--taps', '1', '3', '--num-inputs', '1',
+                    '--size', '32', '--out-dir', out,
+                    '--cfg-options', 'model.decode_head.num_classes=5')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
     assert 'checkpoint iter_10.pth' in text and 'missing' not in text
     # tap 3 is not in out_indices: read from its stage's last block; same maps as by hand
-    s = summaries['seg_tiny']
-    assert set(s['taps']) == {'tap1', 'tap3'}
+    summary = json.loads((out / 'summary.json').read_text())
+    assert set(summary['seg_tiny']['taps']) == {'tap1', 'tap3'}
     ref = spatial_erf(trained, make_noise_inputs(1, (32, 32), seed=0), output_index=1)
-    assert torch.allclose(s['taps']['tap1']['spatial'][-1], ref)
+    saved = torch.from_numpy(np.load(out / 'seg_tiny' / 'erf_tap1.npy'))  # float32, as ref
+    assert torch.allclose(saved[-1], ref)
     _check_png(str(out / 'compare.png'))
     # a checkpoint of another architecture: one clear line
     other = tmp_path / 'other.pth'
     torch.save(MetaSDT(embed_dims=(16, 16, 16, 16)).state_dict(), str(other))
-    with pytest.raises(SystemExit):
-        cli.main([str(cfg), '--checkpoint', str(other), '--size', '32'])
-    err = capsys.readouterr().err
+    proc = run_tool(ST_ERF, cfg, '--checkpoint', other, '--size', '32')
+    assert proc.returncode == 2
+    err = proc.stderr
     assert 'does not fit' in err and 'Traceback' not in err

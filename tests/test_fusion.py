@@ -186,19 +186,14 @@ def test_fused_demo_detector_predictions():
 
 
 
-def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys, monkeypatch):
-    """``tools/test.py --fuse-conv-bn`` (in-process, on the toy config): the model it tests is
-    fused, and predictions and metrics are those of the plain run. The allocator setting is
-    asked for by ``--keep-freed-memory`` only (recorded here, not applied to the test process),
-    and refused before any work where a GPU would run the model."""
-    import importlib.util
+def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool, venv_python, tool_env):
+    """``tools/test.py --fuse-conv-bn`` (run as a program, on the toy config): the model it
+    tests is fused, and predictions and metrics are those of the plain run. The allocator
+    setting is asked for by ``--keep-freed-memory`` only, and refused before any work where a
+    GPU would run the model."""
     import pickle
+    import subprocess
     import sys
-
-    import mmsnn.utils
-    allocator_calls = []
-    monkeypatch.setattr(mmsnn.utils, 'keep_freed_memory',
-                        lambda: allocator_calls.append(1) or True)
 
     sys.path.insert(0, osp.join(REPO, 'tests', 'data'))
     import mmsnn_toy  # noqa: F401
@@ -208,22 +203,17 @@ def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys, monkeypatch):
     model = _randomise_bn(MODELS.build(cfg.model)).float()
     ckpt = tmp_path / 'random.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
-    spec = importlib.util.spec_from_file_location('_tool_test_fusion',
-                                                  osp.join(REPO, 'tools', 'test.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     runs = {}
     for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn']),
                        ('fast', ['--fuse-conv-bn', '--keep-freed-memory'])):
         out = tmp_path / f'{name}.pkl'
-        assert tool.main([cfg.filename, str(ckpt), '--work-dir', str(tmp_path / name),
-                          '--out', str(out), *flag]) == 0
-        printed = capsys.readouterr().out
+        proc = run_tool('tools/test.py', cfg.filename, ckpt, '--work-dir', tmp_path / name,
+                        '--out', out, *flag)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        printed = proc.stdout
         assert ('BatchNorm layers folded' in printed) == bool(flag), printed[-2000:]
-        keep = '--keep-freed-memory' in flag
-        assert len(allocator_calls) == keep  # never a default of --fuse-conv-bn
+        keep = '--keep-freed-memory' in flag  # never a default of --fuse-conv-bn
         assert ('--keep-freed-memory: this process keeps freed memory' in printed) == keep
-        allocator_calls.clear()
         with open(out, 'rb') as f:
             runs[name] = pickle.load(f)
         with open(tmp_path / name / 'metrics.json') as f:
@@ -231,13 +221,16 @@ def test_tools_test_fuse_conv_bn_flag(tmp_path, capsys, monkeypatch):
     assert runs['plain'] == runs['fused'] == runs['fast'] and len(runs['plain']) == 4
     assert runs['plain_metrics'] == runs['fused_metrics'] == runs['fast_metrics']
 
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    with pytest.raises(SystemExit) as exit_info:
-        tool.main([cfg.filename, str(ckpt), '--work-dir', str(tmp_path / 'gpu'),
-                   '--keep-freed-memory'])
-    assert exit_info.value.code == 2
-    assert '--keep-freed-memory concerns CPU inference' in capsys.readouterr().err
-    assert not allocator_calls and not (tmp_path / 'gpu').exists()
+    # the tool as a program in a process that sees a GPU (torch.cuda.is_available patched)
+    gpu = ('import runpy, sys, torch; torch.cuda.is_available = lambda: True; '
+           f'sys.argv = ["tools/test.py"] + sys.argv[1:]; '
+           f'runpy.run_path({osp.join(REPO, "tools", "test.py")!r}, run_name="__main__")')
+    proc = subprocess.run([venv_python, '-c', gpu, cfg.filename, str(ckpt), '--work-dir',
+                           str(tmp_path / 'gpu'), '--keep-freed-memory'], env=tool_env,
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert '--keep-freed-memory concerns CPU inference' in proc.stderr
+    assert 'keeps freed memory' not in proc.stdout and not (tmp_path / 'gpu').exists()
 
 
 _PAGE_FAULTS = r'''

@@ -1,6 +1,5 @@
 """``tools/analysis/st_erf.py --models``: the ERF comparison of any mix of mmsnn backbones and
 stock ANN backbones at matched strides (tiny models, 32 px inputs)."""
-import importlib.util
 import json
 import os
 
@@ -23,12 +22,14 @@ EXPECTED_TAPS = {8: {'spikformer': 2, 'sdt_v1': 2, 'qkformer': 2, 'metasdt_srb':
                       'pvtv2': 2}}
 
 
-def _cli():
-    path = os.path.join(os.path.dirname(__file__), '..', 'tools', 'analysis', 'st_erf.py')
-    spec = importlib.util.spec_from_file_location('st_erf_cli', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+ST_ERF = 'tools/analysis/st_erf.py'
+
+
+def _st_erf(run_tool, *argv):
+    """The tool in its own process; asserts it succeeded, returns its stdout."""
+    proc = run_tool(ST_ERF, *argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
 
 
 def _png(path):
@@ -42,12 +43,10 @@ def _rows(table_text):
     return [[c.strip() for c in r] for r in rows]
 
 
-def test_models_figure_and_table(tmp_path, capsys):
+def test_models_figure_and_table(tmp_path, run_tool):
     out = tmp_path / 'out'
-    _cli().main(['--models', *TINY, '--labels', *LABELS, '--strides', '8', '16',
-                 '--size', '32', '--num-inputs', '2', '--batch-size', '2',
-                 '--out-dir', str(out)])
-    text = capsys.readouterr().out
+    text = _st_erf(run_tool, '--models', *TINY, '--labels', *LABELS, '--strides', '8', '16',
+                   '--size', '32', '--num-inputs', '2', '--batch-size', '2', '--out-dir', out)
     _png(str(out / 'models.png'))
     table = (out / 'models_table.md').read_text()
     assert table.strip() in text  # printed as written
@@ -62,12 +61,11 @@ def test_models_figure_and_table(tmp_path, capsys):
     assert summary['pvtv2']['note'] == 'random init'
 
 
-def test_models_delays_per_step(tmp_path, capsys):
+def test_models_delays_per_step(tmp_path, run_tool):
     out = tmp_path / 'delays'
-    _cli().main(['--models', TINY[2], TINY[4], '--labels', 'qkformer', 'pvtv2',
-                 '--strides', '16', '--delays', '--encoding', 'per-step', '--size', '32',
-                 '--num-inputs', '2', '--out-dir', str(out)])
-    capsys.readouterr()
+    _st_erf(run_tool, '--models', TINY[2], TINY[4], '--labels', 'qkformer', 'pvtv2',
+            '--strides', '16', '--delays', '--encoding', 'per-step', '--size', '32',
+            '--num-inputs', '2', '--out-dir', out)
     _png(str(out / 'models.png'))
     rows = _rows((out / 'models_table.md').read_text())
     share = {r[0]: r[-1] for r in rows}
@@ -82,15 +80,14 @@ def test_models_delays_per_step(tmp_path, capsys):
     (['--models', TINY[0], '--mixers', 'srb'], 'do not combine it'),
     (['--models', TINY[0], TINY[1], '--model-checkpoints', 'x.pth'], 'one per --models'),
 ])
-def test_models_errors(argv, needle, capsys):
-    with pytest.raises(SystemExit) as e:
-        _cli().main(argv + ['--size', '32', '--num-inputs', '1'])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
+def test_models_errors(argv, needle, run_tool):
+    proc = run_tool(ST_ERF, *argv, '--size', '32', '--num-inputs', '1')
+    assert proc.returncode == 2
+    err = proc.stderr
     assert needle in err and 'Traceback' not in err
 
 
-def test_models_checkpoint_is_loaded(tmp_path, capsys):
+def test_models_checkpoint_is_loaded(tmp_path, run_tool):
     """A checkpoint per model goes through the one converter: a ``{'model': sd}`` file of a
     differently initialised twin changes the ERF and is reported in the notes."""
     from mmsnn.models import SDTv1
@@ -103,17 +100,17 @@ def test_models_checkpoint_is_loaded(tmp_path, capsys):
     torch.save({'model': twin.state_dict()}, ckpt)
     args = ['--models', TINY[1], TINY[1], '--labels', 'random', 'loaded', '--strides', '16',
             '--size', '32', '--num-inputs', '1', '--out-dir', str(tmp_path / 'o')]
-    _cli().main(args + ['--model-checkpoints', 'none', str(ckpt)])
-    text = capsys.readouterr().out
+    text = _st_erf(run_tool, *args, '--model-checkpoints', 'none', ckpt)
     assert 'loaded: checkpoint sdt.pth' in text and 'random: random init' in text
     rows = _rows((tmp_path / 'o' / 'models_table.md').read_text())
     assert rows[0][3:] != rows[1][3:]
 
 
-def test_calibrate_bn_normalises_what_each_bn_sees(capsys):
+def test_calibrate_bn_normalises_what_each_bn_sees():
     """--calibrate-bn: after it, the stem BN maps its calibration inputs to mean 0, variance
     1 per channel, and the random-init SNN, silent before, fires in its deeper layers."""
     from mmsnn.analysis import make_noise_inputs
+    from mmsnn.analysis.erf_models import calibrate_batchnorm
     from mmsnn.models import Spikformer
     from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
     torch.manual_seed(0)
@@ -127,7 +124,7 @@ def test_calibrate_bn_normalises_what_each_bn_sees(capsys):
     with torch.no_grad():
         model(calib)
     before = dict(fired)
-    assert _cli().calibrate_batchnorm(model, calib, batch_size=1) > 0
+    assert calibrate_batchnorm(model, calib, batch_size=1) > 0
     assert not model.training
     with torch.no_grad():
         model(calib)
@@ -141,3 +138,27 @@ def test_calibrate_bn_normalises_what_each_bn_sees(capsys):
         y = pe.proj_bn(pe.proj_conv(calib))  # the stem sees the image at every step
     assert y.mean((0, 2, 3)).abs().max() < 1e-4
     assert (y.var((0, 2, 3)) - 1).abs().max() < 0.05
+
+
+def test_model_specs_is_one_function_for_configs_bare_backbones_and_models(tmp_path):
+    """``mmsnn.analysis.erf_models.model_specs`` (the former ``model_specs`` and
+    ``comparison_specs`` of the script): the same entry format, unique labels and checkpoint
+    checks for ``--models`` and for bare backbones / configs."""
+    from mmsnn.analysis.erf_models import MODEL_PRESETS, build_backbone, model_specs
+    from mmsnn.utils.errors import MMSNNUserError
+    specs = model_specs(models=['qkformer', 'qkformer'], model_checkpoints=['none', '-'], T=3)
+    assert [(label, kind) for label, kind, _ in specs] == [('qkformer', 'backbone'),
+                                                           ('qkformer_1', 'backbone')]
+    assert specs[0][2] == (dict(MODEL_PRESETS['qkformer'], T=3), None)
+    specs = model_specs(mixers=['conv', 'conv'], T=2, neuron='LIF')
+    assert [label for label, _, _ in specs] == ['conv', 'conv_1']
+    assert specs[0][2] == (dict(type='MetaSDT', mixer='conv', T=2, neuron_cfg=dict(type='LIF'),
+                                arch='s'), None)
+    missing = str(tmp_path / 'x.pth')
+    for kw in (dict(models=['qkformer'], model_checkpoints=[missing]),
+               dict(configs=[__file__], checkpoints=[missing])):
+        with pytest.raises(MMSNNUserError, match='x.pth.* does not exist'):
+            model_specs(**kw)
+    # one builder: the bare MetaSDT gets the probed taps as out_indices
+    backbone, note = build_backbone(dict(type='MetaSDT', embed_dims=(8, 16, 16, 16)), taps=(1, 3))
+    assert tuple(backbone.out_indices) == (1, 3) and note == 'random init'

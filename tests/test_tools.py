@@ -67,11 +67,6 @@ def train_tool(repo_root):
     return load_tool(repo_root, 'train')
 
 
-@pytest.fixture(scope='module')
-def test_tool(repo_root):
-    return load_tool(repo_root, 'test')
-
-
 # ------------------------------------------------------------------------ train / resume
 
 def test_train_writes_checkpoints(trained):
@@ -249,22 +244,22 @@ def test_test_tool_mismatched_checkpoint_names_keys(trained, run_tool, tmp_path)
                       'vs model (5, 16)', 'head.bias')
 
 
-def test_test_tool_refuses_existing_out(trained, tmp_path, test_tool, capsys):
+def test_test_tool_refuses_existing_out(trained, tmp_path, run_tool):
     out = tmp_path / 'old.pkl'
     out.write_bytes(b'earlier results')
-    err = tool_error(test_tool, [TOY, trained / 'iter_4.pth', '--out', out,
-                                 '--work-dir', tmp_path / 'wd'], capsys)
-    assert 'already exists' in err and '--overwrite' in err
+    proc = run_tool('tools/test.py', TOY, trained / 'iter_4.pth', '--out', out,
+                    '--work-dir', tmp_path / 'wd')
+    assert_user_error(proc, 'already exists', '--overwrite')
     assert out.read_bytes() == b'earlier results'
     with pytest.raises(MMSNNUserError, match=r'\.pkl'):
         paths.check_out_file(str(tmp_path / 'res.json'))
     paths.check_out_file(str(out), overwrite=True)  # allowed when asked
 
 
-def test_show_dir_without_visualization_hook(trained, tmp_path, test_tool, capsys):
-    err = tool_error(test_tool, [TOY, trained / 'iter_4.pth', '--show-dir', tmp_path / 'vis',
-                                 '--work-dir', tmp_path / 'wd'], capsys)
-    assert 'default_hooks.visualization' in err and 'DetVisualizationHook' in err
+def test_show_dir_without_visualization_hook(trained, tmp_path, run_tool):
+    proc = run_tool('tools/test.py', TOY, trained / 'iter_4.pth', '--show-dir', tmp_path / 'vis',
+                    '--work-dir', tmp_path / 'wd')
+    assert_user_error(proc, 'default_hooks.visualization', 'DetVisualizationHook')
 
 
 def test_enable_visualization_per_scope():
@@ -590,3 +585,70 @@ def test_convert_reference_refuses_a_partial_conversion(tmp_path, capsys):
     assert convert('partial', '--allow-partial') == 0
     meta = torch.load(tmp_path / 'partial_out.pth', weights_only=True)['meta']
     assert meta['missing_keys'] == [dropped] and meta['unexpected_keys'] == ['extra.weight']
+
+
+def test_test_py_metric_helpers_live_in_the_package(tmp_path):
+    """``tools/test.py``'s metric class and metrics file come from the package
+    (``mmsnn.analysis.test_metrics``): instances counted per image, the COCO zeros of a
+    silent detector, numpy metric values written as JSON numbers."""
+    import numpy as np
+    from mmengine.config import Config
+
+    from mmsnn.analysis.test_metrics import (PredictionCounter, save_metrics,
+                                             zero_detection_metrics)
+    counter = PredictionCounter()
+    counter.process({}, [dict(pred_instances=dict(scores=[0.9, 0.8])),
+                         dict(pred_instances=dict(scores=[])), dict(pred_sem_seg=1)])
+    assert counter.compute_metrics(counter.results) == {}
+    assert (counter.images, counter.instances) == (2, 2)
+
+    cfg = Config(dict(model=dict(test_cfg=dict(rcnn=dict(score_thr=0.05))),
+                      test_evaluator=dict(type='CocoMetric', metric=['bbox', 'segm'])))
+    zeros = zero_detection_metrics(cfg, None, 3)
+    assert zeros['coco/bbox_mAP'] == 0.0 and zeros['coco/segm_mAP_l'] == 0.0 and len(zeros) == 12
+
+    files = [str(tmp_path / 'a.json'), str(tmp_path / 'b.json')]
+    save_metrics({'toy/accuracy': np.float32(0.5), 'n': np.int64(3)}, files, 'c.py', 'k.pth')
+    for path in files:
+        record = json.loads(open(path).read())
+        assert record['metrics'] == {'toy/accuracy': 0.5, 'n': 3}
+        assert record['config'] == osp.abspath('c.py')
+
+
+#: scripts whose logic lives in the package (tests run them, never import them)
+THIN_SCRIPTS = ('analysis/benchmark', 'analysis/benchmark_backbone', 'analysis/energy',
+                'analysis/seed_sweep', 'analysis/spike_agreement', 'analysis/st_erf', 'test',
+                'demo')
+
+
+def test_tests_never_import_the_analysis_scripts_or_test_py():
+    """No test loads one of :data:`THIN_SCRIPTS` by path or puts ``tools/`` on ``sys.path``
+    (the helpers the tests need are in the package)."""
+    import re
+    here = osp.dirname(osp.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if not name.endswith('.py'):
+            continue
+        text = open(osp.join(here, name)).read()
+        assert not re.search(r"sys\.path\.insert\([^)]*(TOOLS|'tools')", text), name
+        for m in re.finditer(r'spec_from_file_location\(([^)]*)\)', text):
+            for script in THIN_SCRIPTS:
+                parts = script.split('/')
+                assert not all(f"'{p}" in m.group(1) for p in parts), (name, m.group(0))
+        for script in THIN_SCRIPTS:
+            assert f"load_tool(repo_root, '{script}')" not in text, (name, script)
+
+
+def test_importing_the_package_imports_no_script(venv_python, tool_env):
+    """``import mmsnn`` (and its analysis and engine packages) loads no file of ``tools/``."""
+    import subprocess
+    code = ('import sys, mmsnn, mmsnn.analysis, mmsnn.analysis.energy, mmsnn.engine.hooks, '
+            'mmsnn.analysis.erf_models, mmsnn.analysis.erf_compare, mmsnn.analysis.test_metrics, '
+            'mmsnn.analysis.benchmark.cost_of_spiking, mmsnn.analysis.benchmark.fast_path, '
+            'mmsnn.analysis.spike_agreement\n'
+            'print([m.__file__ for m in list(sys.modules.values()) '
+            'if "/tools/" in (getattr(m, "__file__", None) or "")])')
+    proc = subprocess.run([venv_python, '-c', code], env=tool_env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == '[]'

@@ -23,15 +23,13 @@ memory; not for GPU runs). A detector that predicted
 nothing above its score threshold is reported as such, with zero metrics.
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
 
-from mmengine.evaluator import BaseMetric
-
+from mmsnn.analysis.test_metrics import (PredictionCounter, dump_metric, save_metrics,
+                                         zero_detection_metrics)
 from mmsnn.utils import data_checks, paths, runtime
-from mmsnn.utils.atomic import atomic_write
 from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
 from mmsnn.utils.config import (cfg_options_action, check_config_file, check_config_sections,
@@ -82,92 +80,6 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def _plain(value):
-    """Metric values (numpy / torch scalars, arrays) as JSON values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, 'tolist'):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def save_metrics(metrics, paths, config, checkpoint):
-    record = dict(config=osp.abspath(config), checkpoint=osp.abspath(checkpoint),
-                  metrics=_plain(metrics))
-    for path in paths:
-        atomic_write(path, json.dumps(record, indent=2))
-
-
-def dump_metric(cfg, out_file):
-    """``--out``: the toolbox's own dump. mmdet's ``DumpDetResults`` stores masks RLE-encoded
-    (as COCO tools read them) and drops the ground truth; mmseg ships no dump of its own, so
-    its predictions go through mmengine's ``DumpResults``."""
-    if cfg.get('default_scope') == 'mmdet':
-        from mmdet.evaluation import DumpDetResults
-        return DumpDetResults(out_file_path=out_file)
-    from mmengine.evaluator import DumpResults
-    return DumpResults(out_file_path=out_file)
-
-
-class PredictionCounter(BaseMetric):
-    """Counts the test images and the instances a detector predicted (after its score
-    threshold), so that "predicted nothing" is said instead of an empty metrics block."""
-
-    def __init__(self):
-        super().__init__(collect_device='cpu')
-        self.images = self.instances = 0
-
-    def process(self, data_batch, data_samples):
-        for sample in data_samples:
-            pred = sample.get('pred_instances') if isinstance(sample, dict) else None
-            scores = pred.get('scores') if isinstance(pred, dict) else None
-            self.results.append(None if scores is None else len(scores))
-
-    def compute_metrics(self, results):
-        counts = [n for n in results if n is not None]  # None: not a detector's sample
-        self.images, self.instances = len(counts), int(sum(counts))
-        return {}
-
-
-#: what mmdet's CocoMetric reports per metric (bbox, segm)
-_COCO_KEYS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
-
-
-def _score_thresholds(test_cfg, prefix='model.test_cfg'):
-    if isinstance(test_cfg, dict):
-        for key, value in test_cfg.items():
-            if key == 'score_thr':
-                yield f'{prefix}.{key}', value
-            else:
-                yield from _score_thresholds(value, f'{prefix}.{key}')
-
-
-def zero_detection_metrics(cfg, metrics, num_images):
-    """Say that a detector predicted nothing, and report its COCO metrics as zeros (mmdet's
-    ``CocoMetric`` returns nothing at all then)."""
-    thresholds = ', '.join(f'{k}={v}' for k, v in
-                           _score_thresholds((cfg.get('model') or {}).get('test_cfg')))
-    print(f'note: the model predicted no instance above the score threshold'
-          f'{f" ({thresholds})" if thresholds else ""} on any of the {num_images} test images, '
-          'so every metric is 0. An untrained or diverged model does this; lower the '
-          'threshold with --cfg-options to look at low-score predictions.')
-    metrics = dict(metrics or {})
-    evaluators = cfg.get('test_evaluator')
-    for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
-        if not isinstance(ev, dict) or 'CocoMetric' not in str(ev.get('type')):
-            continue
-        kinds = ev.get('metric', 'bbox')
-        prefix = ev.get('prefix') or 'coco'
-        for kind in [kinds] if isinstance(kinds, str) else kinds:
-            for key in _COCO_KEYS:
-                metrics.setdefault(f'{prefix}/{kind}_{key}', 0.0)
-    return metrics
 
 
 def check_keep_freed_memory(flag):
@@ -224,7 +136,7 @@ def test(args):
         counter = PredictionCounter()
         runner.test_evaluator.metrics.append(counter)
     if args.energy:
-        from mmsnn.analysis.energy import EnergyHook
+        from mmsnn.engine.hooks import EnergyHook
         runner.register_hook(EnergyHook(
             out_dir=osp.join(cfg.work_dir, 'energy'),
             meta=dict(config=osp.abspath(args.config), checkpoint=args.checkpoint)))

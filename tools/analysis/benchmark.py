@@ -2,7 +2,7 @@
 
     python tools/analysis/benchmark.py                       # det + seg, demo + real sizes
     python tools/analysis/benchmark.py --tasks det --sizes demo --iters 3 --json bench.json
-    python tools/analysis/benchmark.py --sizes demo --readme README.md   # rewrite its table
+    python tools/analysis/benchmark.py --sizes demo --docs   # rewrite docs/en/benchmarks.md's table
     python tools/analysis/benchmark.py --fast-path --sizes real --iters 5   # issue 14
     python tools/analysis/benchmark.py --fast-path --profile --tasks det --sizes demo
 
@@ -22,7 +22,7 @@ for training backward of the mean of the neck outputs + AdamW step over backbone
 the Semantic FPN has a neck too, the SpikingFPN, so the scope is the same for both tasks) and
 ``full`` (``train_step`` / ``test_step`` of the whole model).
 
-What makes the comparison fair (``_cost_of_spiking.py``), the same for every variant:
+What makes the comparison fair (``mmsnn.analysis.benchmark.fairness``), the same for every variant:
 the model is initialised as a training run does it (``init_weights``: the configs'
 ``init_cfg``), then normalised on the benchmark batch (every BatchNorm's running statistics
 set to those of its input, so eval-mode BN outputs are about N(0, 1); without it the ReLU
@@ -42,107 +42,33 @@ by side on the same machine; ratios are printed at the end and written as JSON.
 ``--fast-path`` instead times inference (``test_step``, no grad) of the reference model
 (snn-T1) before and after ``mmsnn.models.fuse_for_inference``: plain, fused
 (``tools/test.py --fuse-conv-bn``) and fast (also ``--keep-freed-memory``) each in its own
-process, alternating, ``--iters`` rounds, medians (``_fast_path.py``).
+process, alternating, ``--iters`` rounds, medians (``mmsnn.analysis.benchmark.fast_path``).
+
+The configs, variants, ratios and the Markdown block are in
+``mmsnn.analysis.benchmark.cost_of_spiking``; ``--docs`` writes the block between the markers
+``<!-- benchmark.py:cost-of-spiking -->`` / ``<!-- /benchmark.py:cost-of-spiking -->`` of
+``docs/en/benchmarks.md`` (``--readme FILE``, the former flag, of any file with them).
 """
 import argparse
 import datetime
-import json
 import os
 import os.path as osp
 import shlex
-import subprocess
 import sys
 import time
 
-from _cost_of_spiking import (activation_range, calibrate_batchnorm, fixed_rois, readme_problem,
-                              replace_readme_block)
-from _memory import CHILD_ENV, memory_base, peak_above
+import mmengine
+
+from mmsnn.analysis.benchmark.cost_of_spiking import (CONFIGS, SCOPES, VARIANTS, build,
+                                                      git_commit, machine_text, make_batch,
+                                                      quiet_init, range_text, ratio_rows,
+                                                      results_block, rois_text)
+from mmsnn.analysis.benchmark.docs_block import BENCHMARKS_PAGE, block_problem, replace_block
+from mmsnn.analysis.benchmark.fairness import activation_range, calibrate_batchnorm, fixed_rois
+from mmsnn.analysis.benchmark.processes import (CHILD_ENV, MeasurementFailed, memory_base,
+                                                peak_above, print_result, run_measurement)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIGS = {
-    ('det', 'demo'): ('configs/det/demo/sdt_srb_s_demo.py', (128, 128)),
-    ('det', 'real'): ('configs/det/sdt_srb_s_coco.py', (800, 1344)),  # 800x1333, padded /32
-    ('seg', 'demo'): ('configs/seg/demo/sdt_srb_demo.py', (96, 96)),
-    ('seg', 'real'): ('configs/seg/sdt_srb_s_ade20k.py', (512, 512)),
-}
-VARIANTS = {
-    'snn-T1': dict(T=1, neuron=None, head=None),
-    'snn-T4int': dict(T=4, neuron=None, head=None),
-    'snn-T4': dict(T=4, neuron=dict(type='ILIF'), head=None),
-    'relu-T1': dict(T=1, neuron=dict(type='ReLU'), head=dict(type='ReLU')),
-    'relu-T4': dict(T=4, neuron=dict(type='ReLU', multistep=True), head=dict(type='ReLU')),
-}
-SCOPES = ('backbone+neck', 'full')
-#: (name, variant a, variant b): the ratio is a's time / b's time
-RATIOS = (('SNN/ReLU at T=1', 'snn-T1', 'relu-T1'),
-          ('SNN/ReLU at T=4', 'snn-T4', 'relu-T4'),
-          ('I-LIF T=4 / T=1', 'snn-T4', 'snn-T1'),
-          ('integer T=4 / T=1', 'snn-T4int', 'snn-T1'))
-
-
-def set_head_neurons(model_cfg, head_cfg):
-    """Put ``neuron_cfg=head_cfg`` into the neck and every spiking head of a model config."""
-    for key in ('neck', 'rpn_head', 'decode_head'):
-        if key in model_cfg:
-            model_cfg[key]['neuron_cfg'] = head_cfg
-    if 'roi_head' in model_cfg:
-        for key in ('bbox_head', 'mask_head'):
-            model_cfg['roi_head'][key]['neuron_cfg'] = head_cfg
-
-
-def build(task, size_key, variant, device, with_cp=False):
-    import torch  # noqa: F401
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    import mmsnn  # noqa: F401
-    cfg = Config.fromfile(osp.join(ROOT, CONFIGS[(task, size_key)][0]))
-    init_default_scope(cfg.default_scope)
-    v = VARIANTS[variant]
-    bb = cfg.model.backbone
-    bb.T = v['T']
-    bb.neuron_cfg = v['neuron']
-    bb.keep_time = v['T'] > 1 and (v['neuron'] is not None)
-    bb.with_cp = with_cp
-    if v['head'] is not None:
-        set_head_neurons(cfg.model, v['head'])
-    if task == 'seg':
-        cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)  # no SyncBN
-    registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
-    return registry.build(cfg.model).to(device)
-
-
-def make_batch(task, shape, batch, device):
-    import torch
-    if task == 'det':
-        from mmdet.testing import demo_mm_inputs
-        return demo_mm_inputs(batch, [(3, *shape)] * batch, num_items=[3] * batch,
-                              num_classes=3, with_mask=True, device=device)
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    samples = []
-    for _ in range(batch):
-        s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, *shape)))
-        s.set_metainfo(dict(img_shape=shape, ori_shape=shape, pad_shape=shape))
-        samples.append(s)
-    return dict(inputs=[torch.randint(0, 255, (3, *shape), dtype=torch.uint8)
-                        for _ in range(batch)], data_samples=samples)
-
-
-def quiet_init(model):
-    """``model.init_weights()`` (the configs' ``init_cfg``, as a training run does) without
-    mmengine's per-parameter log."""
-    import logging
-
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
 
 
 def measure(args):
@@ -166,6 +92,9 @@ def measure(args):
         if dev.type == 'cuda':
             torch.cuda.synchronize()
 
+    # best of N single steps, timed here rather than by torch.utils.benchmark.Timer: that
+    # reports a mean over blocks and sets its own thread count (1 unless told), while this
+    # process exists to time one variant in the thread setting it was started with
     def timed(fn):
         if args.iters == 0:  # one cold step (for steps too long to repeat)
             t0 = time.perf_counter()
@@ -238,12 +167,12 @@ def measure(args):
         if seen is not None:
             out['rois_train'] = dict(bbox=sorted(set(seen['bbox'])),
                                      mask=sorted(set(seen['mask'])))
-    print(json.dumps(out))
+    print_result(out)
 
 
 def fast_path(args):
     """Inference of the plain, fused and fast snn-T1 model, in alternating processes."""
-    from _fast_path import measure, report
+    from mmsnn.analysis.benchmark.fast_path import measure, report
     print(f'inference fast path, batch {args.batch}, device {args.device}, {args.iters} rounds '
           'of alternating processes')
     rows = []
@@ -264,7 +193,7 @@ def fast_path_child(args):
     """One measuring process of :func:`fast_path`."""
     import torch
 
-    from _fast_path import child, prepare
+    from mmsnn.analysis.benchmark.fast_path import child, prepare
     dev = torch.device(args.device)
     cfg_path, shape = CONFIGS[(args.task, args.size_key)]
     torch.manual_seed(0)
@@ -272,122 +201,6 @@ def fast_path_child(args):
     data = make_batch(args.task, shape, args.batch, args.device)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     child(lambda: model.test_step(data), sync, args.fast_path_profile, model)
-
-
-def ratio_rows(results, tasks, sizes, scopes):
-    """Time ratios (a's time / b's time = b's img/s / a's img/s) of :data:`RATIOS`, for every
-    task, size and scope; nan where a variant is missing or failed."""
-    rows = []
-    for task in tasks:
-        for size_key in sizes:
-            for scope in scopes:
-                row = {r['variant']: r for r in results if r['task'] == task and
-                       r['size_key'] == size_key and r['scope'] == scope and 'error' not in r}
-                for name, a, b in RATIOS:
-                    def ratio(key):
-                        if a in row and b in row:
-                            return row[b][key] / row[a][key]
-                        return float('nan')
-                    rows.append(dict(task=task, size_key=size_key, scope=scope, ratio=name,
-                                     train=ratio('train_img_s'), infer=ratio('infer_img_s')))
-    return rows
-
-
-def range_text(r):
-    """One line of :func:`activation_range`'s evidence."""
-    return (f'max|pre-act| {r["max_abs"]:9.3g}  non-finite {r["nonfinite"]:6.1%}  denormal '
-            f'{r["denormal"]:6.1%}  active {r["active"]:6.1%}  tap RMS '
-            + ' '.join(f'{t:.3g}' for t in r['tap_rms']))
-
-
-def rois_text(r):
-    if 'rois_train' not in r:
-        return ''
-
-    def one(d):
-        return '/'.join(','.join(map(str, d[k])) or '-' for k in ('bbox', 'mask'))
-    return f'rois+masks train {one(r["rois_train"])}, infer {one(r["rois_infer"])}'
-
-
-def machine_text(device):
-    """Cores, CPU model / GPU, torch threads, torch version."""
-    import torch
-
-    from mmsnn.utils.machine import cpu_description
-    dev = (torch.cuda.get_device_name(0) if str(device).startswith('cuda') else 'CPU')
-    return (f'{os.cpu_count()} cores ({cpu_description()}), device {dev}, torch '
-            f'{torch.__version__}, {os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())}'
-            ' thread(s)')
-
-
-def git_commit():
-    try:
-        sha = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
-        return sha + (' (with uncommitted changes)' if dirty else '')
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
-
-
-def readme_block(results, ratios, meta):
-    """The README's cost-of-spiking block (markdown) from this run's results."""
-    variants = [v for v in VARIANTS if any(r['variant'] == v for r in results)]
-    lines = [f'```bash\n{meta["command"]}\n```', '',
-             f'Measured {meta["date"]} at commit {meta["commit"]}; {meta["machine"]}; '
-             f'batch {meta["batch"]}, {meta["timing"]}. Cells: train / inference images/s, '
-             'peak MiB of the train step.', '',
-             '| task | input | scope | ' + ' | '.join(variants) + ' |',
-             '|---|---|---|' + '---|' * len(variants)]
-    keys = []
-    for r in results:
-        if (r['task'], r['size'], r['scope']) not in keys:
-            keys.append((r['task'], r['size'], r['scope']))
-    for task, size, scope in keys:
-        cells = []
-        for v in variants:
-            r = next((r for r in results if (r['task'], r['size'], r['scope'], r['variant']) ==
-                      (task, size, scope, v)), None)
-            if r is None:
-                cells.append('')
-            elif 'error' in r:
-                cells.append('failed: ' + r['error'].split(':', 1)[-1].strip()[:60])
-            else:
-                cells.append(f'{r["train_img_s"]:.3g} / {r["infer_img_s"]:.3g} '
-                             f'({r["train_peak_mib"]:.0f})')
-        lines.append(f'| {task} | {size.replace("x", "×")} | {scope} | ' + ' | '.join(cells)
-                     + ' |')
-    lines += ['', 'Time ratios, train step (inference in brackets):', '',
-              '| task | input | scope | ' + ' | '.join(n for n, _, _ in RATIOS) + ' |',
-              '|---|---|---|' + '---|' * len(RATIOS)]
-    size_of = {(r['task'], r['size_key']): r['size'] for r in results}
-    for key in dict.fromkeys((q['task'], q['size_key'], q['scope']) for q in ratios):
-        cells = [f'{q["train"]:.2f} ({q["infer"]:.2f})' for q in ratios
-                 if (q['task'], q['size_key'], q['scope']) == key]
-        lines.append(f'| {key[0]} | {size_of.get(key[:2], key[1]).replace("x", "×")} | '
-                     f'{key[2]} | ' + ' | '.join(cells) + ' |')
-    rng = [r for r in results if 'range_before' in r]
-    if rng:
-        lines += ['', 'Activation range, backbone + neck in eval mode at random init, before / '
-                  'after the normalisation (over all neuron inputs: max |x|, the non-finite '
-                  'and the denormal fraction; `active`: the fraction of non-zero neuron '
-                  'outputs):', '',
-                  '| task | input | variant | max \\|x\\| | non-finite | denormal | active |',
-                  '|---|---|---|---|---|---|---|']
-        for r in rng:
-            b, a = r['range_before'], r.get('range_after', r['range_before'])
-            lines.append(
-                f'| {r["task"]} | {r["size"].replace("x", "×")} | {r["variant"]} | '
-                f'{b["max_abs"]:.3g} / {a["max_abs"]:.3g} | {b["nonfinite"]:.1%} / '
-                f'{a["nonfinite"]:.1%} | {b["denormal"]:.1%} / {a["denormal"]:.1%} | '
-                f'{b["active"]:.1%} / {a["active"]:.1%} |')
-    rois = sorted({(r['task'], r['size'], rois_text(r)) for r in results if rois_text(r)})
-    if rois:
-        lines += ['', 'RoIs the box / mask heads got per call (every variant alike): '
-                  + '; '.join(f'{t} {s.replace("x", "×")}: {txt}' for t, s, txt in rois)
-                  + '.']
-    return '\n'.join(lines)
 
 
 def main():
@@ -410,9 +223,12 @@ def main():
                    help='skip the BatchNorm calibration on the benchmark batch')
     p.add_argument('--free-rois', action='store_true',
                    help='detectors: the RPN and NMS decide how many RoIs the heads get')
-    p.add_argument('--readme', metavar='README_MD',
+    p.add_argument('--docs', nargs='?', const=osp.join(ROOT, BENCHMARKS_PAGE), metavar='PAGE',
                    help='rewrite the block between "<!-- benchmark.py:cost-of-spiking -->" and '
-                        '"<!-- /benchmark.py:cost-of-spiking -->" of this file with the results')
+                        '"<!-- /benchmark.py:cost-of-spiking -->" of this Markdown page with '
+                        f'the results (default {BENCHMARKS_PAGE})')
+    p.add_argument('--readme', metavar='README_MD',
+                   help='former name of --docs PAGE (kept for one release)')
     p.add_argument('--fast-path', action='store_true',
                    help='time inference before/after fuse_for_inference, in alternating '
                    'processes (--iters rounds)')
@@ -427,9 +243,10 @@ def main():
     p.add_argument('--fast-path-variant', help=argparse.SUPPRESS)
     p.add_argument('--fast-path-profile', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.readme and (args.fast_path or readme_problem(args.readme)):
-        p.error('--readme does not go with --fast-path' if args.fast_path
-                else readme_problem(args.readme))
+    page = args.docs or args.readme
+    if page and (args.fast_path or block_problem(page)):
+        p.error('--docs / --readme does not go with --fast-path' if args.fast_path
+                else block_problem(page))
     if args.device is None:
         import torch
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -440,7 +257,7 @@ def main():
     if args.fast_path:
         return fast_path(args)
 
-    env = dict(os.environ, **CHILD_ENV, PYTHONPATH=os.pathsep.join(
+    env = dict(CHILD_ENV, PYTHONPATH=os.pathsep.join(
         [ROOT] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
     results = []
     timing = 'one cold step' if args.iters == 0 else f'best of {args.iters} after a warm-up'
@@ -461,17 +278,15 @@ def main():
                     cmd += ['--shape', *map(str, args.shape)] if args.shape else []
                     for flag in ('with_cp', 'no_infer', 'no_normalise', 'free_rois'):
                         cmd += ['--' + flag.replace('_', '-')] if getattr(args, flag) else []
-                    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
                     tag = dict(task=task, size=f'{shape[0]}x{shape[1]}', size_key=size_key,
                                variant=variant, scope=scope)
                     head = f'{task:4} {tag["size"]:9} {scope:13} {variant:9} |'
-                    if out.returncode:  # e.g. killed for memory: report it, measure the rest
-                        why = ('killed (out of memory?)' if out.returncode < 0 else
-                               (out.stderr.strip().splitlines() or ['?'])[-1][-200:])
-                        print(f'{head} failed: exit {out.returncode}: {why}', flush=True)
-                        results.append(dict(tag, error=f'exit {out.returncode}: {why}'))
+                    try:
+                        r = run_measurement(cmd, head, env=env, cwd=ROOT)
+                    except MeasurementFailed as e:  # e.g. killed for memory: say, go on
+                        print(f'{head} failed: exit {e.returncode}: {e.reason}', flush=True)
+                        results.append(dict(tag, error=f'exit {e.returncode}: {e.reason}'))
                         continue
-                    r = json.loads(out.stdout.strip().splitlines()[-1])
                     r.update(tag)
                     results.append(r)
                     print(f'{head} {r["train_img_s"]:11.3f} {r["infer_img_s"]:11.3f} '
@@ -487,22 +302,22 @@ def main():
         print(f'  {q["task"]} {q["size_key"]:4} {q["scope"]:13} {q["ratio"]:18} '
               f'{q["train"]:6.2f}  ({q["infer"]:.2f})')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(dict(results=results, ratios=ratios), f, indent=2)
-    if args.readme:
+        mmengine.dump(dict(results=results, ratios=ratios), args.json, file_format='json',
+                      indent=2)
+    if page:
         threads = (f'OMP_NUM_THREADS={os.environ["OMP_NUM_THREADS"]} '
                    if 'OMP_NUM_THREADS' in os.environ else '')
         meta = dict(command=threads + ' '.join(['.venv/bin/python', 'tools/analysis/benchmark.py']
                                                + [shlex.quote(a) for a in sys.argv[1:]]),
                     date=datetime.datetime.now(datetime.timezone.utc).strftime(
                         '%Y-%m-%d %H:%M UTC'),
-                    commit=git_commit(), machine=machine_text(args.device), batch=args.batch,
-                    timing=timing)
-        with open(args.readme) as f:
+                    commit=git_commit(ROOT), machine=machine_text(args.device),
+                    batch=args.batch, timing=timing)
+        with open(page) as f:
             text = f.read()
-        with open(args.readme, 'w') as f:
-            f.write(replace_readme_block(text, readme_block(results, ratios, meta)))
-        print(f'wrote the cost-of-spiking table of {args.readme}')
+        with open(page, 'w') as f:
+            f.write(replace_block(text, results_block(results, ratios, meta)))
+        print(f'wrote the cost-of-spiking table of {page}')
 
 
 if __name__ == '__main__':

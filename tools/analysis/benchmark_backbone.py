@@ -16,16 +16,16 @@ train step's peak memory <= 0.4x the quadratic order's and no slower.
 ``--fast-path`` instead times inference (eval, no grad) of each ``--archs`` backbone before and
 after ``fuse_for_inference`` (issue 14): plain, fused (``tools/test.py --fuse-conv-bn``) and
 fast (also ``--keep-freed-memory``) each in its own process, alternating, ``--repeats`` rounds
-(``_fast_path.py``).
+(``mmsnn.analysis.benchmark.fast_path``).
 """
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 
-from _memory import CHILD_ENV, memory_base, peak_above
+import mmengine
+
+from mmsnn.analysis.benchmark.processes import (CHILD_ENV, MeasurementFailed, memory_base,
+                                                peak_above, print_result, run_measurement)
 
 
 def measure(args):
@@ -54,6 +54,8 @@ def measure(args):
         if dev.type == 'cuda':
             torch.cuda.synchronize()
 
+    # per-process timing (not torch.utils.benchmark.Timer): a fresh process per measurement is
+    # what keeps the peaks apart, and min over a few long steps is all that is needed
     # baseline before any step: model, input and the Python runtime
     base = memory_base(dev)
     step()  # warm-up (allocator, oneDNN primitives); its peak is the step's peak too
@@ -63,12 +65,12 @@ def measure(args):
         step()
         times.append(time.perf_counter() - t0)
     peak = peak_above(base, dev)
-    print(json.dumps(dict(time_s=min(times), peak_mib=peak)))
+    print_result(dict(time_s=min(times), peak_mib=peak))
 
 
 def fast_path(args):
     """Inference of the plain, fused and fast backbone, in alternating processes."""
-    from _fast_path import measure, report
+    from mmsnn.analysis.benchmark.fast_path import measure, report
     print(f'inference fast path, MetaSDT {args.mixer}, batch {args.batch}, device '
           f'{args.device}, {args.repeats} rounds of alternating processes')
     rows = []
@@ -88,7 +90,7 @@ def fast_path_child(args):
     """One measuring process of :func:`fast_path`."""
     import torch
 
-    from _fast_path import child, prepare
+    from mmsnn.analysis.benchmark.fast_path import child, prepare
     from mmsnn.models import MetaSDT
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -105,11 +107,11 @@ def run_child(args, order, size, mode):
            '--repeats', str(args.repeats), '--batch', str(args.batch), '--device', args.device]
     cmd += ['--with-cp'] if args.with_cp else []
     cmd += ['--no-compact-spikes'] if args.no_compact_spikes else []
-    env = dict(os.environ, **CHILD_ENV)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode:
-        raise SystemExit(f'measurement {order} {size} {mode} failed:\n{out.stderr[-2000:]}')
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        return run_measurement(cmd, f'{order} {size} {mode}', env=CHILD_ENV)
+    except MeasurementFailed as e:
+        raise SystemExit(f'measurement {order} {size} {mode} failed:\n{e.stderr[-2000:]}') \
+            from None
 
 
 def parse_size(s):
@@ -172,8 +174,7 @@ def main():
           f'{"met" if big["mem_ratio"] <= 0.4 else "NOT met"}), time ratio '
           f'{big["time_ratio"]:.2f} (<= 1: {"met" if big["time_ratio"] <= 1.0 else "NOT met"})')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
+        mmengine.dump(rows, args.json, file_format='json', indent=2)
 
 
 def _cuda():

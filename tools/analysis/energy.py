@@ -79,12 +79,11 @@ def _demo_loader(cfg, scope, data_dir, num_images):
 
 
 def measure(args):
-    import torch
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     from mmengine.utils import ProgressBar
 
-    from mmsnn.analysis.energy import EnergyCounter
+    from mmsnn.analysis.energy import count_test_images
 
     if args.num_images < 1:
         raise MMSNNUserError(
@@ -139,18 +138,9 @@ def measure(args):
     if total < args.num_images:
         print(f'the test set holds {total} images; measuring {total}')
 
-    counter = EnergyCounter(model)
     bar = ProgressBar(total)
-    with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i == total:
-                break
-            data = model.data_preprocessor(batch, False)
-            with counter.image(input_shape=data['inputs'].shape):
-                model(data['inputs'], data['data_samples'], mode='predict')
-            bar.update()
+    counter = count_test_images(model, loader, total, progress=bar.update)
     print()
-    counter.remove()
     meta = dict(config=osp.abspath(args.config),
                 checkpoint=osp.abspath(args.checkpoint) if args.checkpoint else None,
                 weights=('checkpoint' if args.checkpoint else

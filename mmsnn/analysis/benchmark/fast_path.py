@@ -1,5 +1,5 @@
 """Before/after timing of the inference fast path (``mmsnn.models.fuse_for_inference``),
-shared by ``benchmark_backbone.py --fast-path`` and ``benchmark.py --fast-path``.
+shared by ``tools/analysis/benchmark_backbone.py --fast-path`` and ``benchmark.py --fast-path``.
 
 Three variants of the same model (same seed, same input), each in its own process:
 
@@ -16,12 +16,13 @@ the machine does slows all alike; each process warms up once, then times ``CALLS
 The medians over all rounds are reported, with each process's peak RSS (the price of
 keeping freed memory). The speed-up of the issue is plain / fast.
 """
-import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
+
+import mmengine
+
+from .processes import MeasurementFailed, peak_rss_mib, print_result, run_measurement
 
 VARIANTS = ('plain', 'fused', 'fast')
 #: timed calls per process, after one warm-up call
@@ -80,7 +81,7 @@ def child(fn, sync, profile=False, model=None):
         if profile:
             total, dense, table = dense_share(fn)
             print(table, file=sys.stderr)
-            print(json.dumps(dict(total_s=total, dense_s=dense)))
+            print_result(dict(total_s=total, dense_s=dense))
             return
         times = []
         for _ in range(CALLS):
@@ -88,19 +89,16 @@ def child(fn, sync, profile=False, model=None):
             fn()
             sync()
             times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps(dict(times=times, peak_rss_mib=peak, **state(model))))
+    print_result(dict(times=times, peak_rss_mib=peak_rss_mib(), **state(model)))
 
 
 def run(cmd, what, show_stderr=False):
     """Run one measuring process (``cmd`` + its variant arguments); its JSON line. With
     ``show_stderr`` its stderr (a profile's op table) is printed."""
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f'fast-path measurement {what} failed:\n{out.stderr[-3000:]}')
-    if show_stderr:
-        print(out.stderr[-6000:], flush=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        return run_measurement(cmd, what, show_stderr=show_stderr)
+    except MeasurementFailed as e:
+        raise SystemExit(f'fast-path measurement {what} failed:\n{e.stderr[-3000:]}') from None
 
 
 def measure(label, cmd_for, rounds, profile=False):
@@ -167,6 +165,5 @@ def report(rows, json_path=None):
     print()
     print_rows(rows)
     if json_path:
-        with open(json_path, 'w') as f:
-            json.dump(rows, f, indent=2)
+        mmengine.dump(rows, json_path, file_format='json', indent=2)
     return rows

@@ -1,4 +1,4 @@
-"""What makes ``benchmark.py``'s SNN-vs-ReLU-twin comparison fair (issue 14).
+"""What makes ``tools/analysis/benchmark.py``'s SNN-vs-ReLU-twin comparison fair (issue 14).
 
 * :func:`calibrate_batchnorm` -- data-driven normalisation of a randomly initialised model.
   At init every BatchNorm's running statistics are mean 0 / variance 1, so in eval mode BN is
@@ -14,7 +14,6 @@
 * :func:`fixed_rois` -- a detector's heads do the same work in every variant: the RPN's
   proposals are replaced by a fixed set and the box head's detections by a fixed set, so the
   RoI head sees the same number of RoIs whatever the weights.
-* :func:`replace_readme_block` -- the README's table is written between two marker comments.
 """
 import contextlib
 
@@ -24,9 +23,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 #: the smallest normal float32: non-zero values below it are denormal (slow on most CPUs)
 FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
-README_BEGIN = '<!-- benchmark.py:cost-of-spiking -->'
-README_END = '<!-- /benchmark.py:cost-of-spiking -->'
-
 
 def calibrate_batchnorm(model, forward):
     """Set every BatchNorm's running statistics to those of its input during ``forward()``
@@ -34,7 +30,12 @@ def calibrate_batchnorm(model, forward):
 
     In train mode each BN normalises with the batch's own statistics, so every later layer
     sees what it will see in eval mode with the calibrated statistics. Parameters (BN affine
-    included) are not touched; the model's train/eval mode is restored."""
+    included) are not touched; the model's train/eval mode is restored.
+
+    Not ``torch.optim.swa_utils.update_bn`` (which ``mmsnn.analysis.erf_models`` uses): that
+    calls ``model(batch)`` per loader item, while this calibration is one ``forward()``
+    closure (a detector's loss-mode call with its data samples) followed by the biased-
+    variance fix below; a wrapper module to fit it would cost more lines than it saves."""
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     momenta = [m.momentum for m in bns]
     counts = {}  # values per channel each BN normalised over
@@ -216,29 +217,3 @@ def fixed_rois(model, data_samples, seed=0):
     finally:
         for obj, name, _ in patches:
             delattr(obj, name)
-
-
-def readme_problem(path):
-    """None if ``path`` holds exactly one marked block to rewrite, else what is wrong (a line)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        return f'cannot read {path}: {e.strerror}'
-    b, e = text.count(README_BEGIN), text.count(README_END)
-    if b != 1 or e != 1 or text.index(README_BEGIN) > text.index(README_END):
-        return (f'{path} needs one "{README_BEGIN}" line followed by one "{README_END}" line '
-                f'(found {b} and {e}); add them where the table should go')
-    return None
-
-
-def replace_readme_block(text, block):
-    """``text`` with what lies between the markers replaced by ``block``; all else unchanged.
-    Raises ValueError if the markers are missing, repeated or out of order."""
-    b, e = text.count(README_BEGIN), text.count(README_END)
-    if b != 1 or e != 1 or text.index(README_BEGIN) > text.index(README_END):
-        raise ValueError(f'need one "{README_BEGIN}" followed by one "{README_END}" '
-                         f'(found {b} and {e})')
-    head, rest = text.split(README_BEGIN)
-    _, tail = rest.split(README_END)
-    return f'{head}{README_BEGIN}\n{block.strip()}\n{README_END}{tail}'

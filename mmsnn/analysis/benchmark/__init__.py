@@ -1,0 +1,11 @@
+"""What the benchmark scripts (``tools/analysis/benchmark.py``, ``benchmark_backbone.py``,
+``spike_agreement.py``) are made of, one module per concept:
+
+* :mod:`.processes` -- one measurement per process: the driver that runs a measuring process
+  and reads its JSON line, and the peak-memory reading inside it;
+* :mod:`.fairness` -- what makes the SNN-vs-ReLU-twin comparison fair (BN calibration,
+  activation range, fixed RoIs);
+* :mod:`.cost_of_spiking` -- the configs and variants compared, the ratios, the result block;
+* :mod:`.fast_path` -- before/after timing of the inference fast path;
+* :mod:`.docs_block` -- the marked block of ``docs/en/benchmarks.md`` the results go into.
+"""
