@@ -340,9 +340,9 @@ def test_cpu_rewrites_are_not_installed_off_the_cpu():
     """RoIAlign as products, the seg running-max argmax and Winograd replace one fused GPU
     kernel each by many launches: on a model whose parameters are not on the CPU (meta here,
     standing for CUDA) they are not installed; BN is still folded."""
-    from mmsnn.models.fast_roi_align import SeparableRoIAlign
+    from mmsnn.ops.roi_align import SeparableRoIAlign
     from mmsnn.models.fast_seg_postprocess import _fast_route_applies
-    from mmsnn.models.winograd import WinogradConv2d, winograd_available
+    from mmsnn.ops.winograd import WinogradConv2d, winograd_available
     det, seg = _build(DET_DEMO, 'mmdet').float(), _build(SEG_DEMO, 'mmseg').float()
     for model in (det, seg):
         on_cpu = fuse_for_inference(copy.deepcopy(model))
@@ -415,7 +415,7 @@ def test_fast_seg_postprocess_matches_mmseg():
 def test_winograd_conv_is_the_same_linear_map(monkeypatch):
     """``WinogradConv2d`` (NNPACK) against the float64 direct convolution: float32 error
     within 5e-5 on unit-scale data; grad mode and float64 are the plain ``nn.Conv2d``."""
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     calls = []
@@ -447,7 +447,7 @@ def test_winograd_conv_is_the_same_linear_map(monkeypatch):
 
 
 def test_to_winograd_takes_only_the_convs_it_computes():
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1),
@@ -479,7 +479,7 @@ def test_winograd_honours_nnpack_flags_set_after_conversion(monkeypatch):
     converted conv takes the direct path (the same numbers as a plain ``nn.Conv2d``)."""
     import torch.backends.nnpack as nnpack
 
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     calls = _count_nnpack_calls(monkeypatch)
@@ -509,7 +509,7 @@ def test_fused_float32_winograd_convs_within_tolerance(monkeypatch):
     """The float64 fusion tests never run Winograd (no float64 kernel): here the fused demo
     detector and segmentor run in float32, and the input and output of every Winograd conv are
     checked against the float64 direct convolution, within ``WINOGRAD_F32_TOL``."""
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     calls = _count_nnpack_calls(monkeypatch)
@@ -574,7 +574,7 @@ def test_fast_path_on_cuda():
     matrix products agrees with mmcv's CUDA kernel."""
     from mmdet.testing import demo_mm_inputs
 
-    from mmsnn.models.fast_roi_align import separable_roi_align
+    from mmsnn.ops.roi_align import separable_roi_align
     det = _build(DET_DEMO, 'mmdet').float().cuda()
     det.test_cfg.rcnn.score_thr = 0.0
     data = det.data_preprocessor(demo_mm_inputs(2, [(3, 128, 128)] * 2, num_classes=3), False)

@@ -26,13 +26,13 @@ What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, 
    addition is commutative) in the backbone blocks, in no-grad mode; and **the attention's
    last product transposed** (``SpikeDrivenAttention.transposed_product``), so that merging
    the heads is a view, not a copy.
-4. **3x3 convolutions by Winograd's algorithm** on the CPU in float32 (``winograd.py``,
+4. **3x3 convolutions by Winograd's algorithm** on the CPU in float32 (``mmsnn.ops.winograd``,
    NNPACK): the same linear map from fewer multiplications, 2-3.5x faster per conv, with a
    coarser float32 rounding (``winograd=False`` keeps the direct convolution).
 5. **mmseg's prediction step without wasted work** (``fast_seg_postprocess``): no resize of
    the logits to the size they already have, and the class argmax as a running maximum.
 6. **RoIAlign as matrix products**: every mmcv ``RoIAlign`` with average pooling becomes a
-   ``SeparableRoIAlign`` (``fast_roi_align.py``: per RoI ``Ay @ window @ Ax^T``, BLAS on the
+   ``SeparableRoIAlign`` (``mmsnn.ops.roi_align``: per RoI ``Ay @ window @ Ax^T``, BLAS on the
    channels-last map instead of mmcv's single-threaded CPU kernel; the same maths, float64
    within 1e-12 of mmcv), in no-grad mode.
 
@@ -59,11 +59,11 @@ from mmseg.models.segmentors import BaseSegmentor
 from ..utils.allocator import keep_freed_memory
 from ..utils.errors import MMSNNUserError
 from . import fast_seg_postprocess
-from .fast_roi_align import swap_roi_align
+from ..ops.roi_align import swap_roi_align
 from .layers import InvertedSepConv, SpikeConvBlock, SpikeDrivenAttention, SpikeMLP
 from .mixers import _EarlyMixerBlock
 from .neurons import MultiSpikeQuantizer
-from .winograd import to_winograd
+from ..ops.winograd import to_winograd
 
 #: per block class, the neurons whose input is a tensor made only for them (the output of the
 #: conv / BN / linear just before them, read by nothing else), so that in no-grad mode they
@@ -156,7 +156,7 @@ def fuse_for_inference(model, reuse_memory=False, winograd=True):
             it exits. Default: False (call ``keep_freed_memory`` yourself in an inference
             process, as ``tools/test.py --keep-freed-memory`` does).
         winograd (bool): compute the 3x3 convolutions by Winograd's algorithm on the CPU in
-            float32 (:mod:`mmsnn.models.winograd`, NNPACK): the same linear map, with a float32
+            float32 (:mod:`mmsnn.ops.winograd`, NNPACK): the same linear map, with a float32
             rounding about 10x coarser than the direct convolution's. Default: True.
     """
     cpu = on_cpu(model)

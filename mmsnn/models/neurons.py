@@ -11,6 +11,9 @@ Two families, selected by a ``neuron_cfg`` dict:
   1-byte window mask instead of the 4-byte input, and the division by ``norm`` fused in.
   Spike sites are the largest saved activations of the backbone, so this is what keeps the
   training step's memory down (``tools/analysis/benchmark_backbone.py``).
+* :class:`MultiStepLIF` -- the LIF of the time-first spiking transformers (Spikformer,
+  SDT v1, QKFormer): spikingjelly's ``LIFNode`` on ``[T, B, ...]`` input, built by those
+  backbones directly (not through ``neuron_cfg``).
 * ``ILIF`` / ``LIF`` -- real multi-step neurons from spikingjelly (membrane, leak, reset),
   for models with ``T > 1`` time steps. They see tensors with time folded into the batch,
   ``[T*B, ...]``, unfold them to ``[T, B, ...]`` and run spikingjelly's multi-step mode.
@@ -23,6 +26,8 @@ import torch.nn as nn
 from mmengine.registry import Registry
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
+
+from ..ops.lean_ilif import LeanILIF, ilif_steps
 
 NEURONS = Registry('spiking neuron', scope='mmsnn')
 
@@ -127,12 +132,12 @@ class IntegerLIF(_MultiStepNeuron):
             # inference: the same steps without the window, in preallocated buffers, in
             # place of spikingjelly's per-step loop, which allocates every intermediate
             x_seq = x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:])
-            return _ilif_steps(x_seq, decay, float(node.v_threshold), float(self.max_value),
+            return ilif_steps(x_seq, decay, float(node.v_threshold), float(self.max_value),
                                self.norm).reshape(x.shape)
         # training: spikingjelly's dynamics, but what autograd keeps is a 1-byte window mask
         # per step (instead of the float32 charged membrane), and the division by ``norm``
         # runs inside (no second float32 buffer); the next conv keeps the spikes as uint8
-        s = _LeanILIF.apply(
+        s = LeanILIF.apply(
             x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:]), decay,
             float(node.v_threshold), float(self.max_value),
             float(node.surrogate_function.grad_min), float(node.surrogate_function.grad_max),
@@ -140,91 +145,6 @@ class IntegerLIF(_MultiStepNeuron):
         if self.max_value <= 255:
             s._mmsnn_spike_norm = self.norm  # compact_spike_storage() keeps it as uint8
         return s
-
-
-def _ilif_steps(x_seq, decay, threshold, count, norm, window=None, lower=0.0, upper=None):
-    """The I-LIF forward of :class:`_LeanILIF` over ``[T, ...]`` (spikes divided by ``norm``);
-    with ``window`` (a bool buffer like ``x_seq``) it also records the surrogate window
-    ``lower <= h / th <= upper`` per step, which only training needs."""
-    upper = count if upper is None else upper
-    steps = x_seq.shape[0]
-    unit = threshold == 1.0
-    clamp_window = unit and lower == 0.0 and upper == count
-    out = torch.empty_like(x_seq)
-    above = None if window is None or clamp_window else torch.empty_like(window[0])
-    v = None  # the membrane after reset, one step's buffer
-    for t in range(steps):
-        if v is None:
-            h = x_seq[0]  # decay * 0 + x_0 == x_0
-        else:
-            h = v.mul_(decay).add_(x_seq[t])  # decay * v + x_t, in v's buffer
-        scaled = h if unit else h / threshold
-        c = out[t]
-        torch.clamp(scaled, 0.0, count, out=c)
-        if window is not None:
-            if clamp_window:
-                torch.eq(c, scaled, out=window[t])
-            else:
-                torch.ge(scaled, lower, out=window[t])
-                window[t] &= torch.le(scaled, upper, out=above)
-        c.round_()
-        if t < steps - 1:  # the membrane after reset (not needed after the last step)
-            reset = c if unit else c * threshold
-            v = torch.sub(h, reset) if v is None else v.sub_(reset)
-        if norm != 1.0:
-            c.div_(norm)
-    return out
-
-
-class _LeanILIF(torch.autograd.Function):
-    """I-LIF over ``[T, ...]`` from a zero membrane, as spikingjelly's ``ilif_multi_step``,
-    divided by ``norm``: ``h = decay * v + x_t``, ``c = round(clamp(h / th, 0, D))``,
-    ``v = h - c * th``, output ``c / norm``; backward with the rectangular window
-    ``lower <= h / th <= upper`` (straight-through, ``1 / th``), through the soft reset unless
-    ``detach_reset``. Saves only the window, as bool.
-
-    The numbers are those of spikingjelly's node followed by ``/ norm`` (the same float
-    operations in the same order); what differs is the work: the membrane, the window and the
-    spikes are written into preallocated buffers, and where the division by ``th`` is exact
-    (``th = 1``) and the window is the clamp range (``[0, D]``, the default) the window is one
-    comparison of the clamped value with the unclamped one (``0 <= u <= D`` exactly when
-    ``clamp(u, 0, D) == u``), and the backward through one step is a single select:
-    ``g = where(window, grad_t, carry)``, since ``grad_t * 1 + carry * 0 == grad_t`` and
-    ``grad_t * 0 + carry * 1 == carry``. At T = 4 these passes over the activations are a
-    good part of the step's non-conv time (``tools/analysis/benchmark.py --variants snn-T1
-    snn-T4``)."""
-
-    @staticmethod
-    def forward(ctx, x_seq, decay, threshold, count, lower, upper, detach_reset, norm=1.0):
-        window = torch.empty(x_seq.shape, dtype=torch.bool, device=x_seq.device)
-        out = _ilif_steps(x_seq, decay, threshold, count, norm, window, lower, upper)
-        ctx.save_for_backward(window)
-        ctx.decay, ctx.threshold, ctx.detach_reset, ctx.norm = decay, threshold, detach_reset, norm
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (window,) = ctx.saved_tensors
-        th, decay, norm = ctx.threshold, ctx.decay, ctx.norm
-        # d loss / d counts; then, step by step from the last, d loss / d input in place
-        grad_x = torch.div(grad, norm) if norm != 1.0 else grad.clone()
-        carry = None  # d loss / d v after step t
-        for t in range(grad.shape[0] - 1, -1, -1):
-            g = grad_x[t]
-            if th != 1.0:  # the general formula
-                sg = window[t].to(grad.dtype) / th
-                g.mul_(sg)
-                if carry is not None:
-                    g.add_(carry if ctx.detach_reset else carry * (1 - th * sg))
-            elif carry is None:
-                g.mul_(window[t])
-            elif ctx.detach_reset:
-                g.mul_(window[t]).add_(carry)
-            else:
-                torch.where(window[t], g, carry, out=g)
-            if t:
-                carry = torch.mul(g, decay, out=carry) if carry is not None else g * decay
-        return grad_x, None, None, None, None, None, None, None
 
 
 @NEURONS.register_module(name='LIF')
@@ -236,6 +156,34 @@ class BinaryLIF(_MultiStepNeuron):
                                  detach_reset=detach_reset, step_mode='m')
         super().__init__(node, T, norm=1.0)
         self.max_value = 1  # binary spikes
+
+
+class MultiStepLIF(sj_neuron.LIFNode):
+    """The time-first spiking transformers' LIF (Spikformer, SDT v1, QKFormer): the reference's ``MultiStepLIFNode`` on spikingjelly's torch path.
+
+    ``H = V + (X[t] - V) / tau``; spike where ``H >= v_threshold``; hard reset to 0. The input
+    is ``[T, ...]`` and the membrane steps along axis 0. The state is reset before every
+    forward (nothing leaks from one batch into the next) and after it (no graph kept alive).
+
+    Args:
+        v_threshold (float): 1.0, or 0.5 for the attention neurons of the references.
+        tau (float): membrane time constant (2.0 in all three references).
+
+    The references run spikingjelly 0.0.0.0.14's 'cupy' kernel (CUDA fp32/fp16 only);
+    spikingjelly 2.0's torch path computes the same numbers on CPU and GPU, in any float
+    dtype (``shared/docs/snn_transformers.md`` section 0).
+    """
+
+    def __init__(self, v_threshold=1.0, tau=2.0):
+        super().__init__(tau=float(tau), decay_input=True, v_threshold=v_threshold, v_reset=0.0,
+                         surrogate_function=sj_surrogate.Sigmoid(alpha=4.0),
+                         detach_reset=True, step_mode='m')
+
+    def forward(self, x):
+        self.reset()
+        out = super().forward(x)
+        self.reset()
+        return out
 
 
 @NEURONS.register_module(name='ReLU')
@@ -334,6 +282,6 @@ def quantize(x, max_value=4, norm=4.0):
     return _MultiSpikeFunction.apply(x, int(max_value), float(norm))
 
 
-__all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'build_neuron',
+__all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'MultiStepLIF', 'build_neuron',
            'is_stateful', 'quantize', 'quantize_no_grad', 'compact_spike_storage',
            'DEFAULT_NEURON']
