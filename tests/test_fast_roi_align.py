@@ -190,9 +190,9 @@ def test_swap_roi_align_replaces_avg_layers_only():
 def test_fuse_for_inference_swaps_roi_align():
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 
-    from mmsnn.models import fuse_for_inference
+    from mmsnn.deploy import convert_for_inference
     model = nn.ModuleDict(dict(mask=SingleRoIExtractor(
         dict(type='RoIAlign', output_size=14, sampling_ratio=0), 8, [4, 8, 16, 32])))
-    fuse_for_inference(model)
+    convert_for_inference(model)
     assert all(type(m) is SeparableRoIAlign for m in model['mask'].roi_layers)
     assert [m.output_size for m in model['mask'].roi_layers] == [(14, 14)] * 4

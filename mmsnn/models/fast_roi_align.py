@@ -1,6 +1,9 @@
 """Deprecated path: the separable RoIAlign is :mod:`mmsnn.ops.roi_align` (kept for one release)."""
-from ..ops.roi_align import *  # noqa: F401,F403
-from ..ops.roi_align import CHUNK_ELEMENTS, __all__  # noqa: F401
+import sys
+
+from ..ops import roi_align as _moved
 from ..utils.deprecation import warn_moved
 
 warn_moved('mmsnn.models.fast_roi_align', 'mmsnn.ops.roi_align')
+# the old path is the new module itself: its names, its state, and a monkeypatch of either
+sys.modules[__name__] = _moved

@@ -46,8 +46,10 @@ class MultiSpikeQuantizer(nn.Module):
     """
 
     stateful = False
-    #: set by ``fuse_for_inference``: without autograd, quantise in one buffer (``fast``),
-    #: and that buffer is the input itself (``inplace``: only where nothing else reads it)
+    #: deploy mode (:meth:`switch_to_deploy`): without autograd, quantise in one buffer
+    #: (``fast``), and that buffer is the input itself (``inplace``: set by the block that
+    #: owns the neuron, through :func:`overwrite_input_when_deployed`, where nothing else
+    #: reads the input)
     fast = False
     inplace = False
 
@@ -67,6 +69,10 @@ class MultiSpikeQuantizer(nn.Module):
         if s.requires_grad and top <= 255:
             s._mmsnn_spike_norm = self.norm  # lets compact_spike_storage() save it as uint8
         return s
+
+    def switch_to_deploy(self):
+        """Inference form: without autograd, clamp, round and scale in one buffer."""
+        self.fast = True
 
     def extra_repr(self):
         extra = '' if self.eval_max_value is None else f', eval_max_value={self.eval_max_value}'
@@ -269,6 +275,17 @@ def compact_spike_storage():
     return torch.autograd.graph.saved_tensors_hooks(_pack_spikes, _unpack_spikes)
 
 
+def overwrite_input_when_deployed(*neurons):
+    """Called by a block's ``switch_to_deploy`` for its neurons whose input tensor is made only
+    for them (the output of the conv / BN / linear just before them, read by nothing else):
+    in deploy mode a quantiser may then write its spikes into that tensor. A neuron whose input
+    is the block input or a residual stream must not be named (``tests/test_fusion.py``
+    compares every tap against the unconverted model)."""
+    for neuron in neurons:
+        if isinstance(neuron, MultiSpikeQuantizer):
+            neuron.inplace = True
+
+
 def quantize_no_grad(x, max_value=4, norm=4.0, inplace=False):
     """:func:`quantize` without autograd: clamp, round and scale run on one buffer -- ``x``
     itself when ``inplace`` (then ``x`` is overwritten), else one copy. Same numbers."""
@@ -283,5 +300,5 @@ def quantize(x, max_value=4, norm=4.0):
 
 
 __all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'MultiStepLIF', 'build_neuron',
-           'is_stateful', 'quantize', 'quantize_no_grad', 'compact_spike_storage',
+           'is_stateful', 'quantize', 'quantize_no_grad', 'overwrite_input_when_deployed', 'compact_spike_storage',
            'DEFAULT_NEURON']
