@@ -542,7 +542,7 @@ def test_amp_trains_with_the_machines_autocast(tmp_path, run_tool):
 
 def test_cpu_amp_wrapper_runs_the_quantiser_in_bf16():
     from mmsnn.models import MetaSDT
-    from mmsnn.utils.runtime import CPUAmpOptimWrapper
+    from mmsnn.engine import CPUAmpOptimWrapper
     model = MetaSDT(embed_dims=(8, 16, 16, 16), out_indices=(4,))
     wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.AdamW(model.parameters()))
     with wrapper.optim_context(model):

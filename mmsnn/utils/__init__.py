@@ -1,7 +1,6 @@
 """Utilities of the tools: user errors, config / data / work-dir / checkpoint checks, resume,
-the CPU/GPU runtime set-up and the inference allocator setting (one concept per module)."""
+the CPU/GPU runtime set-up (one concept per module). utils imports nothing else of mmsnn."""
 from .errors import MMSNNUserError  # noqa: F401
-from . import runtime  # noqa: F401,E402  (registers CPUAmpOptimWrapper, CPUDistributedDataParallel)
 
 __all__ = ['MMSNNUserError']
 
