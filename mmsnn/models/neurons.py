@@ -2,7 +2,7 @@
 
 Two families, selected by a ``neuron_cfg`` dict:
 
-* ``MultiSpike`` -- the reference's integer multi-spike quantiser
+* ``MultiSpikeQuantizer`` -- the reference's integer multi-spike quantiser
   ``s = round(clamp(u, 0, D)) / norm`` with a hard straight-through window on ``0 <= u <= D``.
   It is stateless: the paper's "T = 4" is virtual (an integer count n stands for n binary
   spikes spread over D steps at deployment), so a model built with it computes one step.
@@ -14,9 +14,13 @@ Two families, selected by a ``neuron_cfg`` dict:
 * :class:`MultiStepLIF` -- the LIF of the time-first spiking transformers (Spikformer,
   SDT v1, QKFormer): spikingjelly's ``LIFNode`` on ``[T, B, ...]`` input, built by those
   backbones directly (not through ``neuron_cfg``).
-* ``ILIF`` / ``LIF`` -- real multi-step neurons from spikingjelly (membrane, leak, reset),
+* ``IntegerLIF`` / ``BinaryLIF`` -- real multi-step neurons from spikingjelly (membrane, leak, reset),
   for models with ``T > 1`` time steps. They see tensors with time folded into the batch,
   ``[T*B, ...]``, unfold them to ``[T, B, ...]`` and run spikingjelly's multi-step mode.
+
+Registry keys are the class names (``MultiSpikeQuantizer``, ``IntegerLIF``, ``BinaryLIF``,
+``ReLUTwin``); the first keys (``MultiSpike``, ``ILIF``, ``LIF``, ``ReLU``) are aliases
+(:data:`NEURON_ALIASES`) that build the same classes.
 
 Every forward of a stateful neuron starts from a reset membrane, so nothing leaks from one
 batch into the next (spikingjelly would otherwise keep ``v`` between calls).
@@ -31,8 +35,20 @@ from ..ops.lean_ilif import LeanILIF, ilif_steps
 
 NEURONS = Registry('spiking neuron', scope='mmsnn')
 
+#: the neurons' first registry keys, kept as aliases of their class names (every config and
+#: released checkpoint written with them builds the same class)
+NEURON_ALIASES = {'MultiSpike': 'MultiSpikeQuantizer', 'ILIF': 'IntegerLIF', 'LIF': 'BinaryLIF',
+                  'ReLU': 'ReLUTwin'}
 
-@NEURONS.register_module(name='MultiSpike')
+
+def _register(cls):
+    """Register ``cls`` in :data:`NEURONS` under its class name and its old key."""
+    old = [key for key, name in NEURON_ALIASES.items() if name == cls.__name__]
+    NEURONS.register_module(name=[cls.__name__] + old, module=cls)
+    return cls
+
+
+@_register
 class MultiSpikeQuantizer(nn.Module):
     """Integer multi-spike quantiser: ``round(clamp(u, 0, max_value)) / norm``.
 
@@ -111,7 +127,7 @@ class _MultiStepNeuron(nn.Module):
         return f'T={self.T}, norm={self.norm}'
 
 
-@NEURONS.register_module(name='ILIF')
+@_register
 class IntegerLIF(_MultiStepNeuron):
     """spikingjelly's I-LIF (integer firing, soft reset) divided by ``norm``.
 
@@ -153,7 +169,7 @@ class IntegerLIF(_MultiStepNeuron):
         return s
 
 
-@NEURONS.register_module(name='LIF')
+@_register
 class BinaryLIF(_MultiStepNeuron):
     """spikingjelly's binary LIF neuron (hard reset to 0, sigmoid surrogate)."""
 
@@ -192,7 +208,7 @@ class MultiStepLIF(sj_neuron.LIFNode):
         return out
 
 
-@NEURONS.register_module(name='ReLU')
+@_register
 class ReLUTwin(nn.Module):
     """Not a neuron: ReLU in place of the spiking neuron, to build the non-spiking twin of a
     model and measure what spiking costs. With ``multistep=True`` a ``T > 1`` model runs T
@@ -207,7 +223,7 @@ class ReLUTwin(nn.Module):
         return torch.relu(x)
 
 
-DEFAULT_NEURON = dict(type='MultiSpike', max_value=4, norm=4.0)
+DEFAULT_NEURON = dict(type='MultiSpikeQuantizer', max_value=4, norm=4.0)
 
 
 def build_neuron(cfg=None, T=1):
@@ -218,11 +234,12 @@ def build_neuron(cfg=None, T=1):
     if cfg['type'] not in NEURONS.module_dict:
         raise KeyError(f'unknown neuron type {cfg["type"]!r}; known: {sorted(NEURONS.module_dict)}')
     cfg.setdefault('T', T)
-    if cfg['type'] != 'ReLU':
-        cfg.pop('multistep', None)  # only the ReLU twin takes it; is_stateful() reads it
     # build the class directly: NEURONS.build would first search the caller's default
     # scope (mmdet/mmseg) and log a warning for every neuron of every model.
-    return NEURONS.module_dict[cfg.pop('type')](**cfg)
+    cls = NEURONS.module_dict[cfg.pop('type')]
+    if cls is not ReLUTwin:
+        cfg.pop('multistep', None)  # only the ReLU twin takes it; is_stateful() reads it
+    return cls(**cfg)
 
 
 def is_stateful(neuron_cfg):
@@ -231,7 +248,7 @@ def is_stateful(neuron_cfg):
     cfg = DEFAULT_NEURON if neuron_cfg is None else neuron_cfg
     if 'multistep' in cfg:
         return bool(cfg['multistep'])
-    return bool(getattr(NEURONS.get(cfg['type']), 'stateful', False))
+    return bool(getattr(NEURONS.module_dict.get(cfg['type']), 'stateful', False))
 
 
 class _MultiSpikeFunction(torch.autograd.Function):
@@ -299,6 +316,6 @@ def quantize(x, max_value=4, norm=4.0):
     return _MultiSpikeFunction.apply(x, int(max_value), float(norm))
 
 
-__all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'MultiStepLIF', 'build_neuron',
+__all__ = ['NEURONS', 'NEURON_ALIASES', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'MultiStepLIF', 'build_neuron',
            'is_stateful', 'quantize', 'quantize_no_grad', 'overwrite_input_when_deployed', 'compact_spike_storage',
            'DEFAULT_NEURON']
