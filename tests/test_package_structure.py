@@ -170,3 +170,66 @@ def test_import_mmsnn_imports_no_script():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '[]'
+
+
+#: moved modules: old path -> new path (the old path is the new module, with a warning)
+MOVED_MODULES = {
+    'mmsnn.models.winograd': 'mmsnn.ops.winograd',
+    'mmsnn.models.fast_roi_align': 'mmsnn.ops.roi_align',
+    'mmsnn.models.fast_seg_postprocess': 'mmsnn.deploy.seg_postprocess',
+    'mmsnn.utils.allocator': 'mmsnn.deploy.allocator',
+    'mmsnn.models.checkpoint': 'mmsnn.models.reference_conversion',
+    'mmsnn.utils.checkpoint': 'mmsnn.utils.checkpoint_io',
+}
+#: moved or renamed names: 'module:old name' -> 'module:new name'
+MOVED_NAMES = {
+    'mmsnn.models:fuse_for_inference': 'mmsnn.deploy:convert_for_inference',
+    'mmsnn.models.fusion:fuse_for_inference': 'mmsnn.deploy:convert_for_inference',
+    'mmsnn.utils:keep_freed_memory': 'mmsnn.deploy:keep_freed_memory',
+    'mmsnn.utils.runtime:CPUAmpOptimWrapper': 'mmsnn.engine:CPUAmpOptimWrapper',
+    'mmsnn.utils.runtime:CPUDistributedDataParallel': 'mmsnn.engine:CPUDistributedDataParallel',
+}
+
+_ALIAS_CHECK = r'''
+import importlib, json, sys, warnings
+import mmsnn
+moved_modules, moved_names = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+out = {}
+
+def warned(fn):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        value = fn()
+    return value, [str(w.message) for w in caught if w.category is DeprecationWarning]
+
+for old, new in moved_modules.items():
+    assert old not in sys.modules, old + ' was imported by import mmsnn'
+    module, first = warned(lambda: importlib.import_module(old))
+    _, again = warned(lambda: importlib.import_module(old))
+    out[old] = [module is importlib.import_module(new), first, again]
+for old, new in moved_names.items():
+    (om, on), (nm, nn) = old.split(':'), new.split(':')
+    value, first = warned(lambda: getattr(importlib.import_module(om), on))
+    _, again = warned(lambda: getattr(importlib.import_module(om), on))
+    out[old] = [value is getattr(importlib.import_module(nm), nn), first, again]
+print(json.dumps(out))
+'''
+
+
+def test_old_paths_are_the_new_objects_and_warn_once():
+    """Every moved module and name still works from its old path for one release: the old
+    path gives the very object of the new one, with one ``DeprecationWarning`` naming the new
+    path, and no second warning (a fresh process, so nothing was imported before)."""
+    import json
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    run = subprocess.run([sys.executable, '-c', _ALIAS_CHECK, json.dumps(MOVED_MODULES),
+                          json.dumps(MOVED_NAMES)], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    for old, new in {**MOVED_MODULES, **MOVED_NAMES}.items():
+        same, first, again = result[old]
+        assert same, f'{old} is not {new}'
+        new_path = new.replace(':', '.').rsplit('.', 1)[0] if ':' in new else new
+        assert len(first) == 1 and new_path in first[0], (old, first)
+        assert again == [], (old, again)

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mmsnn.registry import explain_registry_error
-from mmsnn.utils import checkpoint as ckpts
+from mmsnn.utils import checkpoint_io as ckpts
 from mmsnn.utils import data_checks, paths, resume
-from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
+from mmsnn.utils.checkpoint_io import mmengine_checkpoint_globals
 from mmsnn.utils.config import check_config_file, enable_visualization, load_config
 from mmsnn.utils.errors import MMSNNUserError
 

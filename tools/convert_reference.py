@@ -91,7 +91,7 @@ def convert(args):
     import torch
 
     from mmsnn.models import convert_reference_checkpoint
-    from mmsnn.utils.checkpoint import state_dict_diff
+    from mmsnn.utils.checkpoint_io import state_dict_diff
     try:
         sd = convert_reference_checkpoint(args.src, args.task, args.backbone)
     except (RuntimeError, ValueError, TypeError, KeyError) as e:

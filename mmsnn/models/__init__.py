@@ -1,6 +1,6 @@
 """mmsnn models: neurons -> layers -> mixers -> backbones -> necks / heads."""
 from .backbones import ARCH_SETTINGS, MetaSDT, QKFormer, SDTv1, Spikformer  # noqa: F401
-from .checkpoint import (CheckpointMismatchError, convert_reference_checkpoint,  # noqa: F401
+from .reference_conversion import (CheckpointMismatchError, convert_reference_checkpoint,  # noqa: F401
                          load_pretrained)
 from .neurons import build_neuron  # noqa: F401
 from . import necks  # noqa: F401,E402

@@ -1,7 +1,7 @@
 """Building blocks of the Meta-SDT (Spike-Driven Transformer v3) backbone.
 
 Attribute names follow the released reference code (``pwconv1``, ``q_conv``, ``fc1_bn`` ...)
-so a reference checkpoint loads with only a prefix change (see ``checkpoint.py``).
+so a reference checkpoint loads with only a prefix change (see ``reference_conversion.py``).
 All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """

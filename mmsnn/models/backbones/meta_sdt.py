@@ -60,7 +60,7 @@ def checkpoint_filter_fn(state_dict, model=None):
     """Released Meta-SDT weights -> ``MetaSDT`` keys: the module names are the reference's,
     so only the ImageNet classifier is dropped, and, given the ``model``, the stages it does
     not build (used by the one converter,
-    :func:`~mmsnn.models.checkpoint.convert_reference_checkpoint`)."""
+    :func:`~mmsnn.models.reference_conversion.convert_reference_checkpoint`)."""
     drop = _CLASSIFIER_PREFIXES
     if model is not None:
         drop += tuple(f'{name}.' for names in _STAGES[model.num_stages:] for name in names)
