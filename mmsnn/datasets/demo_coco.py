@@ -14,12 +14,12 @@ Layout (the standard COCO one, so mmdet's stock ``CocoDataset`` configs read it)
     root/train2017/000001.png ...
     root/val2017/...
 
-CLI: ``python -m mmsnn.datasets.demo_coco --out data/demo_coco``.
+CLI: ``python -m mmsnn.datasets.demo_coco --out data/demo_coco`` (the same as
+``python tools/misc/make_demo_data.py coco --out data/demo_coco``).
 
 :func:`set_data_root` (re-point a loaded config at another dataset root) lives in
 :mod:`mmsnn.utils.config` and stays importable from here.
 """
-import argparse
 import json
 import os
 import os.path as osp
@@ -189,21 +189,9 @@ def generate_demo_coco(root, num_train=200, num_val=50, image_size=(128, 128), n
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Generate the mmsnn demo COCO dataset.')
-    p.add_argument('--out', default='data/demo_coco', help='output folder')
-    p.add_argument('--num-train', type=int, default=200)
-    p.add_argument('--num-val', type=int, default=50)
-    p.add_argument('--size', type=int, nargs=2, default=(128, 128), metavar=('H', 'W'))
-    p.add_argument('--num-classes', type=int, default=3)
-    p.add_argument('--max-objects', type=int, default=3)
-    p.add_argument('--seed', type=int, default=0)
-    args = p.parse_args(argv)
-    files = generate_demo_coco(args.out, args.num_train, args.num_val, tuple(args.size),
-                               args.num_classes, args.seed, args.max_objects)
-    for split, f in files.items():
-        with open(f) as fh:
-            d = json.load(fh)
-        print(f'{split}: {len(d["images"])} images, {len(d["annotations"])} objects -> {f}')
+    """``python -m mmsnn.datasets.demo_coco ...`` = ``tools/misc/make_demo_data.py coco ...``."""
+    from .demo_cli import run_demo_script
+    return run_demo_script('coco', argv)
 
 
 if __name__ == '__main__':
