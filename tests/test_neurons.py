@@ -165,3 +165,21 @@ def test_set_neuron_steps_and_its_old_name(monkeypatch):
     with pytest.warns(DeprecationWarning, match='set_neuron_steps'):
         time_axis.follow_time(block, 3)
     assert block[0].T == 3
+
+
+def test_every_neuron_lives_in_neurons_and_kernels_in_ops():
+    """The transformers' multi-step LIF sits with the other neurons (the backbones' module
+    re-exports it), and the I-LIF kernel (its step loop and autograd function) is an op."""
+    from mmsnn.models import neurons
+    from mmsnn.models.backbones import spiking_transformer_base
+    from mmsnn.ops import lean_ilif
+    assert neurons.MultiStepLIF.__module__ == 'mmsnn.models.neurons'
+    assert spiking_transformer_base.MultiStepLIF is neurons.MultiStepLIF
+    assert lean_ilif.LeanILIF.__module__ == 'mmsnn.ops.lean_ilif'
+    x = torch.randn(2 * 3, 4)
+    n = build_neuron(dict(type='IntegerLIF'), T=2)
+    with torch.no_grad():
+        expected = neurons._MultiStepNeuron.forward(n, x)  # spikingjelly's own I-LIF loop
+        assert torch.equal(n(x), expected)
+        assert torch.equal(lean_ilif.ilif_steps(x.reshape(2, 3, 4), 0.25, 1.0, 4.0, 4.0)
+                           .reshape(6, 4), expected)
