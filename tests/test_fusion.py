@@ -629,8 +629,8 @@ def test_blocks_switch_themselves_to_deploy():
         assert early.inplace_residual and early.spike2.inplace and not early.spike1.inplace
         with torch.no_grad():
             out = model(x)
-        for a, b in zip(ref, out):
-            assert torch.equal(a, b)
+        for a, b in zip(ref, out):  # float64: the transposed product only sums in another order
+            assert (a - b).abs().max() < 1e-9
 
 
 def test_deploy_names_no_model_class():
