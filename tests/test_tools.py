@@ -491,39 +491,6 @@ def test_convert_reference_reports_through_the_package_helper(tmp_path, run_tool
     assert not (tmp_path / 'out.pth').exists()
 
 
-def test_quiet_init_initialises_without_info_lines():
-    """``mmsnn.utils.quiet_logging.quiet_init``: the one "init_weights without the
-    per-parameter log" of the tools; the logger's level comes back, also after an error."""
-    import logging
-
-    from mmengine.logging import MMLogger
-
-    from mmsnn.utils.quiet_logging import quiet_init
-    logger = MMLogger.get_current_instance()
-    before = logger.level
-    seen = []
-
-    class Model(torch.nn.Module):
-        fail = False
-
-        def init_weights(self):
-            seen.append(MMLogger.get_current_instance().isEnabledFor(logging.INFO))
-            if self.fail:
-                raise RuntimeError('init failed')
-
-    logger.setLevel(logging.INFO)
-    try:
-        model = Model()
-        assert quiet_init(model) is model and seen == [False]
-        assert logger.level == logging.INFO
-        model.fail = True
-        with pytest.raises(RuntimeError):
-            quiet_init(model)
-        assert logger.level == logging.INFO
-    finally:
-        logger.setLevel(before)
-
-
 def test_resume_auto_edge_cases(tmp_path):
     assert resume.resolve_auto_resume(str(tmp_path)) is None  # nothing to resume: new run
     (tmp_path / 'iter_2.pth').write_bytes(b'')

@@ -25,7 +25,7 @@ contracts multiply-adds) the results agree to rounding.
 ``SeparableRoIAlign`` is an mmcv ``RoIAlign`` that takes this path in no-grad mode for float32 /
 float64 input and mmcv's own op otherwise (training, ERF probes: autograd sees mmcv's op).
 ``swap_roi_align(model)`` puts it in place of every average-pooling ``RoIAlign`` of a model;
-``fuse_for_inference`` calls it.
+``mmsnn.deploy.convert_for_inference`` calls it.
 """
 import torch
 from mmcv.ops import RoIAlign
