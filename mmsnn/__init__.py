@@ -8,3 +8,4 @@ from . import utils  # noqa: F401,E402  (user errors, checks, CPU runtime wrappe
 from . import models  # noqa: F401,E402
 from . import datasets  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
+from . import deploy  # noqa: F401,E402  (the inference rewrite)

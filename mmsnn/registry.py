@@ -19,6 +19,8 @@ from mmengine.registry import Registry
 from mmdet import registry as mmdet_registry
 from mmseg import registry as mmseg_registry
 
+from .utils.errors import MMSNNUserError, explains_key_errors
+
 _SCOPES = {'mmdet': mmdet_registry, 'mmseg': mmseg_registry}
 _KINDS = {'model': 'MODELS', 'hook': 'HOOKS', 'dataset': 'DATASETS',
           'transform': 'TRANSFORMS', 'metric': 'METRICS', 'visualizer': 'VISUALIZERS'}
@@ -84,9 +86,9 @@ def _registered_names(registry):
     return names
 
 
+@explains_key_errors  # run_tool asks it about every KeyError
 def explain_registry_error(exc, scope=None):
     """A user error for mmengine's "X is not in the Y registry" ``KeyError``, else None."""
-    from .utils.errors import MMSNNUserError
     match = _REGISTRY_MISS.search(str(exc))
     if not match:
         return None

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from mmsnn.models import MetaSDT, convert_reference_checkpoint, load_pretrained
-from mmsnn.models.checkpoint import CheckpointMismatchError
+from mmsnn.models.reference_conversion import CheckpointMismatchError
 from mmsnn.models.mixers import MLPixerMixer, SplashReconstructMixer, tokens_to_linear
 from golden_files import meta_sdt_parity
 

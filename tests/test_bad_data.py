@@ -296,7 +296,7 @@ def test_exploding_loss_stops_and_keeps_the_checkpoints(tmp_path, run_tool):
     ckpts = sorted(p for p in os.listdir(work) if p.endswith('.pth'))
     assert ckpts == ['iter_2.pth']
     assert (work / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
-    from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
+    from mmsnn.utils.checkpoint_io import mmengine_checkpoint_globals
     with mmengine_checkpoint_globals():
         state = torch.load(work / 'iter_2.pth', map_location='cpu')['state_dict']
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -13,7 +13,7 @@ import pytest
 from mmengine.config import Config
 
 from mmsnn.datasets import generate_demo_coco
-from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
+from mmsnn.utils.checkpoint_io import mmengine_checkpoint_globals
 from mmsnn.utils.config import load_config
 from mmsnn.utils.data_checks import check_num_classes
 from mmsnn.utils.errors import MMSNNUserError

@@ -11,7 +11,7 @@ import subprocess
 
 import torch
 
-from mmsnn.utils.checkpoint import load_checkpoint_file
+from mmsnn.utils.checkpoint_io import load_checkpoint_file
 
 TOY = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'toy_config.py')
 

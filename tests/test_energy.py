@@ -207,7 +207,8 @@ def _demo_detector():
 def _plain_and_fused_reports(model, inputs, forward, monkeypatch):
     """Energy reports of ``forward(model, x)`` without and with the fast path
     (``fuse_for_inference``, as ``tools/test.py --fuse-conv-bn``)."""
-    from mmsnn.models import fast_roi_align, fuse_for_inference
+    from mmsnn.models import fuse_for_inference
+    from mmsnn.ops import roi_align as fast_roi_align
     plain = energy_report(model, inputs, forward=forward)
     fast_calls = []
     separable = fast_roi_align.separable_roi_align

@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 
 from mmsnn.engine.hooks import STERFHook, add_st_erf_hook
 from mmsnn.models import MetaSDT
-from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
+from mmsnn.utils.checkpoint_io import mmengine_checkpoint_globals
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 

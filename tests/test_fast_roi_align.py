@@ -1,4 +1,4 @@
-"""The separable RoIAlign (``mmsnn.models.fast_roi_align``) against mmcv's RoIAlign kernel.
+"""The separable RoIAlign (``mmsnn.ops.roi_align``) against mmcv's RoIAlign kernel.
 
 mmcv's op is the oracle: it is computed independently (its C++ kernel), never by the code under
 test. float64 results must agree to 1e-12 (only the summation order differs), float32 to 1e-5.
@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 from mmcv.ops import RoIAlign, roi_align
 
-from mmsnn.models import fast_roi_align as fra
-from mmsnn.models.fast_roi_align import SeparableRoIAlign, separable_roi_align, swap_roi_align
+from mmsnn.ops import roi_align as fra
+from mmsnn.ops.roi_align import SeparableRoIAlign, separable_roi_align, swap_roi_align
 
 
 def make_rois(num_images, height, width, scale, dtype, seed, degenerate=False):
@@ -190,9 +190,9 @@ def test_swap_roi_align_replaces_avg_layers_only():
 def test_fuse_for_inference_swaps_roi_align():
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 
-    from mmsnn.models import fuse_for_inference
+    from mmsnn.deploy import convert_for_inference
     model = nn.ModuleDict(dict(mask=SingleRoIExtractor(
         dict(type='RoIAlign', output_size=14, sampling_ratio=0), 8, [4, 8, 16, 32])))
-    fuse_for_inference(model)
+    convert_for_inference(model)
     assert all(type(m) is SeparableRoIAlign for m in model['mask'].roi_layers)
     assert [m.output_size for m in model['mask'].roi_layers] == [(14, 14)] * 4

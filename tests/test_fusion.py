@@ -16,10 +16,10 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 import mmsnn  # noqa: F401  (registers the mmsnn modules)
-from mmsnn.models import MetaSDT, convert_reference_checkpoint, fuse_for_inference
+from mmsnn.deploy import convert_for_inference, fold_bn_into_conv
+from mmsnn.models import MetaSDT, convert_reference_checkpoint
 from mmsnn.models import QKFormer, SDTv1, Spikformer
 from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
-from mmsnn.models.fusion import fold_bn_into_conv
 from mmsnn.models.neurons import MultiSpikeQuantizer
 from golden_files import meta_sdt_parity
 
@@ -46,7 +46,7 @@ def run_both(model, fn, quantisers=True):
     """``fn(model)`` on the model and on its fused copy, without gradients; returns the outputs
     and the recorded spikes of both. ``quantisers``: the model has MultiSpike quantisers (the
     fused ones must then run in place)."""
-    fused = fuse_for_inference(copy.deepcopy(model))
+    fused = convert_for_inference(copy.deepcopy(model))
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
     assert any(getattr(m, 'inplace', False) for m in fused.modules()) == quantisers
     results = []
@@ -84,7 +84,7 @@ def test_fused_backbone_golden(golden, variant):
 def test_fused_model_keeps_autograd_path():
     """With gradients on (an ERF probe of a fused model) nothing is done in place."""
     model = MetaSDT(embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb').eval()
-    fused = fuse_for_inference(copy.deepcopy(model))
+    fused = convert_for_inference(copy.deepcopy(model))
     x = torch.randn(1, 3, 32, 48, requires_grad=True)
     out = fused(x)
     sum(o.sum() for o in out).backward()
@@ -299,14 +299,14 @@ def _tiny_bn_model():
 def test_fuse_for_inference_leaves_the_allocator_alone(monkeypatch):
     """The process-wide allocator setting is opt-in: ``fuse_for_inference`` does not switch it
     on by default, and not for a model off the CPU even when asked."""
-    from mmsnn.models import fusion
+    from mmsnn.deploy import convert as fusion
     calls = []
     monkeypatch.setattr(fusion, 'keep_freed_memory', lambda: calls.append(1))
-    fuse_for_inference(_tiny_bn_model())
+    convert_for_inference(_tiny_bn_model())
     assert calls == []
-    fuse_for_inference(_tiny_bn_model().to('meta'), reuse_memory=True)
+    convert_for_inference(_tiny_bn_model().to('meta'), reuse_memory=True)
     assert calls == []
-    fuse_for_inference(_tiny_bn_model(), reuse_memory=True)  # the old opt-in keeps working
+    convert_for_inference(_tiny_bn_model(), reuse_memory=True)  # the old opt-in keeps working
     assert calls == [1]
 
 
@@ -315,7 +315,7 @@ def test_fused_model_refuses_training():
     a BN) raises a user error naming the fix; ``.eval()`` still works."""
     from mmsnn.utils.errors import MMSNNUserError
     model = MetaSDT(embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb')
-    fused = fuse_for_inference(copy.deepcopy(model))
+    fused = convert_for_inference(copy.deepcopy(model))
     assert fused.folded_bn
     owner = fused.get_submodule(fused.folded_bn[0].rsplit('.', 1)[0])
     for m in (fused, owner):
@@ -333,13 +333,13 @@ def test_cpu_rewrites_are_not_installed_off_the_cpu():
     """RoIAlign as products, the seg running-max argmax and Winograd replace one fused GPU
     kernel each by many launches: on a model whose parameters are not on the CPU (meta here,
     standing for CUDA) they are not installed; BN is still folded."""
-    from mmsnn.models.fast_roi_align import SeparableRoIAlign
-    from mmsnn.models.fast_seg_postprocess import _fast_route_applies
-    from mmsnn.models.winograd import WinogradConv2d, winograd_available
+    from mmsnn.ops.roi_align import SeparableRoIAlign
+    from mmsnn.deploy.seg_postprocess import _fast_route_applies
+    from mmsnn.ops.winograd import WinogradConv2d, winograd_available
     det, seg = _build(DET_DEMO, 'mmdet').float(), _build(SEG_DEMO, 'mmseg').float()
     for model in (det, seg):
-        on_cpu = fuse_for_inference(copy.deepcopy(model))
-        off_cpu = fuse_for_inference(copy.deepcopy(model).to('meta'))
+        on_cpu = convert_for_inference(copy.deepcopy(model))
+        off_cpu = convert_for_inference(copy.deepcopy(model).to('meta'))
         assert len(off_cpu.folded_bn) == len(on_cpu.folded_bn) > 0
         for fused, cpu in ((off_cpu, False), (on_cpu, True)):
             kinds = {type(m) for m in fused.modules()}
@@ -362,7 +362,7 @@ def test_cpu_rewrites_are_not_installed_off_the_cpu():
 def test_argmax_over_channels_is_torch_argmax():
     """Against torch's own argmax, with ties (the first class wins), NaN (the first NaN wins)
     and infinities."""
-    from mmsnn.models.fast_seg_postprocess import argmax_over_channels
+    from mmsnn.deploy.seg_postprocess import argmax_over_channels
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 4, (7, 9, 11), generator=g).float()  # many ties
     x[2, 0, 0] = float('nan')
@@ -383,9 +383,9 @@ def test_fast_seg_postprocess_matches_mmseg():
     mmseg (padding to crop, flip, resize to another original size)."""
     from mmseg.structures import SegDataSample
 
-    from mmsnn.models.fast_seg_postprocess import _fast_route_applies
+    from mmsnn.deploy.seg_postprocess import _fast_route_applies
     model = _build(SEG_DEMO, 'mmseg').float()
-    fused = fuse_for_inference(copy.deepcopy(model))
+    fused = convert_for_inference(copy.deepcopy(model))
     logits = torch.randn(2, 150, 24, 32, generator=torch.Generator().manual_seed(3))
     logits[0, 7, :3] = logits[0, 9, :3] = 50.0  # ties
     cases = {'same size': dict(ori_shape=(24, 32)),
@@ -408,7 +408,7 @@ def test_fast_seg_postprocess_matches_mmseg():
 def test_winograd_conv_is_the_same_linear_map(monkeypatch):
     """``WinogradConv2d`` (NNPACK) against the float64 direct convolution: float32 error
     within 5e-5 on unit-scale data; grad mode and float64 are the plain ``nn.Conv2d``."""
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     calls = []
@@ -440,7 +440,7 @@ def test_winograd_conv_is_the_same_linear_map(monkeypatch):
 
 
 def test_to_winograd_takes_only_the_convs_it_computes():
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1),
@@ -448,10 +448,10 @@ def test_to_winograd_takes_only_the_convs_it_computes():
                           nn.Conv2d(4, 4, 3, dilation=2), nn.Conv2d(4, 4, 5, padding=2),
                           nn.Conv2d(4, 4, 3, padding=1, padding_mode='reflect'), nn.BatchNorm2d(4))
     keys = list(model.state_dict())
-    fused = fuse_for_inference(copy.deepcopy(model), reuse_memory=False)
+    fused = convert_for_inference(copy.deepcopy(model), reuse_memory=False)
     assert fused.winograd_convs == ['0']
     assert [type(m).__name__ for m in fused][:2] == ['WinogradConv2d', 'Conv2d']
-    assert not fuse_for_inference(copy.deepcopy(model), reuse_memory=False,
+    assert not convert_for_inference(copy.deepcopy(model), reuse_memory=False,
                                   winograd=False).winograd_convs
     import torch.backends.nnpack as nnpack
     with nnpack.flags(enabled=False):  # the user switched NNPACK off: respected
@@ -472,7 +472,7 @@ def test_winograd_honours_nnpack_flags_set_after_conversion(monkeypatch):
     converted conv takes the direct path (the same numbers as a plain ``nn.Conv2d``)."""
     import torch.backends.nnpack as nnpack
 
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     calls = _count_nnpack_calls(monkeypatch)
@@ -502,13 +502,13 @@ def test_fused_float32_winograd_convs_within_tolerance(monkeypatch):
     """The float64 fusion tests never run Winograd (no float64 kernel): here the fused demo
     detector and segmentor run in float32, and the input and output of every Winograd conv are
     checked against the float64 direct convolution, within ``WINOGRAD_F32_TOL``."""
-    from mmsnn.models import winograd
+    from mmsnn.ops import winograd
     if not winograd.winograd_available():
         pytest.skip('this torch build has no NNPACK')
     calls = _count_nnpack_calls(monkeypatch)
     x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
     for path, scope in ((DET_DEMO, 'mmdet'), (SEG_DEMO, 'mmseg')):
-        fused = fuse_for_inference(_build(path, scope).float())
+        fused = convert_for_inference(_build(path, scope).float())
         assert fused.winograd_convs
         seen = []
         # copies: an in-place quantiser overwrites the conv output it reads
@@ -567,7 +567,7 @@ def test_fast_path_on_cuda():
     matrix products agrees with mmcv's CUDA kernel."""
     from mmdet.testing import demo_mm_inputs
 
-    from mmsnn.models.fast_roi_align import separable_roi_align
+    from mmsnn.ops.roi_align import separable_roi_align
     det = _build(DET_DEMO, 'mmdet').float().cuda()
     det.test_cfg.rcnn.score_thr = 0.0
     data = det.data_preprocessor(demo_mm_inputs(2, [(3, 128, 128)] * 2, num_classes=3), False)
@@ -591,3 +591,53 @@ def test_fast_path_on_cuda():
         expected = roi_align(feat, rois, (7, 7), 1 / 4, 0, 'avg', True)
         got = separable_roi_align(feat, rois, (7, 7), 1 / 4, 0, True)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_blocks_switch_themselves_to_deploy():
+    """Each block rewrites itself (``switch_to_deploy()``, as mmpretrain's blocks): quantisers
+    go to their one-buffer form, the neurons whose input only they read may overwrite it, the
+    residual sums go in place and the attention's last product is transposed; a neuron reading
+    a block input or a residual stream is left alone. The spikes do not change (float64)."""
+    from mmsnn.deploy import switch_to_deploy
+    from mmsnn.models.layers import SpikeDrivenAttention, SpikeTransformerBlock
+    from mmsnn.models.neurons import MultiSpikeQuantizer
+    torch.manual_seed(0)
+    for mixer in ('conv', 'srb', 'mlpixer'):
+        model = _randomise_bn(MetaSDT(embed_dims=(8, 16, 16, 16), num_heads=2,
+                                      mixer=mixer)).double().eval()
+        x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+        with torch.no_grad():
+            ref = model(x)
+        assert switch_to_deploy(model) is model
+        quantisers = [m for m in model.modules() if isinstance(m, MultiSpikeQuantizer)]
+        assert quantisers and all(q.fast for q in quantisers)
+        attn = next(m for m in model.modules() if isinstance(m, SpikeDrivenAttention))
+        assert attn.transposed_product and attn.q_spike.inplace and attn.talking_heads.inplace
+        assert not attn.head_spike.inplace  # reads the residual stream
+        block = next(m for m in model.modules() if isinstance(m, SpikeTransformerBlock))
+        assert block.inplace_residual and not block.conv.spike1.inplace
+        assert block.conv.spike2.inplace and block.mlp.fc2_spike.inplace
+        assert not block.mlp.fc1_spike.inplace
+        early = model.get_submodule('ConvBlock1_1.0')
+        assert early.inplace_residual and early.spike2.inplace and not early.spike1.inplace
+        with torch.no_grad():
+            out = model(x)
+        for a, b in zip(ref, out):  # float64: the transposed product only sums in another order
+            assert (a - b).abs().max() < 1e-9
+
+
+def test_deploy_names_no_model_class():
+    """The inference rewrite reaches the mmsnn blocks only through their own
+    ``switch_to_deploy()``: nothing in ``mmsnn/deploy`` imports ``mmsnn.models`` (no table of
+    model classes whose private attributes it sets from outside)."""
+    import ast
+    import glob
+    for path in glob.glob(osp.join(REPO, 'mmsnn', 'deploy', '*.py')):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ''
+                if node.level:  # relative: mmsnn/deploy/<x>.py -> mmsnn.deploy
+                    module = '.'.join(['mmsnn', 'deploy'][:3 - node.level] + [module])
+                assert not module.startswith('mmsnn.models'), (path, module)
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith('mmsnn.models') for a in node.names), path

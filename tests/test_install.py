@@ -14,7 +14,7 @@ import pytest
 from mmengine.config import Config
 
 import mmsnn.configs
-from mmsnn.utils.checkpoint import load_checkpoint_file
+from mmsnn.utils.checkpoint_io import load_checkpoint_file
 from mmsnn.utils.config import load_config
 from mmsnn.utils.errors import MMSNNUserError
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mmsnn.utils.atomic import TMP_MARK, atomic_open, atomic_write
-from mmsnn.utils.checkpoint import load_checkpoint_file
+from mmsnn.utils.checkpoint_io import load_checkpoint_file
 from mmsnn.utils.errors import MMSNNUserError
 from mmsnn.utils.resume import readable_resume_checkpoint
 

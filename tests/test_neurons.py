@@ -120,3 +120,66 @@ def test_lif_follows_the_written_out_recurrence_over_time():
     out = n(x.flatten(0, 1)).reshape(T, B, 64)
     assert torch.equal(out, _lif_recurrence(x, tau=2.0))
     assert not torch.equal(out, _lif_recurrence(x, tau=1.0))
+
+
+#: the neurons' old registry keys, as the docs list them: each must build the class named
+OLD_NEURON_KEYS = {'MultiSpike': 'MultiSpikeQuantizer', 'ILIF': 'IntegerLIF', 'LIF': 'BinaryLIF',
+                   'ReLU': 'ReLUTwin'}
+
+
+def test_neuron_registry_key_is_the_class_name():
+    """Grepping a config's ``type`` finds the class: every key of NEURONS is the name of the
+    class it builds, or one of the documented old keys (which build the same class as before,
+    so old configs and released checkpoints still work); configs/ use the class names."""
+    import glob
+    import os.path as osp
+    import re
+
+    from mmsnn.models.neurons import NEURONS
+    for key, cls in NEURONS.module_dict.items():
+        assert cls.__name__ in (key, OLD_NEURON_KEYS.get(key)), (key, cls)
+    for old, name in OLD_NEURON_KEYS.items():
+        assert NEURONS.module_dict[name].__name__ == name
+        assert NEURONS.module_dict[old] is NEURONS.module_dict[name]
+        assert type(build_neuron(dict(type=old))).__name__ == name
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    old_type = re.compile(r"type\s*=\s*['\"](%s)['\"]" % '|'.join(OLD_NEURON_KEYS))
+    for path in glob.glob(osp.join(repo, 'configs', '**', '*.py'), recursive=True):
+        with open(path) as f:
+            assert not old_type.search(f.read()), path
+
+
+def test_set_neuron_steps_and_its_old_name(monkeypatch):
+    """``time_axis.set_neuron_steps`` (formerly ``follow_time``) sets the steps of the stateful
+    neurons below a module; the old name still works and warns that it is deprecated."""
+    import torch.nn as nn
+
+    from mmsnn.models import time_axis
+    from mmsnn.utils import deprecation
+    monkeypatch.setattr(deprecation, '_warned', set())
+    block = nn.Sequential(build_neuron(dict(type='IntegerLIF')), build_neuron(None))
+    time_axis.set_neuron_steps(block, 4)
+    assert block[0].T == 4 and block[1].T == 1  # the stateless quantiser keeps its T
+    time_axis.set_neuron_steps(block, None)
+    assert block[0].T == 1
+    with pytest.warns(DeprecationWarning, match='set_neuron_steps'):
+        time_axis.follow_time(block, 3)
+    assert block[0].T == 3
+
+
+def test_every_neuron_lives_in_neurons_and_kernels_in_ops():
+    """The transformers' multi-step LIF sits with the other neurons (the backbones' module
+    re-exports it), and the I-LIF kernel (its step loop and autograd function) is an op."""
+    from mmsnn.models import neurons
+    from mmsnn.models.backbones import spiking_transformer_base
+    from mmsnn.ops import lean_ilif
+    assert neurons.MultiStepLIF.__module__ == 'mmsnn.models.neurons'
+    assert spiking_transformer_base.MultiStepLIF is neurons.MultiStepLIF
+    assert lean_ilif.LeanILIF.__module__ == 'mmsnn.ops.lean_ilif'
+    x = torch.randn(2 * 3, 4)
+    n = build_neuron(dict(type='IntegerLIF'), T=2)
+    with torch.no_grad():
+        expected = neurons._MultiStepNeuron.forward(n, x)  # spikingjelly's own I-LIF loop
+        assert torch.equal(n(x), expected)
+        assert torch.equal(lean_ilif.ilif_steps(x.reshape(2, 3, 4), 0.25, 1.0, 4.0, 4.0)
+                           .reshape(6, 4), expected)

@@ -24,7 +24,7 @@ from mmengine.registry import init_default_scope
 
 import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.models import convert_reference_checkpoint
-from mmsnn.models.checkpoint import reference_backbone_cfg
+from mmsnn.models.reference_conversion import reference_backbone_cfg
 from golden_files import golden_files, golden_name, golden_path, read_golden
 
 REPO = Path(__file__).resolve().parents[1]
@@ -445,7 +445,7 @@ def test_backbone_init_cfg_takes_a_released_detector(tmp_path, prefix):
     from mmengine.model.weight_init import PretrainedInit
 
     from mmsnn.models import MetaSDT
-    from mmsnn.models.checkpoint import ConvertedPretrainedInit
+    from mmsnn.models.reference_conversion import ConvertedPretrainedInit
     assert issubclass(ConvertedPretrainedInit, PretrainedInit)
     _, g = _det_golden()
     src = tmp_path / 'released.pth'
@@ -498,7 +498,7 @@ def test_reference_config_is_the_clean_one_plus_the_reference_switches(path):
 
 def test_an_unconverted_release_is_named_by_tools_test(tmp_path):
     """tools/test.py's checkpoint check points at the converter for a raw released file."""
-    from mmsnn.utils.checkpoint import check_checkpoint_fits
+    from mmsnn.utils.checkpoint_io import check_checkpoint_fits
     from mmsnn.utils.errors import MMSNNUserError
     path, g = _det_golden()
     src = tmp_path / 'released.pth'

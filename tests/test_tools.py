@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from mmsnn.registry import explain_registry_error
-from mmsnn.utils import checkpoint as ckpts
+from mmsnn.utils import checkpoint_io as ckpts
 from mmsnn.utils import data_checks, paths, resume
-from mmsnn.utils.checkpoint import mmengine_checkpoint_globals
+from mmsnn.utils.checkpoint_io import mmengine_checkpoint_globals
 from mmsnn.utils.config import check_config_file, enable_visualization, load_config
 from mmsnn.utils.errors import MMSNNUserError
 
@@ -438,6 +438,54 @@ def test_checkpoint_mismatch_names_keys(tmp_path):
         ckpts.check_checkpoint_fits(model, str(tmp_path / 'none.pth'), 'test')
 
 
+# ------------------------------------------------------------------------ thin tools, no copies
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob('*'))
+            if p.is_file()}
+
+
+def test_demo_data_command_line_is_a_tool(tmp_path, run_tool, venv_python, tool_env):
+    """The demo generators' command line is ``tools/misc/make_demo_data.py``; the documented
+    ``python -m mmsnn.datasets.demo_coco`` / ``demo_ade`` run it and write the same files.
+    The dataset modules parse no command line themselves (no argparse)."""
+    import ast
+    import subprocess
+    common = ['--num-train', '2', '--num-val', '1', '--size', '40', '48']
+    for kind, module in (('coco', 'demo_coco'), ('ade', 'demo_ade')):
+        a, b = tmp_path / f'{kind}_tool', tmp_path / f'{kind}_module'
+        proc = run_tool('tools/misc/make_demo_data.py', kind, '--out', a, *common)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        proc = subprocess.run([venv_python, '-m', f'mmsnn.datasets.{module}', '--out', str(b),
+                               *common], env=tool_env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        files = _files(a)
+        assert files and files == _files(b)
+        with open(osp.join(HERE, '..', 'mmsnn', 'datasets', f'{module}.py')) as f:
+            tree = ast.parse(f.read())
+        imported = {n.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for n in node.names}
+        assert 'argparse' not in imported, module
+
+
+def test_convert_reference_reports_through_the_package_helper(tmp_path, run_tool, tool_env):
+    """``tools/convert_reference.py`` has no ``fail()`` of its own: its errors go through
+    ``mmsnn.utils.errors.fail``, which under ``tools/dist_*.sh`` (``MMSNN_ERROR_DIR``) writes
+    the message to the rank's file instead of printing it from every process."""
+    import ast
+    with open(osp.join(HERE, '..', 'tools', 'convert_reference.py')) as f:
+        tree = ast.parse(f.read())
+    assert not [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == 'fail']
+    err_dir = tmp_path / 'errors'
+    err_dir.mkdir()
+    env = dict(tool_env, MMSNN_ERROR_DIR=str(err_dir))
+    proc = run_tool('tools/convert_reference.py', tmp_path / 'missing.pth', tmp_path / 'out.pth',
+                    '--task', 'det', env=env)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert 'missing.pth' in (err_dir / 'rank0.txt').read_text()
+    assert not (tmp_path / 'out.pth').exists()
+
+
 def test_resume_auto_edge_cases(tmp_path):
     assert resume.resolve_auto_resume(str(tmp_path)) is None  # nothing to resume: new run
     (tmp_path / 'iter_2.pth').write_bytes(b'')
@@ -537,7 +585,7 @@ def test_amp_trains_with_the_machines_autocast(tmp_path, run_tool):
 
 def test_cpu_amp_wrapper_runs_the_quantiser_in_bf16():
     from mmsnn.models import MetaSDT
-    from mmsnn.utils.runtime import CPUAmpOptimWrapper
+    from mmsnn.engine import CPUAmpOptimWrapper
     model = MetaSDT(embed_dims=(8, 16, 16, 16), out_indices=(4,))
     wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.AdamW(model.parameters()))
     with wrapper.optim_context(model):

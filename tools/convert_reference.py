@@ -28,6 +28,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
+from mmsnn.utils.errors import fail  # noqa: E402  (one ``error: ...`` line, exit status)
+
 #: embed dim C0 of the released sizes -> size name in the config file names
 _RELEASED_SIZES = {32: 's', 64: 'l'}
 
@@ -49,11 +51,6 @@ def parse_args(argv=None):
                         help='write DST even when keys are missing in the checkpoint or '
                         'unexpected by the model (default: exit 1 and write nothing)')
     return parser.parse_args(argv)
-
-
-def fail(message, code=2):
-    print(f'error: {message}', file=sys.stderr)
-    raise SystemExit(code)
 
 
 def guess_config(state_dict, task):
@@ -91,7 +88,7 @@ def convert(args):
     import torch
 
     from mmsnn.models import convert_reference_checkpoint
-    from mmsnn.utils.checkpoint import state_dict_diff
+    from mmsnn.utils.checkpoint_io import state_dict_diff
     try:
         sd = convert_reference_checkpoint(args.src, args.task, args.backbone)
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
@@ -138,7 +135,6 @@ def main(argv=None):
         fail(f'{args.dst!r} exists; pass --overwrite to replace it')
     if args.config and not osp.isfile(args.config):
         fail(f'config {args.config!r} does not exist')
-    import mmsnn  # noqa: F401  (registers the mmsnn modules)
     return convert(args)
 
 

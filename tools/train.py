@@ -23,7 +23,7 @@ from mmsnn.datasets import checks as dataset_checks
 from mmsnn.datasets import guard_train_dataset
 from mmsnn.engine.hooks import add_nonfinite_loss_hook, add_st_erf_hook, use_atomic_checkpoints
 from mmsnn.utils import data_checks, paths, resume, runtime
-from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
+from mmsnn.utils.checkpoint_io import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
 from mmsnn.utils.config import (cfg_options_action, check_config_file, check_config_sections,
                                 check_dataloader_options, load_config)

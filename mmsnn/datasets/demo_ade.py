@@ -18,9 +18,9 @@ pure function of ``seed``.
 the mmseg scope); pass ``metainfo=dict(classes=DEMO_CLASSES[:K])`` when K differs from the
 catalogue's length.
 
-CLI: ``python -m mmsnn.datasets.demo_ade --out data/demo_ade``.
+CLI: ``python -m mmsnn.datasets.demo_ade --out data/demo_ade`` (the same as
+``python tools/misc/make_demo_data.py ade --out data/demo_ade``).
 """
-import argparse
 import os
 import os.path as osp
 
@@ -184,28 +184,10 @@ def generate_demo_ade(root, num_train=160, num_val=40, image_size=(128, 128),
     return root
 
 
-# --------------------------------------------------------------------------- CLI
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Write the synthetic ADE20K-layout demo dataset.')
-    p.add_argument('--out', default='data/demo_ade', help='output folder')
-    p.add_argument('--num-train', type=int, default=160)
-    p.add_argument('--num-val', type=int, default=40)
-    p.add_argument('--size', type=int, nargs='+', default=[128, 128],
-                   help='image size: H W (or one number for square images)')
-    p.add_argument('--num-classes', type=int, default=DEFAULT_NUM_CLASSES,
-                   help=f'K classes (labels 1..K), 2..{len(DEMO_CLASSES)}; the demo configs '
-                        f'expect {DEFAULT_NUM_CLASSES}')
-    p.add_argument('--seed', type=int, default=0)
-    return p.parse_args(argv)
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    size = tuple(args.size) if len(args.size) == 2 else (args.size[0], args.size[0])
-    generate_demo_ade(args.out, args.num_train, args.num_val, size, args.num_classes,
-                      args.seed)
-    print(f'wrote {args.num_train} training and {args.num_val} validation images '
-          f'({size[0]}x{size[1]}, classes {DEMO_CLASSES[:args.num_classes]}) to {args.out}')
+    """``python -m mmsnn.datasets.demo_ade ...`` = ``tools/misc/make_demo_data.py ade ...``."""
+    from .demo_cli import run_demo_script
+    return run_demo_script('ade', argv)
 
 
 if __name__ == '__main__':

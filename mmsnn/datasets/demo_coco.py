@@ -14,19 +14,20 @@ Layout (the standard COCO one, so mmdet's stock ``CocoDataset`` configs read it)
     root/train2017/000001.png ...
     root/val2017/...
 
-CLI: ``python -m mmsnn.datasets.demo_coco --out data/demo_coco``.
+CLI: ``python -m mmsnn.datasets.demo_coco --out data/demo_coco`` (the same as
+``python tools/misc/make_demo_data.py coco --out data/demo_coco``).
 
-This module also has :func:`set_data_root`, which re-points a loaded mmdet config at another
-dataset root (what ``--cfg-options data_root=...`` alone cannot do, because mmengine resolves
-``data_root`` into the dataloader dicts when the config file is parsed).
+:func:`set_data_root` (re-point a loaded config at another dataset root) lives in
+:mod:`mmsnn.utils.config` and stays importable from here.
 """
-import argparse
 import json
 import os
 import os.path as osp
 
 import cv2
 import numpy as np
+
+from ..utils.config import set_data_root  # noqa: F401  (kept importable from here)
 
 #: (name, BGR colour) per class, in class-id order
 SHAPES = (
@@ -187,70 +188,10 @@ def generate_demo_coco(root, num_train=200, num_val=50, image_size=(128, 128), n
     return out
 
 
-def _dataset_dicts(ds):
-    """The innermost dataset dicts of a (possibly wrapped / concatenated) dataset config."""
-    if ds is None:
-        return []
-    if 'datasets' in ds:
-        return [d for sub in ds['datasets'] for d in _dataset_dicts(sub)]
-    if 'dataset' in ds:
-        return _dataset_dicts(ds['dataset'])
-    return [ds]
-
-
-def set_data_root(cfg, data_root=None):
-    """Point every dataloader and evaluator of a loaded mmdet ``cfg`` at ``data_root``.
-
-    mmengine substitutes ``data_root`` into the dataloader / evaluator dicts while it parses
-    the config file, so ``--cfg-options data_root=X`` alone changes only the top-level
-    variable. Call this after ``cfg.merge_from_dict(cfg_options)`` (``data_root=None`` uses
-    ``cfg.data_root``): it sets ``data_root`` of every ``{train,val,test}_dataloader``
-    dataset (through dataset wrappers) and rewrites evaluator ``ann_file`` paths that start
-    with the old root. Returns ``cfg``.
-    """
-    data_root = cfg.get('data_root') if data_root is None else data_root
-    if data_root is None:
-        return cfg
-    old_roots = set()
-    for split in ('train', 'val', 'test'):
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader:
-            continue
-        for ds in _dataset_dicts(loader.get('dataset')):
-            if ds.get('data_root'):
-                old_roots.add(ds['data_root'])
-            ds['data_root'] = data_root
-    old_roots.discard(data_root)
-    for split in ('val', 'test'):
-        evaluators = cfg.get(f'{split}_evaluator')
-        if not evaluators:
-            continue
-        for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
-            ann = ev.get('ann_file')
-            for old in sorted(old_roots, key=len, reverse=True):
-                if isinstance(ann, str) and ann.startswith(old):
-                    ev['ann_file'] = osp.join(data_root, ann[len(old):].lstrip('/'))
-                    break
-    cfg.data_root = data_root
-    return cfg
-
-
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Generate the mmsnn demo COCO dataset.')
-    p.add_argument('--out', default='data/demo_coco', help='output folder')
-    p.add_argument('--num-train', type=int, default=200)
-    p.add_argument('--num-val', type=int, default=50)
-    p.add_argument('--size', type=int, nargs=2, default=(128, 128), metavar=('H', 'W'))
-    p.add_argument('--num-classes', type=int, default=3)
-    p.add_argument('--max-objects', type=int, default=3)
-    p.add_argument('--seed', type=int, default=0)
-    args = p.parse_args(argv)
-    files = generate_demo_coco(args.out, args.num_train, args.num_val, tuple(args.size),
-                               args.num_classes, args.seed, args.max_objects)
-    for split, f in files.items():
-        with open(f) as fh:
-            d = json.load(fh)
-        print(f'{split}: {len(d["images"])} images, {len(d["annotations"])} objects -> {f}')
+    """``python -m mmsnn.datasets.demo_coco ...`` = ``tools/misc/make_demo_data.py coco ...``."""
+    from .demo_cli import run_demo_script
+    return run_demo_script('coco', argv)
 
 
 if __name__ == '__main__':

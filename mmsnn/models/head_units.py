@@ -15,13 +15,13 @@ from mmcv.cnn import build_norm_layer
 from .neurons import build_neuron
 
 #: the heads' default neuron: the reference's integer counts 0..4, not divided by 4
-HEAD_NEURON = dict(type='MultiSpike', max_value=4, norm=1.0)
+HEAD_NEURON = dict(type='MultiSpikeQuantizer', max_value=4, norm=1.0)
 
 
 def head_neuron(neuron_cfg=None):
     """The heads' quantiser (``neuron_cfg`` or :data:`HEAD_NEURON`). A stateful neuron
     (``ILIF``/``LIF``) needs no ``T``: the neck / head that folds its input sets it
-    (:func:`~mmsnn.models.time_axis.follow_time`)."""
+    (:func:`~mmsnn.models.time_axis.set_neuron_steps`)."""
     return build_neuron(dict(neuron_cfg or HEAD_NEURON))
 
 

@@ -1,16 +1,18 @@
 """Building blocks of the Meta-SDT (Spike-Driven Transformer v3) backbone.
 
 Attribute names follow the released reference code (``pwconv1``, ``q_conv``, ``fc1_bn`` ...)
-so a reference checkpoint loads with only a prefix change (see ``checkpoint.py``).
+so a reference checkpoint loads with only a prefix change (see ``reference_conversion.py``).
 All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """
 import torch
 import torch.nn as nn
 
+from .neurons import overwrite_input_when_deployed
+
 
 def residual_add(x, branch, inplace=False):
-    """``x + branch``. With ``inplace`` (the inference fast path, see ``fusion.py``) and no
+    """``x + branch``. With ``inplace`` (the blocks' deploy mode, ``switch_to_deploy``) and no
     autograd, the sum is written into ``branch`` -- a tensor the block has just made and nobody
     else reads -- instead of a new one: the same numbers, since float addition commutes."""
     if inplace and not torch.is_grad_enabled():
@@ -58,6 +60,9 @@ class InvertedSepConv(nn.Module):
         self.spike3 = neuron()
         self.pwconv2 = conv_bn(hidden, dim, 1)
 
+    def switch_to_deploy(self):
+        overwrite_input_when_deployed(self.spike2, self.spike3)  # BN outputs, read by them only
+
     def forward(self, x):
         x = self.pwconv1(self.spike1(x))
         x = self.dwconv(self.spike2(x))
@@ -101,7 +106,7 @@ class SpikeConvBlock(nn.Module):
     """The baseline early-stage block ("conv" mixer):
     ``x += SepConv7(x)``; ``x += BN2(Conv3x3(rC->C)(spike(BN1(Conv3x3(C->rC)(spike(x))))))``."""
 
-    inplace_residual = False  # set by fuse_for_inference: see residual_add
+    inplace_residual = False  # deploy mode (switch_to_deploy): see residual_add
 
     def __init__(self, dim, mlp_ratio=4, neuron=None, drop_path=0.0, **unused):
         super().__init__()
@@ -114,6 +119,10 @@ class SpikeConvBlock(nn.Module):
         self.conv2 = nn.Conv2d(hidden, dim, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(dim)
         self.drop_path = drop_path_or_identity(drop_path)
+
+    def switch_to_deploy(self):
+        self.inplace_residual = True
+        overwrite_input_when_deployed(self.spike2)  # bn1's output
 
     def channel_mix(self, x):
         x = self.bn1(self.conv1(self.spike1(x)))
@@ -171,11 +180,17 @@ class SpikeDrivenAttention(nn.Module):
             self.qk = MatMul()
         self.qkv = MatMul()
 
-    #: set by ``fuse_for_inference``: compute the last product transposed, ``y^T = (k^T v)^T
+    #: deploy mode (:meth:`switch_to_deploy`): compute the last product transposed, ``y^T = (k^T v)^T
     #: q^T`` (or ``v^T (q k^T)^T``), whose ``[B, h, dv, N]`` result merges the heads as a view;
     #: ``y`` itself is ``[B, h, N, dv]`` and merging its heads copies it (10% of the s
     #: backbone's fused inference at 800x1216). The same products, summed by BLAS.
     transposed_product = False
+
+    def switch_to_deploy(self):
+        self.transposed_product = True
+        # the conv+BN outputs and the product are made for these neurons only
+        overwrite_input_when_deployed(self.q_spike, self.k_spike, self.v_spike,
+                                      self.talking_heads)
 
     def _heads(self, x):
         # [B, h*d, N] -> [B, h, N, d]; channel c belongs to head c // d
@@ -215,6 +230,9 @@ class SpikeMLP(nn.Module):
         self.fc2_conv = nn.Conv1d(hidden, dim, 1, bias=True)
         self.fc2_bn = nn.BatchNorm1d(dim)
 
+    def switch_to_deploy(self):
+        overwrite_input_when_deployed(self.fc2_spike)  # fc1_bn's output
+
     def forward(self, x):
         B, C, H, W = x.shape
         x = x.flatten(2)
@@ -226,7 +244,7 @@ class SpikeMLP(nn.Module):
 class SpikeTransformerBlock(nn.Module):
     """``x += SepConv3(x)``; ``x += Attn(x)``; ``x += MLP(x)``."""
 
-    inplace_residual = False  # set by fuse_for_inference: see residual_add
+    inplace_residual = False  # deploy mode (switch_to_deploy): see residual_add
 
     def __init__(self, dim, mlp_ratio=4, num_heads=8, neuron=None, drop_path=0.0,
                  attn_order='linear'):
@@ -235,6 +253,9 @@ class SpikeTransformerBlock(nn.Module):
         self.attn = SpikeDrivenAttention(dim, num_heads, neuron=neuron, attn_order=attn_order)
         self.mlp = SpikeMLP(dim, mlp_ratio, neuron=neuron)
         self.drop_path = drop_path_or_identity(drop_path)
+
+    def switch_to_deploy(self):
+        self.inplace_residual = True
 
     def forward(self, x):
         x = residual_add(x, self.drop_path(self.conv(x)), self.inplace_residual)

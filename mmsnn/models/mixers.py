@@ -20,6 +20,7 @@ import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_init
 
 from .layers import InvertedSepConv, drop_path_or_identity, residual_add
+from .neurons import overwrite_input_when_deployed
 
 TOKEN_LAYOUTS = ('raster', 'pixel')
 
@@ -46,7 +47,7 @@ class _EarlyMixerBlock(nn.Module):
     first step, ``splash``, is ``dropout(fc1(spike1(x)))`` over tokens (C -> rC);
     subclasses define the rest of ``mix`` after ``spike2``."""
 
-    inplace_residual = False  # set by fuse_for_inference: see residual_add
+    inplace_residual = False  # deploy mode (switch_to_deploy): see residual_add
 
     def __init__(self, dim, mlp_ratio, neuron, drop_rate, drop_path, token_layout):
         super().__init__()
@@ -60,6 +61,10 @@ class _EarlyMixerBlock(nn.Module):
         self.spike1 = neuron()
         self.fc1 = _bias_free_linear(dim, self.hidden)
         self.spike2 = neuron()
+
+    def switch_to_deploy(self):
+        self.inplace_residual = True
+        overwrite_input_when_deployed(self.spike2)  # dropout(fc1(...)): made for it only
 
     def splash(self, x):
         return self.drop(tokens_to_linear(self.fc1, self.spike1(x), self.token_layout))

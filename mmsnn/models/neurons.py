@@ -2,7 +2,7 @@
 
 Two families, selected by a ``neuron_cfg`` dict:
 
-* ``MultiSpike`` -- the reference's integer multi-spike quantiser
+* ``MultiSpikeQuantizer`` -- the reference's integer multi-spike quantiser
   ``s = round(clamp(u, 0, D)) / norm`` with a hard straight-through window on ``0 <= u <= D``.
   It is stateless: the paper's "T = 4" is virtual (an integer count n stands for n binary
   spikes spread over D steps at deployment), so a model built with it computes one step.
@@ -11,9 +11,16 @@ Two families, selected by a ``neuron_cfg`` dict:
   1-byte window mask instead of the 4-byte input, and the division by ``norm`` fused in.
   Spike sites are the largest saved activations of the backbone, so this is what keeps the
   training step's memory down (``tools/analysis/benchmark_backbone.py``).
-* ``ILIF`` / ``LIF`` -- real multi-step neurons from spikingjelly (membrane, leak, reset),
+* :class:`MultiStepLIF` -- the LIF of the time-first spiking transformers (Spikformer,
+  SDT v1, QKFormer): spikingjelly's ``LIFNode`` on ``[T, B, ...]`` input, built by those
+  backbones directly (not through ``neuron_cfg``).
+* ``IntegerLIF`` / ``BinaryLIF`` -- real multi-step neurons from spikingjelly (membrane, leak, reset),
   for models with ``T > 1`` time steps. They see tensors with time folded into the batch,
   ``[T*B, ...]``, unfold them to ``[T, B, ...]`` and run spikingjelly's multi-step mode.
+
+Registry keys are the class names (``MultiSpikeQuantizer``, ``IntegerLIF``, ``BinaryLIF``,
+``ReLUTwin``); the first keys (``MultiSpike``, ``ILIF``, ``LIF``, ``ReLU``) are aliases
+(:data:`NEURON_ALIASES`) that build the same classes.
 
 Every forward of a stateful neuron starts from a reset membrane, so nothing leaks from one
 batch into the next (spikingjelly would otherwise keep ``v`` between calls).
@@ -24,10 +31,24 @@ from mmengine.registry import Registry
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
+from ..ops.lean_ilif import LeanILIF, ilif_steps
+
 NEURONS = Registry('spiking neuron', scope='mmsnn')
 
+#: the neurons' first registry keys, kept as aliases of their class names (every config and
+#: released checkpoint written with them builds the same class)
+NEURON_ALIASES = {'MultiSpike': 'MultiSpikeQuantizer', 'ILIF': 'IntegerLIF', 'LIF': 'BinaryLIF',
+                  'ReLU': 'ReLUTwin'}
 
-@NEURONS.register_module(name='MultiSpike')
+
+def _register(cls):
+    """Register ``cls`` in :data:`NEURONS` under its class name and its old key."""
+    old = [key for key, name in NEURON_ALIASES.items() if name == cls.__name__]
+    NEURONS.register_module(name=[cls.__name__] + old, module=cls)
+    return cls
+
+
+@_register
 class MultiSpikeQuantizer(nn.Module):
     """Integer multi-spike quantiser: ``round(clamp(u, 0, max_value)) / norm``.
 
@@ -41,8 +62,10 @@ class MultiSpikeQuantizer(nn.Module):
     """
 
     stateful = False
-    #: set by ``fuse_for_inference``: without autograd, quantise in one buffer (``fast``),
-    #: and that buffer is the input itself (``inplace``: only where nothing else reads it)
+    #: deploy mode (:meth:`switch_to_deploy`): without autograd, quantise in one buffer
+    #: (``fast``), and that buffer is the input itself (``inplace``: set by the block that
+    #: owns the neuron, through :func:`overwrite_input_when_deployed`, where nothing else
+    #: reads the input)
     fast = False
     inplace = False
 
@@ -62,6 +85,10 @@ class MultiSpikeQuantizer(nn.Module):
         if s.requires_grad and top <= 255:
             s._mmsnn_spike_norm = self.norm  # lets compact_spike_storage() save it as uint8
         return s
+
+    def switch_to_deploy(self):
+        """Inference form: without autograd, clamp, round and scale in one buffer."""
+        self.fast = True
 
     def extra_repr(self):
         extra = '' if self.eval_max_value is None else f', eval_max_value={self.eval_max_value}'
@@ -100,7 +127,7 @@ class _MultiStepNeuron(nn.Module):
         return f'T={self.T}, norm={self.norm}'
 
 
-@NEURONS.register_module(name='ILIF')
+@_register
 class IntegerLIF(_MultiStepNeuron):
     """spikingjelly's I-LIF (integer firing, soft reset) divided by ``norm``.
 
@@ -127,12 +154,12 @@ class IntegerLIF(_MultiStepNeuron):
             # inference: the same steps without the window, in preallocated buffers, in
             # place of spikingjelly's per-step loop, which allocates every intermediate
             x_seq = x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:])
-            return _ilif_steps(x_seq, decay, float(node.v_threshold), float(self.max_value),
+            return ilif_steps(x_seq, decay, float(node.v_threshold), float(self.max_value),
                                self.norm).reshape(x.shape)
         # training: spikingjelly's dynamics, but what autograd keeps is a 1-byte window mask
         # per step (instead of the float32 charged membrane), and the division by ``norm``
         # runs inside (no second float32 buffer); the next conv keeps the spikes as uint8
-        s = _LeanILIF.apply(
+        s = LeanILIF.apply(
             x.reshape(self.T, x.shape[0] // self.T, *x.shape[1:]), decay,
             float(node.v_threshold), float(self.max_value),
             float(node.surrogate_function.grad_min), float(node.surrogate_function.grad_max),
@@ -142,92 +169,7 @@ class IntegerLIF(_MultiStepNeuron):
         return s
 
 
-def _ilif_steps(x_seq, decay, threshold, count, norm, window=None, lower=0.0, upper=None):
-    """The I-LIF forward of :class:`_LeanILIF` over ``[T, ...]`` (spikes divided by ``norm``);
-    with ``window`` (a bool buffer like ``x_seq``) it also records the surrogate window
-    ``lower <= h / th <= upper`` per step, which only training needs."""
-    upper = count if upper is None else upper
-    steps = x_seq.shape[0]
-    unit = threshold == 1.0
-    clamp_window = unit and lower == 0.0 and upper == count
-    out = torch.empty_like(x_seq)
-    above = None if window is None or clamp_window else torch.empty_like(window[0])
-    v = None  # the membrane after reset, one step's buffer
-    for t in range(steps):
-        if v is None:
-            h = x_seq[0]  # decay * 0 + x_0 == x_0
-        else:
-            h = v.mul_(decay).add_(x_seq[t])  # decay * v + x_t, in v's buffer
-        scaled = h if unit else h / threshold
-        c = out[t]
-        torch.clamp(scaled, 0.0, count, out=c)
-        if window is not None:
-            if clamp_window:
-                torch.eq(c, scaled, out=window[t])
-            else:
-                torch.ge(scaled, lower, out=window[t])
-                window[t] &= torch.le(scaled, upper, out=above)
-        c.round_()
-        if t < steps - 1:  # the membrane after reset (not needed after the last step)
-            reset = c if unit else c * threshold
-            v = torch.sub(h, reset) if v is None else v.sub_(reset)
-        if norm != 1.0:
-            c.div_(norm)
-    return out
-
-
-class _LeanILIF(torch.autograd.Function):
-    """I-LIF over ``[T, ...]`` from a zero membrane, as spikingjelly's ``ilif_multi_step``,
-    divided by ``norm``: ``h = decay * v + x_t``, ``c = round(clamp(h / th, 0, D))``,
-    ``v = h - c * th``, output ``c / norm``; backward with the rectangular window
-    ``lower <= h / th <= upper`` (straight-through, ``1 / th``), through the soft reset unless
-    ``detach_reset``. Saves only the window, as bool.
-
-    The numbers are those of spikingjelly's node followed by ``/ norm`` (the same float
-    operations in the same order); what differs is the work: the membrane, the window and the
-    spikes are written into preallocated buffers, and where the division by ``th`` is exact
-    (``th = 1``) and the window is the clamp range (``[0, D]``, the default) the window is one
-    comparison of the clamped value with the unclamped one (``0 <= u <= D`` exactly when
-    ``clamp(u, 0, D) == u``), and the backward through one step is a single select:
-    ``g = where(window, grad_t, carry)``, since ``grad_t * 1 + carry * 0 == grad_t`` and
-    ``grad_t * 0 + carry * 1 == carry``. At T = 4 these passes over the activations are a
-    good part of the step's non-conv time (``tools/analysis/benchmark.py --variants snn-T1
-    snn-T4``)."""
-
-    @staticmethod
-    def forward(ctx, x_seq, decay, threshold, count, lower, upper, detach_reset, norm=1.0):
-        window = torch.empty(x_seq.shape, dtype=torch.bool, device=x_seq.device)
-        out = _ilif_steps(x_seq, decay, threshold, count, norm, window, lower, upper)
-        ctx.save_for_backward(window)
-        ctx.decay, ctx.threshold, ctx.detach_reset, ctx.norm = decay, threshold, detach_reset, norm
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (window,) = ctx.saved_tensors
-        th, decay, norm = ctx.threshold, ctx.decay, ctx.norm
-        # d loss / d counts; then, step by step from the last, d loss / d input in place
-        grad_x = torch.div(grad, norm) if norm != 1.0 else grad.clone()
-        carry = None  # d loss / d v after step t
-        for t in range(grad.shape[0] - 1, -1, -1):
-            g = grad_x[t]
-            if th != 1.0:  # the general formula
-                sg = window[t].to(grad.dtype) / th
-                g.mul_(sg)
-                if carry is not None:
-                    g.add_(carry if ctx.detach_reset else carry * (1 - th * sg))
-            elif carry is None:
-                g.mul_(window[t])
-            elif ctx.detach_reset:
-                g.mul_(window[t]).add_(carry)
-            else:
-                torch.where(window[t], g, carry, out=g)
-            if t:
-                carry = torch.mul(g, decay, out=carry) if carry is not None else g * decay
-        return grad_x, None, None, None, None, None, None, None
-
-
-@NEURONS.register_module(name='LIF')
+@_register
 class BinaryLIF(_MultiStepNeuron):
     """spikingjelly's binary LIF neuron (hard reset to 0, sigmoid surrogate)."""
 
@@ -238,7 +180,35 @@ class BinaryLIF(_MultiStepNeuron):
         self.max_value = 1  # binary spikes
 
 
-@NEURONS.register_module(name='ReLU')
+class MultiStepLIF(sj_neuron.LIFNode):
+    """The time-first spiking transformers' LIF (Spikformer, SDT v1, QKFormer): the reference's ``MultiStepLIFNode`` on spikingjelly's torch path.
+
+    ``H = V + (X[t] - V) / tau``; spike where ``H >= v_threshold``; hard reset to 0. The input
+    is ``[T, ...]`` and the membrane steps along axis 0. The state is reset before every
+    forward (nothing leaks from one batch into the next) and after it (no graph kept alive).
+
+    Args:
+        v_threshold (float): 1.0, or 0.5 for the attention neurons of the references.
+        tau (float): membrane time constant (2.0 in all three references).
+
+    The references run spikingjelly 0.0.0.0.14's 'cupy' kernel (CUDA fp32/fp16 only);
+    spikingjelly 2.0's torch path computes the same numbers on CPU and GPU, in any float
+    dtype (``shared/docs/snn_transformers.md`` section 0).
+    """
+
+    def __init__(self, v_threshold=1.0, tau=2.0):
+        super().__init__(tau=float(tau), decay_input=True, v_threshold=v_threshold, v_reset=0.0,
+                         surrogate_function=sj_surrogate.Sigmoid(alpha=4.0),
+                         detach_reset=True, step_mode='m')
+
+    def forward(self, x):
+        self.reset()
+        out = super().forward(x)
+        self.reset()
+        return out
+
+
+@_register
 class ReLUTwin(nn.Module):
     """Not a neuron: ReLU in place of the spiking neuron, to build the non-spiking twin of a
     model and measure what spiking costs. With ``multistep=True`` a ``T > 1`` model runs T
@@ -253,7 +223,7 @@ class ReLUTwin(nn.Module):
         return torch.relu(x)
 
 
-DEFAULT_NEURON = dict(type='MultiSpike', max_value=4, norm=4.0)
+DEFAULT_NEURON = dict(type='MultiSpikeQuantizer', max_value=4, norm=4.0)
 
 
 def build_neuron(cfg=None, T=1):
@@ -264,11 +234,12 @@ def build_neuron(cfg=None, T=1):
     if cfg['type'] not in NEURONS.module_dict:
         raise KeyError(f'unknown neuron type {cfg["type"]!r}; known: {sorted(NEURONS.module_dict)}')
     cfg.setdefault('T', T)
-    if cfg['type'] != 'ReLU':
-        cfg.pop('multistep', None)  # only the ReLU twin takes it; is_stateful() reads it
     # build the class directly: NEURONS.build would first search the caller's default
     # scope (mmdet/mmseg) and log a warning for every neuron of every model.
-    return NEURONS.module_dict[cfg.pop('type')](**cfg)
+    cls = NEURONS.module_dict[cfg.pop('type')]
+    if cls is not ReLUTwin:
+        cfg.pop('multistep', None)  # only the ReLU twin takes it; is_stateful() reads it
+    return cls(**cfg)
 
 
 def is_stateful(neuron_cfg):
@@ -277,7 +248,7 @@ def is_stateful(neuron_cfg):
     cfg = DEFAULT_NEURON if neuron_cfg is None else neuron_cfg
     if 'multistep' in cfg:
         return bool(cfg['multistep'])
-    return bool(getattr(NEURONS.get(cfg['type']), 'stateful', False))
+    return bool(getattr(NEURONS.module_dict.get(cfg['type']), 'stateful', False))
 
 
 class _MultiSpikeFunction(torch.autograd.Function):
@@ -321,6 +292,17 @@ def compact_spike_storage():
     return torch.autograd.graph.saved_tensors_hooks(_pack_spikes, _unpack_spikes)
 
 
+def overwrite_input_when_deployed(*neurons):
+    """Called by a block's ``switch_to_deploy`` for its neurons whose input tensor is made only
+    for them (the output of the conv / BN / linear just before them, read by nothing else):
+    in deploy mode a quantiser may then write its spikes into that tensor. A neuron whose input
+    is the block input or a residual stream must not be named (``tests/test_fusion.py``
+    compares every tap against the unconverted model)."""
+    for neuron in neurons:
+        if isinstance(neuron, MultiSpikeQuantizer):
+            neuron.inplace = True
+
+
 def quantize_no_grad(x, max_value=4, norm=4.0, inplace=False):
     """:func:`quantize` without autograd: clamp, round and scale run on one buffer -- ``x``
     itself when ``inplace`` (then ``x`` is overwritten), else one copy. Same numbers."""
@@ -334,6 +316,6 @@ def quantize(x, max_value=4, norm=4.0):
     return _MultiSpikeFunction.apply(x, int(max_value), float(norm))
 
 
-__all__ = ['NEURONS', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'build_neuron',
-           'is_stateful', 'quantize', 'quantize_no_grad', 'compact_spike_storage',
+__all__ = ['NEURONS', 'NEURON_ALIASES', 'MultiSpikeQuantizer', 'IntegerLIF', 'BinaryLIF', 'ReLUTwin', 'MultiStepLIF', 'build_neuron',
+           'is_stateful', 'quantize', 'quantize_no_grad', 'overwrite_input_when_deployed', 'compact_spike_storage',
            'DEFAULT_NEURON']

@@ -6,8 +6,8 @@ into the batch (time-major, ``[T*B, ...]``) so every conv / linear layer sees ea
 merge the steps at the very end by averaging the logits over T.
 
 Stateful neurons (I-LIF, LIF) in a neck or head must run as many steps as the folded input
-has; the module that folds knows that number and hands it on with :func:`follow_time`, so a
-head built with ``neuron_cfg=dict(type='ILIF')`` (no ``T``) never takes a ``[T*B]`` batch for
+has; the module that folds knows that number and hands it on with :func:`set_neuron_steps`, so a
+head built with ``neuron_cfg=dict(type='IntegerLIF')`` (no ``T``) never takes a ``[T*B]`` batch for
 one step of ``T*B`` samples.
 """
 
@@ -39,10 +39,17 @@ def mean_over_time(x, T):
     return x.reshape(T, x.shape[0] // T, *x.shape[1:]).mean(0)
 
 
-def follow_time(module, T):
+def set_neuron_steps(module, T):
     """Make every stateful neuron below ``module`` run ``T`` steps (1 for ``T=None``, a 4-D
     input): the T of the input that was just folded. Stateless neurons do not care."""
     steps = 1 if T is None else int(T)
     for m in module.modules():
         if getattr(m, 'stateful', False) and hasattr(m, 'T'):
             m.T = steps
+
+
+def follow_time(module, T):
+    """Deprecated name of :func:`set_neuron_steps` (kept for one release)."""
+    from ..utils.deprecation import warn_moved
+    warn_moved('mmsnn.models.time_axis.follow_time', 'mmsnn.models.time_axis.set_neuron_steps')
+    return set_neuron_steps(module, T)

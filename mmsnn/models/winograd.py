@@ -1,77 +1,9 @@
-"""3x3 convolutions by Winograd's algorithm on the CPU, for the inference fast path.
+"""Deprecated path: the Winograd convolution is :mod:`mmsnn.ops.winograd` (kept for one release)."""
+import sys
 
-After BN folding, a spiking detector's inference on this CPU is mostly 3x3 convolutions (the
-FPN outputs and the RPN at stride 4 alone are a third of the fused Mask R-CNN at 800x1344).
-oneDNN computes them directly, at close to the machine's peak. Winograd's minimal filtering
-computes the same linear map from fewer multiplications: 2-3.5x faster here, e.g. a 256->256
-3x3 conv on a 200x336 map in 0.16 s instead of 0.57 s (2 threads). torch ships the
-algorithm in NNPACK (``torch._nnpack_spatial_convolution``); mmsnn uses it, nothing is
-reimplemented.
+from ..ops import winograd as _moved
+from ..utils.deprecation import warn_moved
 
-What changes: the arithmetic is exact in real numbers, but its float32 rounding is coarser
-than the direct convolution's (about 1e-5 instead of 1e-6 absolute on unit-scale outputs;
-``tests/test_fusion.py`` bounds it against float64), so a spike whose input lies within that
-distance of a quantiser level can move one level. ``fuse_for_inference(model,
-winograd=False)`` keeps the direct convolution.
-
-:class:`WinogradConv2d` is an ``nn.Conv2d`` (same parameters, same state dict) that takes the
-Winograd path only where NNPACK applies and gains: no autograd, a float32 CPU tensor, a 3x3
-kernel, stride 1, no dilation, one group, zero padding, and NNPACK not switched off
-(``torch.backends.nnpack.flags(enabled=False)``, honoured also when set after the
-conversion). Everywhere else -- float64 (the
-golden tests), CUDA (cuDNN chooses its own algorithm), training, ERF probes -- it is the
-ordinary ``nn.Conv2d``.
-"""
-import torch
-import torch.nn as nn
-
-
-def winograd_available():
-    """Whether this torch build has NNPACK on this CPU and it is not switched off
-    (``torch.backends.nnpack.set_flags(False)``). The check also initialises NNPACK, which
-    its convolution needs."""
-    return torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled()
-
-
-def winograd_applies(conv):
-    """Whether ``conv``'s shape is one NNPACK's Winograd path computes."""
-    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == 'zeros' and isinstance(conv.padding, tuple))
-
-
-class WinogradConv2d(nn.Conv2d):
-    """``nn.Conv2d`` whose no-grad float32 CPU forward runs NNPACK's Winograd convolution.
-
-    Made from an existing conv by :func:`to_winograd` (the module keeps its parameters).
-    """
-
-    #: set when NNPACK refused an input of this module: it then stays with the direct path
-    nnpack_failed = False
-
-    def forward(self, x):
-        # the NNPACK switch is read per call: a user may turn it off after the conversion
-        if (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() == 4
-                and not torch.is_grad_enabled() and not self.nnpack_failed
-                and torch._C._get_nnpack_enabled()):
-            try:
-                return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias,
-                                                         list(self.padding))
-            except RuntimeError:  # NNPACK has size limits of its own; the result is the same
-                self.nnpack_failed = True
-        return super().forward(x)
-
-
-def to_winograd(model):
-    """Turn every ``nn.Conv2d`` of ``model`` that NNPACK's Winograd path computes into a
-    :class:`WinogradConv2d` (in place; nothing if NNPACK is missing). Returns their names."""
-    if not winograd_available():
-        return []
-    names = []
-    for name, m in model.named_modules():
-        if type(m) is nn.Conv2d and winograd_applies(m):
-            m.__class__ = WinogradConv2d  # same parameters and state dict: only forward differs
-            names.append(name)
-    return names
-
-
-__all__ = ['WinogradConv2d', 'to_winograd', 'winograd_applies', 'winograd_available']
+warn_moved('mmsnn.models.winograd', 'mmsnn.ops.winograd')
+# the old path is the new module itself: its names, its state, and a monkeypatch of either
+sys.modules[__name__] = _moved

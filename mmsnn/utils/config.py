@@ -2,7 +2,10 @@
 
 ``load_config`` is ``Config.fromfile`` + ``--cfg-options`` with the known failures (a missing
 file, a custom import that fails, a bad option) turned into one-line user errors. The other
-checks look at the loaded config before the runner is built.
+checks look at the loaded config before the runner is built. :func:`set_data_root`
+re-points a loaded config at another dataset root (what ``--cfg-options data_root=...`` alone
+cannot do, because mmengine resolves ``data_root`` into the dataloader dicts when the config
+file is parsed).
 """
 import difflib
 import linecache
@@ -67,7 +70,6 @@ def load_config(path, cfg_options=None):
         if 'data_root' in cfg_options:
             # the config's data_root was substituted into its dataloaders at parse time;
             # re-point all of them (and evaluator ann_files under the old root)
-            from ..datasets import set_data_root
             set_data_root(cfg, cfg_options['data_root'])
     return cfg
 
@@ -219,3 +221,51 @@ def enable_visualization(cfg, show_dir=None, show=False):
             cfg.visualizer.save_dir = show_dir
     elif show_dir:
         vis['test_out_dir'] = show_dir
+
+
+def _dataset_dicts(ds):
+    """The innermost dataset dicts of a (possibly wrapped / concatenated) dataset config."""
+    if ds is None:
+        return []
+    if 'datasets' in ds:
+        return [d for sub in ds['datasets'] for d in _dataset_dicts(sub)]
+    if 'dataset' in ds:
+        return _dataset_dicts(ds['dataset'])
+    return [ds]
+
+
+def set_data_root(cfg, data_root=None):
+    """Point every dataloader and evaluator of a loaded mmdet ``cfg`` at ``data_root``.
+
+    mmengine substitutes ``data_root`` into the dataloader / evaluator dicts while it parses
+    the config file, so ``--cfg-options data_root=X`` alone changes only the top-level
+    variable. Call this after ``cfg.merge_from_dict(cfg_options)`` (``data_root=None`` uses
+    ``cfg.data_root``): it sets ``data_root`` of every ``{train,val,test}_dataloader``
+    dataset (through dataset wrappers) and rewrites evaluator ``ann_file`` paths that start
+    with the old root. Returns ``cfg``.
+    """
+    data_root = cfg.get('data_root') if data_root is None else data_root
+    if data_root is None:
+        return cfg
+    old_roots = set()
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader:
+            continue
+        for ds in _dataset_dicts(loader.get('dataset')):
+            if ds.get('data_root'):
+                old_roots.add(ds['data_root'])
+            ds['data_root'] = data_root
+    old_roots.discard(data_root)
+    for split in ('val', 'test'):
+        evaluators = cfg.get(f'{split}_evaluator')
+        if not evaluators:
+            continue
+        for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+            ann = ev.get('ann_file')
+            for old in sorted(old_roots, key=len, reverse=True):
+                if isinstance(ann, str) and ann.startswith(old):
+                    ev['ann_file'] = osp.join(data_root, ann[len(old):].lstrip('/'))
+                    break
+    cfg.data_root = data_root
+    return cfg

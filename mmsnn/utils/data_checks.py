@@ -159,9 +159,12 @@ def _dataset_classes(cfg, ds):
     dtype = ds.get('type')
     if scope not in ('mmdet', 'mmseg') or dtype is None:
         return None, None
-    from ..registry import get_registry
+    if scope == 'mmdet':  # the toolbox's own registry: utils sits below mmsnn.registry
+        from mmdet.registry import DATASETS
+    else:
+        from mmseg.registry import DATASETS
     try:
-        cls = dtype if isinstance(dtype, type) else get_registry('dataset', scope).get(dtype)
+        cls = dtype if isinstance(dtype, type) else DATASETS.get(dtype)
     except Exception:  # noqa: BLE001 - an unknown type is reported when it is built
         cls = None
     classes = getattr(cls, 'METAINFO', {}).get('classes') if cls is not None else None

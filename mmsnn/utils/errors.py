@@ -14,6 +14,18 @@ class MMSNNUserError(Exception):
     """Bad input from the user (config, paths, checkpoints); the message names the fix."""
 
 
+#: functions ``KeyError -> MMSNNUserError or None`` that recognise a ``KeyError`` as a user's
+#: mistake. ``mmsnn.registry`` adds the unknown-type explainer when it is imported (it is
+#: imported with ``mmsnn``): utils sits below the registry and does not import it.
+_KEY_ERROR_EXPLAINERS = []
+
+
+def explains_key_errors(fn):
+    """Decorator: :func:`run_tool` asks ``fn(exc)`` whether a ``KeyError`` is a user error."""
+    _KEY_ERROR_EXPLAINERS.append(fn)
+    return fn
+
+
 def fail(message, code=2):
     """Print ``error: message`` to stderr and exit with ``code`` (no traceback).
 
@@ -57,8 +69,9 @@ def run_tool(fn, *args, **kwargs):
     except MMSNNUserError as e:
         fail(_own_message(e))
     except KeyError as e:
-        from ..registry import explain_registry_error
-        explained = explain_registry_error(e)
+        explained = next((user_error for user_error in (explain(e) for explain in
+                                                        _KEY_ERROR_EXPLAINERS)
+                          if user_error is not None), None)
         if explained is None:
             raise
         fail(str(explained))

@@ -112,7 +112,7 @@ def readable_resume_checkpoint(path, work_dir, log=None, fallback=True, schedule
     """
     import sys
 
-    from .checkpoint import CheckpointReadError, load_checkpoint_file
+    from .checkpoint_io import CheckpointReadError, load_checkpoint_file
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     failures, weights_only = [], []
     candidates = [path] + (_newest_first(work_dir, exclude=[path]) if fallback else [])

@@ -1,62 +1,29 @@
 """What ``tools/train.py`` and ``tools/test.py`` need to run the same configs on CPU and GPU.
 
-mmengine 0.10.7 assumes a GPU in three places; each has a small CPU counterpart here:
+mmengine 0.10.7 assumes a GPU in three places; each has a small CPU counterpart:
 
-* ``AmpOptimWrapper`` asserts CUDA. :class:`CPUAmpOptimWrapper` runs the forward pass under
-  ``torch.autocast('cpu', bfloat16)`` with no loss scaling (bf16 has fp32's range).
+* ``AmpOptimWrapper`` asserts CUDA. :class:`~mmsnn.engine.optim_wrappers.CPUAmpOptimWrapper`
+  runs the forward pass under ``torch.autocast('cpu', bfloat16)`` with no loss scaling.
 * The ``pytorch`` launcher calls ``torch.cuda.set_device``. :func:`init_cpu_distributed` opens
   the gloo process group from torchrun's environment first, so mmengine skips its own init.
 * The runner wraps the model with ``device_ids=[LOCAL_RANK]``, which torch's DDP rejects for a
-  CPU module. :class:`CPUDistributedDataParallel` drops ``device_ids`` for CPU modules.
+  CPU module. :class:`~mmsnn.engine.model_wrappers.CPUDistributedDataParallel` drops
+  ``device_ids`` for CPU modules.
+
+The two wrappers are registered engine parts (``mmsnn/engine``); this module only names them
+in the config.
 
 :func:`configure_runtime` applies these to a config (and picks NCCL or gloo) and
 :func:`start_distributed` opens the process group; the tools call both, and
 :func:`stop_distributed` closes it when the run is over.
 """
 import os
-from contextlib import contextmanager
 
 import torch
-from mmengine.model import MMDistributedDataParallel
-from mmengine.optim import OptimWrapper
-from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 
 from .errors import MMSNNUserError
 
 _TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
-
-
-@OPTIM_WRAPPERS.register_module()
-class CPUAmpOptimWrapper(OptimWrapper):
-    """Mixed precision on CPU: the forward pass runs under bf16 autocast; no loss scaling.
-
-    Args:
-        dtype (str | torch.dtype): autocast dtype, 'bfloat16' (default) or 'float16'.
-        **kwargs: as for :class:`mmengine.optim.OptimWrapper`.
-    """
-
-    def __init__(self, dtype='bfloat16', **kwargs):
-        super().__init__(**kwargs)
-        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-
-    @contextmanager
-    def optim_context(self, model):
-        with super().optim_context(model), \
-                torch.autocast(device_type='cpu', dtype=self.cast_dtype):
-            yield
-
-
-@MODEL_WRAPPERS.register_module()
-class CPUDistributedDataParallel(MMDistributedDataParallel):
-    """``MMDistributedDataParallel`` that accepts a CPU module (gloo backend)."""
-
-    def __init__(self, module, detect_anomalous_params=False, device_ids=None, **kwargs):
-        on_cpu = all(not p.is_cuda for p in module.parameters())
-        if on_cpu:
-            device_ids = None
-            kwargs.pop('output_device', None)
-        super().__init__(module=module, detect_anomalous_params=detect_anomalous_params,
-                         device_ids=device_ids, **kwargs)
 
 
 def init_cpu_distributed(launcher, backend='gloo', **kwargs):
@@ -170,3 +137,15 @@ def _enable_amp(cfg, cuda):
         optim['type'] = 'CPUAmpOptimWrapper'
         optim['dtype'] = 'bfloat16'
         optim.pop('loss_scale', None)
+
+
+def __getattr__(name):
+    # deprecated names kept for one release (PEP 562: resolved, and warned about, on use)
+    moved = {'CPUAmpOptimWrapper': 'optim_wrappers', 'CPUDistributedDataParallel': 'model_wrappers'}
+    if name in moved:
+        import importlib
+        from .deprecation import warn_moved
+        new = f'mmsnn.engine.{moved[name]}'
+        warn_moved(f'mmsnn.utils.runtime.{name}', f'{new}.{name}')
+        return getattr(importlib.import_module(new), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -19,7 +19,7 @@ from mmengine.hooks import CheckpointHook
 
 from ...registry import register
 from ...utils.atomic import atomic_write
-from ...utils.checkpoint import allow_mmengine_checkpoints
+from ...utils.checkpoint_io import allow_mmengine_checkpoints
 
 #: the mmengine file backend name under which checkpoints are written atomically
 ATOMIC_BACKEND = 'mmsnn_atomic_local'

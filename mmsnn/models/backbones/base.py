@@ -1,6 +1,6 @@
 """What every mmsnn backbone shares with mmdet's backbones (``ResNet``, ``SwinTransformer``):
 ``frozen_stages``, ``norm_eval`` and an ``init_cfg`` Pretrained that goes through the one
-converter (:mod:`mmsnn.models.checkpoint`)."""
+converter (:mod:`mmsnn.models.reference_conversion`)."""
 import torch.nn as nn
 from mmengine.model import BaseModule
 
@@ -33,6 +33,6 @@ class SpikingBackbone(BaseModule):
         # init_cfg type 'Pretrained': the one converter (container/prefix handling, then the
         # family's key filter), every unfitting key named. Imported here: checkpoint.py
         # imports the backbone families to find their filters.
-        from ..checkpoint import init_backbone_weights
+        from ..reference_conversion import init_backbone_weights
         if not init_backbone_weights(self):
             super().init_weights()

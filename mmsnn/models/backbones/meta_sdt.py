@@ -60,7 +60,7 @@ def checkpoint_filter_fn(state_dict, model=None):
     """Released Meta-SDT weights -> ``MetaSDT`` keys: the module names are the reference's,
     so only the ImageNet classifier is dropped, and, given the ``model``, the stages it does
     not build (used by the one converter,
-    :func:`~mmsnn.models.checkpoint.convert_reference_checkpoint`)."""
+    :func:`~mmsnn.models.reference_conversion.convert_reference_checkpoint`)."""
     drop = _CLASSIFIER_PREFIXES
     if model is not None:
         drop += tuple(f'{name}.' for names in _STAGES[model.num_stages:] for name in names)
@@ -93,8 +93,9 @@ class MetaSDT(SpikingBackbone):
             the backbone computes one step. With a stateful neuron (``ILIF``, ``LIF``) it runs
             T real steps; a 4-D input is repeated over T (direct encoding), a 5-D input
             ``[T, B, 3, H, W]`` gives one frame per step.
-        neuron_cfg (dict | None): neuron, e.g. ``dict(type='MultiSpike', max_value=4,
-            norm=4)`` (default), ``dict(type='ILIF')`` or ``dict(type='LIF', tau=2.)``.
+        neuron_cfg (dict | None): neuron, e.g. ``dict(type='MultiSpikeQuantizer', max_value=4,
+            norm=4)`` (default), ``dict(type='IntegerLIF')`` or
+            ``dict(type='BinaryLIF', tau=2.)``.
         keep_time (bool): return ``[T, B, C, H, W]`` taps instead of the mean over time.
         last_stage_stride (int): 1 (reference; tap 4 stays at stride 16) or 2 (stride 32).
         attn_order (str): 'linear' computes q(k^T v) in O(N d^2) memory (default);

@@ -180,7 +180,7 @@ class SDTv1(SpikingTransformerBackbone):
         norm_eval (bool): keep BatchNorm in eval mode while training.
         init_cfg (dict | None): ``dict(type='Pretrained', checkpoint=PATH)`` loads a
             reference (ImageNet) or mmsnn checkpoint through the one converter
-            (:func:`~mmsnn.models.checkpoint.load_pretrained`, which applies
+            (:func:`~mmsnn.models.reference_conversion.load_pretrained`, which applies
             :func:`checkpoint_filter_fn`).
     """
 

@@ -1,8 +1,7 @@
 """What the three time-first spiking transformers (Spikformer, SDT v1, QKFormer) share.
 
-* :class:`MultiStepLIF` -- the reference's LIF neuron: spikingjelly's activation_based
-  ``LIFNode`` in multi-step mode (tau 2, hard reset to 0, detached reset, sigmoid surrogate
-  with alpha 4), stepping along axis 0 of its input and reset before every forward.
+* :class:`~mmsnn.models.neurons.MultiStepLIF` -- the reference's LIF neuron (it lives with
+  the other neurons, in :mod:`mmsnn.models.neurons`).
 * :class:`SpikingTransformerBackbone` -- the mmdet/mmseg backbone plumbing: input encoding,
   five stage taps (strides 2, 4, 8, 16, 16), mean over time, ``frozen_stages``,
   ``norm_eval``, ``init_cfg=dict(type='Pretrained', ...)`` through the one converter, and
@@ -16,42 +15,13 @@ stride-2 step maps a side ``n`` to ``ceil(n / 2)``.
 import re
 
 import torch.nn as nn
-from spikingjelly.activation_based import neuron as sj_neuron
-from spikingjelly.activation_based import surrogate as sj_surrogate
 
+from ..neurons import MultiStepLIF
 from .base import SpikingBackbone
 
 #: strides of the five stage taps of every model built on :class:`SpikingTransformerBackbone`
 #: when all four tokenizer max-pools are on (tap 3 = tokenizer output, tap 4 = last block)
 TAP_STRIDES = (2, 4, 8, 16, 16)
-
-
-class MultiStepLIF(sj_neuron.LIFNode):
-    """The reference's ``MultiStepLIFNode`` on spikingjelly's torch path.
-
-    ``H = V + (X[t] - V) / tau``; spike where ``H >= v_threshold``; hard reset to 0. The input
-    is ``[T, ...]`` and the membrane steps along axis 0. The state is reset before every
-    forward (nothing leaks from one batch into the next) and after it (no graph kept alive).
-
-    Args:
-        v_threshold (float): 1.0, or 0.5 for the attention neurons of the references.
-        tau (float): membrane time constant (2.0 in all three references).
-
-    The references run spikingjelly 0.0.0.0.14's 'cupy' kernel (CUDA fp32/fp16 only);
-    spikingjelly 2.0's torch path computes the same numbers on CPU and GPU, in any float
-    dtype (``shared/docs/snn_transformers.md`` section 0).
-    """
-
-    def __init__(self, v_threshold=1.0, tau=2.0):
-        super().__init__(tau=float(tau), decay_input=True, v_threshold=v_threshold, v_reset=0.0,
-                         surrogate_function=sj_surrogate.Sigmoid(alpha=4.0),
-                         detach_reset=True, step_mode='m')
-
-    def forward(self, x):
-        self.reset()
-        out = super().forward(x)
-        self.reset()
-        return out
 
 
 def merged(module, x):

@@ -3,7 +3,7 @@ import torch
 from mmdet.models.roi_heads import StandardRoIHead
 
 from ...registry import register
-from ..time_axis import follow_time, mean_over_time
+from ..time_axis import set_neuron_steps, mean_over_time
 
 
 def _batch_major(x):
@@ -63,7 +63,7 @@ class SpikingRoIHead(StandardRoIHead):
         bbox_feats, T = self._extract(self.bbox_roi_extractor, x, rois)
         if self.with_shared_head:
             bbox_feats = self.shared_head(bbox_feats)
-        follow_time(self.bbox_head, T)
+        set_neuron_steps(self.bbox_head, T)
         cls_score, bbox_pred = self.bbox_head(bbox_feats)
         if T is not None:
             bbox_feats = bbox_feats.reshape(T, -1, *bbox_feats.shape[1:])  # [T, R, ...]
@@ -82,6 +82,6 @@ class SpikingRoIHead(StandardRoIHead):
             mask_feats = bbox_feats[:, pos_inds.bool()].flatten(0, 1)
         else:
             mask_feats = bbox_feats[pos_inds.bool()]
-        follow_time(self.mask_head, T)
+        set_neuron_steps(self.mask_head, T)
         mask_preds = mean_over_time(self.mask_head(mask_feats), T)
         return dict(mask_preds=mask_preds, mask_feats=mask_feats)

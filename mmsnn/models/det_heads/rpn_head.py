@@ -4,7 +4,7 @@ from mmdet.models.dense_heads import RPNHead
 
 from ...registry import register
 from ..head_units import SpikeConvBN, head_neuron
-from ..time_axis import fold, follow_time, mean_over_time
+from ..time_axis import fold, set_neuron_steps, mean_over_time
 
 
 @register('model', scopes=('mmdet',))
@@ -20,7 +20,7 @@ class SpikingRPNHead(RPNHead):
 
     Args:
         neuron_cfg (dict | None): quantiser of every conv input; default the reference's
-            integer 0..4 counts (``dict(type='MultiSpike', max_value=4, norm=1.0)``).
+            integer 0..4 counts (``dict(type='MultiSpikeQuantizer', max_value=4, norm=1.0)``).
         with_bn (bool): a norm layer after each hidden conv (default True); False gives
             biased convs without norm (the reference's released detectors).
         norm_cfg (dict | None): that norm layer (default ``dict(type='BN')``).
@@ -46,7 +46,7 @@ class SpikingRPNHead(RPNHead):
 
     def forward_single(self, x):
         x, T = fold(x)
-        follow_time(self, T)
+        set_neuron_steps(self, T)
         x = self.spike(self.rpn_conv(x))
         cls_score = mean_over_time(self.rpn_cls(x), T)
         bbox_pred = mean_over_time(self.rpn_reg(x), T)

@@ -14,7 +14,7 @@ from mmdet.models.necks import FPN
 
 from ...registry import register
 from ..head_units import SpikeConvBN
-from ..time_axis import fold_time, follow_time, unfold_time
+from ..time_axis import fold_time, set_neuron_steps, unfold_time
 
 
 @register('model')
@@ -65,5 +65,5 @@ class SpikingFPN(FPN):
             raise ValueError(f'SpikingFPN got {len(inputs)} feature maps but in_channels has '
                              f'{len(self.in_channels)} entries; match the backbone out_indices')
         inputs, T = fold_time(inputs)
-        follow_time(self, T)
+        set_neuron_steps(self, T)
         return unfold_time(super().forward(inputs), T)

@@ -29,7 +29,7 @@ from mmseg.models.utils import resize
 
 from ...registry import register
 from ..head_units import HEAD_NEURON, SpikeConvBN, head_neuron
-from ..time_axis import fold_time, follow_time, mean_over_time
+from ..time_axis import fold_time, set_neuron_steps, mean_over_time
 
 
 class _ScaleHead(nn.Sequential):
@@ -113,7 +113,7 @@ class SpikingFPNHead(FPNHead):
     def forward(self, inputs):
         inputs, T = fold_time(inputs)  # [T*B, ...]; FPNHead sums the levels (resized to the
         # finest level's exact size, so odd input sizes work) and classifies
-        follow_time(self, T)
+        set_neuron_steps(self, T)
         return mean_over_time(super().forward(inputs), T)  # mean of the logits over time
 
     def cls_seg(self, feat):

@@ -7,7 +7,7 @@ reference_model = dict(
     # a bias and no BN
     neck=dict(
         with_bn=False,
-        neuron_cfg=dict(type='MultiSpike', max_value=4, norm=1.0, eval_max_value=1)),
+        neuron_cfg=dict(type='MultiSpikeQuantizer', max_value=4, norm=1.0, eval_max_value=1)),
     # anchors declared at strides 4..64 (base sizes = strides) although taps 3 and 4 both
     # have stride 16: the released weights were trained on these anchor positions
     rpn_head=dict(

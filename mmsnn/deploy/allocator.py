@@ -1,0 +1,95 @@
+"""Let a CPU inference process reuse the memory it frees instead of handing it back to the OS.
+
+glibc's ``malloc`` serves every request above its mmap threshold (which it raises after large
+frees, but never above 32 MiB) with fresh pages from ``mmap`` and returns them with ``munmap``
+on free. PyTorch's CPU allocator takes its tensors from ``malloc``, so at COCO size, where one
+spiking feature map is 30-160 MB, every layer of every forward pass maps new pages that the
+kernel must fault in and zero before the first write -- work that shows up in the profile as
+slow convolutions and element-wise ops. In the s-size SRB backbone at 800x1216 (eval, no grad,
+2 threads) this is about 30% of the time (``tools/analysis/benchmark_backbone.py --fast-path``
+measures it: the ``fused`` and ``fast`` rows differ only in this setting).
+
+:func:`keep_freed_memory` switches glibc to serving all requests from its heap
+(``M_MMAP_MAX = 0``) and to trimming the heap only when more than 2 GiB lie free at its top
+(``M_TRIM_THRESHOLD``, the largest value it takes): after the first few forward passes (while
+its heap grows to fit the requests' sizes) the process reuses its own, already mapped pages.
+The numbers computed do not change. The cost is memory: the process keeps its peak heap until
+it exits, but for what exceeds 2 GiB free at the top (the benchmarks print the peak RSS with
+and without). The setting is process-wide and cannot be undone for the process, so nothing
+turns it on by default: ``tools/test.py --keep-freed-memory`` (CPU runs only) and the ``fast``
+variant of the fast-path benchmarks ask for it. Processes forked after it (DataLoader workers)
+get glibc's default limits back (:func:`_give_back_in_child`): they do not run the model, and
+each would otherwise keep its own peak heap. The environment variables
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<bytes>`` have the same effect for any process
+(and for its children).
+"""
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# mallopt parameter numbers from glibc's <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+#: the largest trim threshold mallopt takes (a C int): 2 GiB - 1 byte. The heap is trimmed
+#: only when more than this lies free at its top, so up to 2 GiB of freed memory is kept.
+_NEVER_TRIM = 2**31 - 1
+#: glibc's defaults (malloc/malloc.c: DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD)
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+
+_applied = False
+#: whether the fork hook is registered (once per process; os.register_at_fork has no undo)
+_fork_hook = [False]
+
+
+def _mallopt():
+    """glibc's ``mallopt`` (``int mallopt(int, int)``), or None where the C library is not
+    glibc (macOS, Windows, musl)."""
+    if not sys.platform.startswith('linux'):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return mallopt
+
+
+def _give_back_in_child():
+    """In a process forked from one that keeps freed memory (a DataLoader worker): glibc's
+    default limits again, so that the child returns large freed blocks to the OS. (glibc's
+    adaptive mmap threshold stays off: blocks above 128 KiB are mapped and unmapped, the
+    most frugal of its settings.)"""
+    global _applied
+    mallopt = _mallopt()
+    if mallopt is not None:
+        mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    _applied = False
+
+
+def keep_freed_memory():
+    """Make glibc keep and reuse freed memory in this process (see the module docstring).
+    Only for CPU inference processes; call it yourself, nothing calls it by default.
+
+    Returns True if the setting is on (now or from an earlier call), False where the C
+    library is not glibc (macOS, Windows, musl), where nothing is changed.
+    """
+    global _applied
+    if _applied:
+        return True
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    # mallopt returns 1 on success; both must hold, or the heap would still be trimmed/mapped
+    _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+    if _applied and not _fork_hook[0]:
+        os.register_at_fork(after_in_child=_give_back_in_child)
+        _fork_hook[0] = True
+    return _applied
+
+
+__all__ = ['keep_freed_memory']
