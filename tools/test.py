@@ -14,11 +14,11 @@ as JSON in ``{work_dir}/{timestamp}/metrics.json`` (kept per run) and
 the toolbox's own dump (mmdet's ``DumpDetResults``: masks RLE-encoded; mmengine's
 ``DumpResults`` for mmseg), ``--show-dir`` draws the predictions into pictures, ``--energy``
 adds the energy report (``tools/analysis/energy.py``) of the evaluated images,
-``--fuse-conv-bn`` runs the inference fast path (``mmsnn.models.fuse_for_inference``: BN folded
+``--fuse-conv-bn`` runs the inference fast path (``mmsnn.deploy.convert_for_inference``: BN folded
 into the convs, quantiser in place, on the CPU 3x3 convs by Winograd; faster, float64 spikes
 identical, float32 spikes may differ where an input lies next to a quantiser level),
 ``--keep-freed-memory`` makes this CPU process reuse the memory it frees
-(``mmsnn.utils.keep_freed_memory``: faster at COCO size, but the process keeps its peak
+(``mmsnn.deploy.keep_freed_memory``: faster at COCO size, but the process keeps its peak
 memory; not for GPU runs). A detector that predicted
 nothing above its score threshold is reported as such, with zero metrics.
 """
@@ -30,7 +30,7 @@ import sys
 from mmsnn.analysis.test_metrics import (PredictionCounter, dump_metric, save_metrics,
                                          zero_detection_metrics)
 from mmsnn.utils import data_checks, paths, runtime
-from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
+from mmsnn.utils.checkpoint_io import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
 from mmsnn.utils.config import (cfg_options_action, check_config_file, check_config_sections,
                                 check_dataloader_options, enable_visualization, load_config)
@@ -60,14 +60,14 @@ def parse_args(argv=None):
                         '(mmsnn.analysis.energy) into {work_dir}/energy/; the test set then '
                         'runs with batch size 1, so each image is counted at its own size')
     parser.add_argument('--fuse-conv-bn', action='store_true',
-                        help='inference fast path (mmsnn.models.fuse_for_inference): fold '
+                        help='inference fast path (mmsnn.deploy.convert_for_inference): fold '
                         'BatchNorm into the convs, run the quantiser in place, 3x3 convs by '
                         'Winograd on the CPU; faster, the same spikes in float64, in float32 '
                         'a spike next to a quantiser level may move')
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help='CPU only: make this process reuse the memory it frees instead '
                         'of returning it to the OS (a process-wide glibc setting, '
-                        'mmsnn.utils.keep_freed_memory): faster on large images, but the '
+                        'mmsnn.deploy.keep_freed_memory): faster on large images, but the '
                         'process keeps its peak memory until it exits')
     parser.add_argument(
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
@@ -143,15 +143,15 @@ def test(args):
     with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
         if args.fuse_conv_bn:
             from mmengine.model import is_model_wrapper
-            from mmsnn.models import fuse_for_inference
+            from mmsnn.deploy import convert_for_inference
             runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            model = fuse_for_inference(model)
+            model = convert_for_inference(model)
             print(f'--fuse-conv-bn: inference fast path on, {len(model.folded_bn)} BatchNorm '
                   f'layers folded into their convs, {len(model.winograd_convs)} 3x3 convs by '
                   f'Winograd (float32 CPU)')
         if args.keep_freed_memory:
-            from mmsnn.utils import keep_freed_memory
+            from mmsnn.deploy import keep_freed_memory
             print('--keep-freed-memory: ' + ('this process keeps freed memory for reuse' if
                   keep_freed_memory() else 'allocator unchanged (the C library is not glibc)'))
         metrics = runner.test()

@@ -40,7 +40,7 @@ CUDA peak = max_memory_allocated). All rows of one call are measured side
 by side on the same machine; ratios are printed at the end and written as JSON.
 
 ``--fast-path`` instead times inference (``test_step``, no grad) of the reference model
-(snn-T1) before and after ``mmsnn.models.fuse_for_inference``: plain, fused
+(snn-T1) before and after ``mmsnn.deploy.convert_for_inference``: plain, fused
 (``tools/test.py --fuse-conv-bn``) and fast (also ``--keep-freed-memory``) each in its own
 process, alternating, ``--iters`` rounds, medians (``mmsnn.analysis.benchmark.fast_path``).
 
@@ -230,7 +230,7 @@ def main():
     p.add_argument('--readme', metavar='README_MD',
                    help='former name of --docs PAGE (kept for one release)')
     p.add_argument('--fast-path', action='store_true',
-                   help='time inference before/after fuse_for_inference, in alternating '
+                   help='time inference before/after convert_for_inference, in alternating '
                    'processes (--iters rounds)')
     p.add_argument('--profile', action='store_true',
                    help='with --fast-path: top ops of plain and fast and their dense-arithmetic share')

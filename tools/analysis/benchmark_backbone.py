@@ -14,7 +14,7 @@ Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800
 train step's peak memory <= 0.4x the quadratic order's and no slower.
 
 ``--fast-path`` instead times inference (eval, no grad) of each ``--archs`` backbone before and
-after ``fuse_for_inference`` (issue 14): plain, fused (``tools/test.py --fuse-conv-bn``) and
+after ``convert_for_inference`` (issue 14): plain, fused (``tools/test.py --fuse-conv-bn``) and
 fast (also ``--keep-freed-memory``) each in its own process, alternating, ``--repeats`` rounds
 (``mmsnn.analysis.benchmark.fast_path``).
 """
@@ -132,7 +132,7 @@ def main():
     p.add_argument('--no-compact-spikes', action='store_true',
                    help='save spikes for the backward pass as float32 (MetaSDT compact_spikes=False)')
     p.add_argument('--fast-path', action='store_true',
-                   help='time inference before/after fuse_for_inference, in alternating '
+                   help='time inference before/after convert_for_inference, in alternating '
                    'processes (--repeats rounds)')
     p.add_argument('--archs', nargs='+', default=['s', 'l'], help='with --fast-path')
     p.add_argument('--profile', action='store_true',

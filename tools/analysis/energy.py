@@ -25,7 +25,7 @@ import resource
 import sys
 
 from mmsnn.utils import data_checks, paths
-from mmsnn.utils.checkpoint import (check_checkpoint_file, check_checkpoint_fits,
+from mmsnn.utils.checkpoint_io import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
 from mmsnn.utils.config import cfg_options_action, check_config_file, load_config
 from mmsnn.utils.errors import MMSNNUserError, run_tool

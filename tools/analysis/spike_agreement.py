@@ -27,7 +27,7 @@ def main():
     from mmsnn.analysis.benchmark.cost_of_spiking import CONFIGS, build, make_batch
     from mmsnn.analysis.benchmark.fairness import calibrate_batchnorm
     from mmsnn.analysis.spike_agreement import spike_agreement
-    from mmsnn.models import fuse_for_inference
+    from mmsnn.deploy import convert_for_inference
     torch.manual_seed(0)
     cfg_path, shape = CONFIGS[(args.task, args.size)]
     model = build(args.task, args.size, 'snn-T1', torch.device('cpu'))
@@ -37,8 +37,8 @@ def main():
     inputs = model.data_preprocessor(data, False)['inputs']
 
     variants = dict(plain=lambda m: m,
-                    fused=lambda m: fuse_for_inference(m, reuse_memory=False, winograd=False),
-                    fast=lambda m: fuse_for_inference(m, reuse_memory=False))
+                    fused=lambda m: convert_for_inference(m, reuse_memory=False, winograd=False),
+                    fast=lambda m: convert_for_inference(m, reuse_memory=False))
     reference, rows = spike_agreement(model, inputs, variants)
     total = sum(s.numel() for s in reference)
     print(f'{args.task} {osp.basename(cfg_path)} {shape[0]}x{shape[1]}: {len(reference)} spike '

@@ -1,10 +1,10 @@
-"""Before/after timing of the inference fast path (``mmsnn.models.fuse_for_inference``),
+"""Before/after timing of the inference fast path (``mmsnn.deploy.convert_for_inference``),
 shared by ``tools/analysis/benchmark_backbone.py --fast-path`` and ``benchmark.py --fast-path``.
 
 Three variants of the same model (same seed, same input), each in its own process:
 
     plain   as the model is built (eval, no grad): what inference cost before the fast path
-    fused   ``fuse_for_inference(model)``, i.e. ``tools/test.py --fuse-conv-bn``: the model
+    fused   ``convert_for_inference(model)``, i.e. ``tools/test.py --fuse-conv-bn``: the model
             rewrites alone
     fast    fused, and the process keeps freed memory for reuse, i.e. ``tools/test.py
             --fuse-conv-bn --keep-freed-memory`` (``mmsnn.utils.keep_freed_memory``, asked
@@ -38,15 +38,13 @@ DENSE_OPS = ('aten::mkldnn_convolution', 'aten::_slow_conv2d_forward', 'aten::cu
 
 def prepare(model, variant):
     """``model`` (eval, on its device) as the given variant."""
-    from mmsnn.models import fuse_for_inference
-    from mmsnn.models.fusion import on_cpu
-    from mmsnn.utils import keep_freed_memory
+    from mmsnn.deploy import convert_for_inference, keep_freed_memory, on_cpu
     model.eval()
     if variant == 'plain':
         return model
     if variant == 'fast' and on_cpu(model):
         keep_freed_memory()
-    return fuse_for_inference(model)
+    return convert_for_inference(model)
 
 
 def dense_share(fn):
@@ -64,8 +62,7 @@ def state(model):
     """What a measuring process ran: whether the model is fused, whether it is on the CPU and
     whether the process keeps freed memory (printed with the times, so a driver can check the
     variant)."""
-    from mmsnn.models.fusion import on_cpu
-    from mmsnn.utils import allocator
+    from mmsnn.deploy import allocator, on_cpu
     return dict(fused=bool(getattr(model, 'fused_for_inference', False)),
                 on_cpu=on_cpu(model), keeps_freed_memory=allocator._applied)
 
