@@ -44,17 +44,13 @@ def garble(path):
 
 @pytest.fixture(scope='module')
 def check_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        '_tool_check_dataset', osp.join(REPO, 'tools', 'misc', 'check_dataset.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from mmsnn.cli import check_dataset
+    return check_dataset
 
 
 @pytest.fixture(scope='module')
 def train_tool():
-    return load_tool(REPO, 'train')
+    return load_tool('train')
 
 
 @pytest.fixture

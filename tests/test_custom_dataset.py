@@ -31,8 +31,8 @@ def photo():
 
 
 @pytest.fixture(scope='module')
-def train_tool(repo_root):
-    return load_tool(repo_root, 'train')
+def train_tool():
+    return load_tool('train')
 
 
 @pytest.fixture(scope='module')

@@ -410,11 +410,7 @@ val_dataloader = test_dataloader
                        g['state_dict']['neck.fpn_convs.3.1.module.conv.weight'])
 
     # a second conversion does not overwrite it (in-process: no second interpreter start)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'convert_reference', REPO / 'tools' / 'convert_reference.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from mmsnn.cli import convert_reference as cli
     before = dst.stat().st_mtime_ns
     with pytest.raises(SystemExit) as exit_info:
         cli.main([str(src), str(dst), '--task', 'det'])

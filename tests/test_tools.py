@@ -35,12 +35,11 @@ def assert_user_error(proc, *needles):
     return message
 
 
-def load_tool(repo_root, name):
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}',
-                                                  osp.join(repo_root, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_tool(name):
+    """The code of ``tools/<name>.py``, which lives in ``mmsnn.cli.<name>`` (the script is a
+    launcher over it)."""
+    import importlib
+    return importlib.import_module(f'mmsnn.cli.{name}')
 
 
 def tool_error(tool, argv, capsys):
@@ -63,8 +62,8 @@ def trained(tmp_path_factory, run_tool):
 
 
 @pytest.fixture(scope='module')
-def train_tool(repo_root):
-    return load_tool(repo_root, 'train')
+def train_tool():
+    return load_tool('train')
 
 
 # ------------------------------------------------------------------------ train / resume
@@ -473,7 +472,7 @@ def test_convert_reference_reports_through_the_package_helper(tmp_path, run_tool
     ``mmsnn.utils.errors.fail``, which under ``tools/dist_*.sh`` (``MMSNN_ERROR_DIR``) writes
     the message to the rank's file instead of printing it from every process."""
     import ast
-    with open(osp.join(HERE, '..', 'tools', 'convert_reference.py')) as f:
+    with open(osp.join(HERE, '..', 'mmsnn', 'cli', 'convert_reference.py')) as f:
         tree = ast.parse(f.read())
     assert not [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == 'fail']
     err_dir = tmp_path / 'errors'
@@ -599,13 +598,8 @@ def test_convert_reference_refuses_a_partial_conversion(tmp_path, capsys):
     """``tools/convert_reference.py``: a checkpoint with a key missing and one unexpected
     key exits 1 and writes nothing; ``--allow-partial`` writes it, with both keys named in
     its meta; a complete one exits 0 (in-process, a tiny backbone config)."""
-    import importlib.util
-
+    from mmsnn.cli import convert_reference as cli
     from mmsnn.models import MetaSDT
-    spec = importlib.util.spec_from_file_location(
-        'convert_reference_partial', osp.join(HERE, '..', 'tools', 'convert_reference.py'))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     config = tmp_path / 'tiny.py'
     config.write_text("default_scope = 'mmdet'\nmodel = dict(backbone=dict(type='MetaSDT', "
                       "embed_dims=(8, 16, 16, 16), num_heads=2, mixer='srb'))\n")
@@ -666,10 +660,10 @@ def test_test_py_metric_helpers_live_in_the_package(tmp_path):
 #: scripts whose logic lives in the package (tests run them, never import them)
 THIN_SCRIPTS = ('analysis/benchmark', 'analysis/benchmark_backbone', 'analysis/energy',
                 'analysis/seed_sweep', 'analysis/spike_agreement', 'analysis/st_erf', 'test',
-                'demo')
+                'demo', 'train', 'convert_reference', 'misc/check_dataset')
 
 
-def test_tests_never_import_the_analysis_scripts_or_test_py():
+def test_tests_never_import_a_script():
     """No test loads one of :data:`THIN_SCRIPTS` by path or puts ``tools/`` on ``sys.path``
     (the helpers the tests need are in the package)."""
     import re
