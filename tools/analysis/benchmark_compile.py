@@ -81,7 +81,7 @@ def main(argv=None):
     if args.cell:  # a measuring child
         spec = json.loads(args.cell)
         calls, profile = spec.pop('calls'), spec.pop('profile')
-        res = cb.measure_cell(**dict(spec, size=tuple(spec['size'])), calls=calls,
+        res = cb.measure_cell(spec.pop('model'), tuple(spec.pop('size')), **spec, calls=calls,
                               profile=profile)
         if res['profile']:
             print(res['profile'])
