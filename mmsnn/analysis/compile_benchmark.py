@@ -11,7 +11,8 @@ eager cell of the same model/size/mode/T. Routes:
     fast            ``mmsnn.models.fuse_for_inference`` (inference only: it refuses .train())
     compiled        ``torch.compile`` (inductor) of the backbone and the neck, in place
                     (``nn.Module.compile``: state-dict keys unchanged); heads stay eager
-    compiled+fast   fused, then compiled (inference only)
+    compiled+fast   fused without the Winograd convs (NNPACK's op cannot be traced by dynamo),
+                    then compiled (inference only)
 
 Every cell also reports its compile time: the first call (warm-up) minus a steady call, i.e.
 tracing and code generation (with a warm inductor cache from an earlier round this is
@@ -119,7 +120,9 @@ def apply_route(model, route):
     """``model`` turned into ``route`` (in place): fused (eval) and/or compiled."""
     if 'fast' in route:
         from mmsnn.models import fuse_for_inference
-        fuse_for_inference(model)
+        # compiled: without the Winograd convs, whose NNPACK op has no fake-tensor kernel
+        # (dynamo fails tracing it: 'Mismatched Tensor types in NNPack convolutionOutput')
+        fuse_for_inference(model, winograd='compiled' not in route)
     if 'compiled' in route:
         parts = [model] if not hasattr(model, 'backbone') else (
             [model.backbone] + ([model.neck] if getattr(model, 'neck', None) is not None
