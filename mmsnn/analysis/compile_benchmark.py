@@ -14,9 +14,9 @@ eager cell of the same model/size/mode/T. Routes:
     compiled+fast   fused without the Winograd convs (NNPACK's op cannot be traced by dynamo),
                     then compiled (inference only)
 
-Every cell also reports its compile time: the first call (warm-up) minus a steady call, i.e.
-tracing and code generation (with a warm inductor cache from an earlier round this is
-smaller: the first round's value is the cold one, reported separately).
+Every cell also reports its first call's extra time (the warm-up call minus a steady one): for
+a compiled cell its compile time, tracing and code generation (the table shows the first
+round's, with a cold inductor cache; later rounds find the cache warm), for eager ones noise.
 
 Models: ``backbone-s`` / ``backbone-l`` (MetaSDT SRB), ``maskrcnn`` (``configs/det/
 sdt_srb_s_coco.py``), ``semfpn`` (``configs/seg/sdt_srb_s_ade20k.py``). Train step =
@@ -344,7 +344,7 @@ def eager_of(name, summary):
 
 def format_table(summary, cpu):
     lines = [f'CPU: {cpu}',
-             f'{"cell":<52} {"time s":>8} {"x eager":>8} {"compile s":>10} {"peak MiB":>9}']
+             f'{"cell":<52} {"time s":>8} {"x eager":>8} {"1st call +s":>11} {"peak MiB":>9}']
     for name, rec in summary.items():
         if 'error' in rec:
             lines.append(f'{name:<52} FAILED: {rec["error"]}')
@@ -352,7 +352,7 @@ def format_table(summary, cpu):
         base = eager_of(name, summary)
         speed = (base['time_s'] / rec['time_s']) if base and 'time_s' in base else float('nan')
         lines.append(f'{name:<52} {rec["time_s"]:8.3f} {speed:8.2f} '
-                     f'{rec["compile_cold_s"]:10.1f} {rec["peak_mib"]:9.0f}')
+                     f'{rec["compile_cold_s"]:11.1f} {rec["peak_mib"]:9.0f}')
     return '\n'.join(lines)
 
 

@@ -111,14 +111,15 @@ def main(argv=None):
                                  + '; '.join(cb.cell_name(**c) for c in cells))
         res = cb.run_cell(match[0], args.calls, profile=True)
         return 0 if 'error' not in res else 1
+    from mmsnn.analysis.benchmark_record import git_commit, make_record, write_record
+    commit = git_commit(REPO)  # what is measured: the checkout as the run starts
     print(f'{len(cells)} cells x {args.rounds} rounds, each its own process, alternating')
     summary = cb.run_rounds(cells, args.rounds, args.calls)
     print(cb.format_table(summary, cpu))
     if not args.no_record:
-        from mmsnn.analysis.benchmark_record import git_commit, make_record, write_record
         command = 'python tools/analysis/benchmark_compile.py ' + ' '.join(
             sys.argv[1:] if argv is None else argv)
-        path = write_record(make_record(cb.figures(summary), command, git_commit(REPO), cpu),
+        path = write_record(make_record(cb.figures(summary), command, commit, cpu),
                             args.records)
         print(f'record: {path} (compare: python tools/analysis/compare_benchmarks.py {path})')
     return 0
