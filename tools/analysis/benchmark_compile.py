@@ -109,8 +109,11 @@ def main(argv=None):
         if not match:
             raise MMSNNUserError(f'--profile {args.profile!r} names no cell; one of: '
                                  + '; '.join(cb.cell_name(**c) for c in cells))
-        res = cb.run_cell(match[0], args.calls, profile=True)
-        return 0 if 'error' not in res else 1
+        import os
+        import subprocess
+        # the child prints the profiler's table itself: its output goes straight through
+        return subprocess.run(cb.child_command(match[0], args.calls, profile=True),
+                              env=dict(os.environ, **cb.CHILD_ENV)).returncode
     from mmsnn.analysis.benchmark_record import git_commit, make_record, write_record
     commit = git_commit(REPO)  # what is measured: the checkout as the run starts
     print(f'{len(cells)} cells x {args.rounds} rounds, each its own process, alternating')
