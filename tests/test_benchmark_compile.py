@@ -20,8 +20,8 @@ def _tool():
 
 def test_cells_fast_routes_are_inference_only_and_with_cp_eager_train_only():
     tool = _tool()
-    cells = tool.cells_of(tool.parse_args(['--models', 'backbone-s', '--size', '32x32', '--T', '1', '4',
-                                 '--with-cp', 'both']))
+    cells = tool.cells_of(tool.parse_args(['--models', 'backbone-s', '--size', '32x32',
+                                           '--T', '1', '4', '--with-cp', 'both']))
     names = {(c['mode'], c['route'], c['T'], c['with_cp']) for c in cells}
     assert ('train', 'fast', 1, False) not in names
     assert ('train', 'compiled+fast', 1, False) not in names

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Eager vs fast path vs torch.compile, side by side in one run (issue 23.2), with a record.
 
-    python tools/analysis/benchmark_compile.py      # the issue's models and sizes (hours on 2 cores)
+    python tools/analysis/benchmark_compile.py   # the issue's models and sizes (hours on 2 cores)
     python tools/analysis/benchmark_compile.py --models backbone-s --size 256x384 --rounds 3
     python tools/analysis/benchmark_compile.py --models backbone-s --modes train --T 1 4 \\
         --with-cp both --routes eager                    # multi-step memory (issue 23.4)
