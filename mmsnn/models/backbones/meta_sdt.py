@@ -235,7 +235,10 @@ class MetaSDT(SpikingBackbone):
                 f'{self.num_stages - 1} (not built: out_indices={self.out_indices})')
 
     def forward(self, x, keep_time=None):
-        if self.compact_spikes and not self.with_cp and torch.is_grad_enabled():
+        # with_cp too: what the checkpointed blocks keep is their input, but the layers
+        # between them (the downsamples) still save spikes; inside a checkpointed block the
+        # checkpoint's own saved-tensor hooks take precedence (recomputed, not stored)
+        if self.compact_spikes and torch.is_grad_enabled():
             with compact_spike_storage():
                 return self._forward(x, keep_time)
         return self._forward(x, keep_time)

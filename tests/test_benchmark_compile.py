@@ -1,0 +1,50 @@
+"""tools/analysis/benchmark_compile.py (issue 23.2): which cells it measures, one measuring
+child's JSON, and the float64 equality check of the fast path (no compilation: minutes)."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _tool():
+    # the tool module by its path (tools/analysis is not a package; no sys.path change)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_compile_tool', osp.join(ROOT, 'tools/analysis/benchmark_compile.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cells_fast_routes_are_inference_only_and_with_cp_eager_train_only():
+    tool = _tool()
+    cells = tool.cells_of(tool.parse_args(['--models', 'backbone-s', '--size', '32x32',
+                                           '--T', '1', '4', '--with-cp', 'both']))
+    names = {(c['mode'], c['route'], c['T'], c['with_cp']) for c in cells}
+    assert ('train', 'fast', 1, False) not in names
+    assert ('train', 'compiled+fast', 1, False) not in names
+    assert ('infer', 'fast', 4, False) in names and ('train', 'compiled', 4, False) in names
+    assert {(m, r) for m, r, _, cp in names if cp} == {('train', 'eager')}
+    assert all(c['size'] == [32, 32] for c in cells)
+
+
+def test_child_reports_time_compile_and_peak():
+    spec = dict(model='backbone-s', size=[32, 32], mode='train', route='eager', T=1,
+                with_cp=False, calls=1, profile=False)
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/benchmark_compile.py'),
+                          '--cell', json.dumps(spec)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res['time_s'] > 0 and res['first_s'] > 0 and res['peak_mib'] >= 0
+    assert res['compile_s'] == max(res['first_s'] - res['time_s'], 0.0)
+
+
+def test_check_fast_path_equal_in_float64():
+    from mmsnn.analysis.compile_benchmark import check_equal
+    res = check_equal('backbone-s', (32, 32), 'infer', 'fast')
+    assert res['spikes'] > 0 and res['spikes_compared'] == res['spikes']
+    assert res['spike_mismatch'] == 0
+    assert res['output_err'] < 1e-12
