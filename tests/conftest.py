@@ -93,3 +93,18 @@ def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+#: fixtures that start a process (a tool, torchrun, a build) or train through one: a test that
+#: uses one (directly or through another fixture) is an end-to-end test
+PROCESS_FIXTURES = frozenset({'run_tool', 'venv_python', 'tool_env', 'pinned_kernel_env',
+                              'free_port'})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the end-to-end tests ``slow`` (``pytest -m "not slow"`` runs the unit tests alone,
+    ``make test`` and CI run everything): every test that starts a process, and the in-process
+    trainings marked by hand with ``@pytest.mark.slow``."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.slow)
