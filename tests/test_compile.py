@@ -17,17 +17,20 @@ from mmsnn.models import MetaSDT
 from mmsnn.registry import get_registry
 from mmsnn.utils.compile import eager_module
 
+#: the full tiny backbone (every stage, transformer blocks included) and its first stages
+#: only (stem, downsample, early mixer blocks): compile time grows with the op count, and
+#: the blocks of one kind compile alike, so the variants share the full one's later stages
 TINY = dict(embed_dims=(8, 16, 16, 16), out_indices=(0, 1, 2, 4))
+EARLY = dict(embed_dims=(8, 16, 16, 16), out_indices=(1,))
 ILIF = dict(type='ILIF')
 
 #: every backbone family, tiny (T=1 quantiser, T>1 I-LIF, the three time-first transformers)
 FAMILIES = {
-    'MetaSDT-conv': lambda: MetaSDT(**TINY, mixer='conv'),
-    'MetaSDT-mlpixer': lambda: MetaSDT(**TINY, mixer='mlpixer'),
+    'MetaSDT-conv': lambda: MetaSDT(**EARLY, mixer='conv'),
+    'MetaSDT-mlpixer': lambda: MetaSDT(**EARLY, mixer='mlpixer'),
     'MetaSDT-srb': lambda: MetaSDT(**TINY, mixer='srb'),
-    'MetaSDT-srb-ILIF-T4': lambda: MetaSDT(**TINY, mixer='srb', T=4, neuron_cfg=ILIF),
-    'MetaSDT-conv-LIF-T2': lambda: MetaSDT(**TINY, mixer='conv', T=2,
-                                           neuron_cfg=dict(type='LIF')),
+    'MetaSDT-srb-early': lambda: MetaSDT(**EARLY, mixer='srb'),
+    'MetaSDT-srb-ILIF-T4': lambda: MetaSDT(**EARLY, mixer='srb', T=4, neuron_cfg=ILIF),
     'Spikformer': lambda: _transformer('Spikformer', depth=1),
     'SDTv1': lambda: _transformer('SDTv1', depth=1),
     'QKFormer': lambda: _transformer('QKFormer', depth=4),
@@ -67,24 +70,25 @@ def _step(model, x):
 
 
 # --------------------------------------------------------------------------- every family
-@pytest.mark.parametrize('name', sorted(FAMILIES))
-def test_every_family_compiles_forward_and_backward_like_eager(name):
-    """Compiled (aot_eager) train-mode forward and backward in float64 equal eager's."""
+@pytest.mark.parametrize('name', sorted(set(FAMILIES) - {'MetaSDT-srb-early'}))
+def test_every_family_compiles_one_graph_and_trains_like_eager(name):
+    """Compiled (aot_eager) train-mode forward and backward: one graph (no graph break) and,
+    in float64, the taps and every gradient equal eager's."""
     model = _build(name).train()
-    compiled = torch.compile(model, backend='aot_eager')
+    counter = CompileCounterWithBackend('aot_eager')
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counter)
     x = _image(1)
     taps_e, gx_e, gp_e = _step(model, x)
     taps_c, gx_c, gp_c = _step(compiled, x)
+    assert counter.frame_count == 1  # a graph break would give two graphs or more
     for a, b in zip(taps_e, taps_c):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
     torch.testing.assert_close(gx_c, gx_e, rtol=0, atol=1e-10)
     assert gx_e.abs().sum() > 0  # surrogate gradients reach the image
     for a, b in zip(gp_e, gp_c):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
-    with torch.no_grad():  # and inference
-        compiled.eval()
-        for a, b in zip(model(x), compiled(x)):
-            torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+    torch._dynamo.reset()
 
 
 # --------------------------------------------------------------------------- graph breaks
@@ -106,39 +110,35 @@ def _backbone_neck(name, dtype=torch.float32):
     return _BackboneNeck(backbone, neck.to(dtype))
 
 
-def _graph_breaks(model, x, grad):
-    model(x)  # steady state: after a first eager call
+@pytest.mark.parametrize('name', ['MetaSDT-srb'])
+def test_backbone_and_neck_explain_no_graph_break(name):
+    """``torch._dynamo.explain`` of backbone + neck in training (autograd on), after a first
+    eager call (steady state): one graph, no break."""
+    model = _backbone_neck(name).train()
+    x = _image(2, dtype=torch.float32)
+    model(x)
     torch._dynamo.reset()
-    with torch.set_grad_enabled(grad):
-        explained = torch._dynamo.explain(model)(x)
+    explained = torch._dynamo.explain(model)(x)
     torch._dynamo.reset()
-    return [r.reason for r in explained.break_reasons], explained.graph_count
-
-
-@pytest.mark.parametrize('name', sorted(FAMILIES))
-@pytest.mark.parametrize('train', [True, False], ids=['train', 'eval'])
-def test_backbone_and_neck_compile_without_graph_breaks(name, train):
-    """One graph for backbone + neck, in training (with autograd) and in inference."""
-    model = _backbone_neck(name).train(train)
-    breaks, graphs = _graph_breaks(model, _image(2, dtype=torch.float32), grad=train)
-    assert breaks == [] and graphs == 1, breaks
+    assert [r.reason for r in explained.break_reasons] == []
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
 
 
 # --------------------------------------------------------------------------- dynamic sizes
-@pytest.mark.parametrize('name', ['MetaSDT-srb', 'MetaSDT-srb-ILIF-T4', 'SDTv1'])
-def test_new_input_sizes_recompile_at_most_once(name):
+def test_new_input_sizes_recompile_at_most_once():
     """mmdet's multi-scale training gives a new (H, W) every iteration: with the default
     ``dynamic=None`` the first size compiles static, the second recompiles once with symbolic
     sizes, and every later size reuses that graph (see :mod:`mmsnn.utils.compile`)."""
-    model = _backbone_neck(name).train()
+    model = _backbone_neck('MetaSDT-srb-early').train()
     counter = CompileCounterWithBackend('aot_eager')
-    compiled = torch.compile(model, backend=counter)
     torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counter)
     sizes = [(32, 32), (40, 48), (48, 40), (56, 64), (64, 56), (36, 60)]
     for i, size in enumerate(sizes):
         outs = compiled(_image(i, size, dtype=torch.float32))
         sum(o.sum() for o in outs).backward()
-    assert counter.frame_count <= 2, counter.frame_count
+        assert outs[0].shape[-2:] == (-(-size[0] // 4), -(-size[1] // 4))
+    assert counter.frame_count == 2, counter.frame_count  # not one per size
     torch._dynamo.reset()
 
 
@@ -147,7 +147,7 @@ def test_energy_report_of_a_compiled_model_is_the_eager_report():
     """The energy tool counts the eager module under a compiled one (its hooks and its
     ``__torch_function__`` watch need every module call to run in Python)."""
     from mmsnn.analysis.energy import energy_report
-    model = _build('MetaSDT-srb', torch.float32).eval()
+    model = _build('MetaSDT-srb-early', torch.float32).eval()
     x = _image(3, dtype=torch.float32)
     eager = energy_report(model, x).as_dict()
     compiled = energy_report(torch.compile(model, backend='aot_eager'), x).as_dict()
@@ -191,7 +191,7 @@ class _WithSpikes(torch.nn.Module):
         return tuple(taps), tuple(self._spikes)
 
 
-@pytest.fixture(scope='module', params=['MetaSDT-srb', 'MetaSDT-srb-ILIF-T4', 'SDTv1'])
+@pytest.fixture(scope='module', params=['MetaSDT-srb-early', 'MetaSDT-srb-ILIF-T4', 'SDTv1'])
 def inductor_pair(request):
     """(eager, inductor-compiled) float64 model with spike taps, eval mode."""
     model = _WithSpikes(_build(request.param)).eval()
@@ -216,6 +216,7 @@ def test_inductor_float64_spikes_and_outputs_equal_eager(inductor_pair):
 
 # --------------------------------------------------------------------------- runner option
 def _tiny_train_setup():
+    from mmengine.config import ConfigDict
     from mmengine.model import BaseModel
     from mmengine.optim import build_optim_wrapper
 
@@ -229,8 +230,8 @@ def _tiny_train_setup():
 
     torch.manual_seed(0)
     model = TinyModel()
-    # paramwise_cfg as the configs use it: mmengine builds the param groups as ConfigDicts
-    optim_wrapper = build_optim_wrapper(model, dict(
+    # as from a config file: mmengine then builds the param groups as ConfigDicts
+    optim_wrapper = build_optim_wrapper(model, ConfigDict(
         optimizer=dict(type='AdamW', lr=1e-3),
         paramwise_cfg=dict(custom_keys={'backbone.downsample1_1': dict(lr_mult=2.0)})))
     return model, optim_wrapper

@@ -33,13 +33,23 @@ def _eager(fn):
     return wrapped
 
 
+def _always_sync():
+    return True
+
+
 def keep_param_update_eager(optim_wrapper):
     """Let ``optim_wrapper.update_params`` (backward, step, zero_grad) run outside any
-    compiled region; for an ``OptimWrapperDict``, that of every wrapper in it."""
+    compiled region; for an ``OptimWrapperDict``, that of every wrapper in it. Without
+    gradient accumulation, ``should_sync()`` answers True without reading the counter."""
     wrappers = optim_wrapper.values() if hasattr(optim_wrapper, 'optim_wrappers') \
         else [optim_wrapper]
     for wrapper in wrappers:
         wrapper.update_params = _eager(wrapper.update_params)
+        if getattr(wrapper, '_accumulative_counts', 1) == 1:
+            # without gradient accumulation every iteration syncs; answering so without
+            # reading the iteration counter keeps dynamo from guarding on it (the compiled
+            # ``optim_context`` asks), which recompiled the whole step at iteration 2
+            wrapper.should_sync = _always_sync
 
 
 @register('hook')

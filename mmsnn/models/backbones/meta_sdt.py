@@ -235,7 +235,10 @@ class MetaSDT(SpikingBackbone):
                 f'{self.num_stages - 1} (not built: out_indices={self.out_indices})')
 
     def forward(self, x, keep_time=None):
-        if self.compact_spikes and not self.with_cp and torch.is_grad_enabled():
+        # not under torch.compile: dynamo cannot enter saved-tensor hooks (it runs this frame
+        # eagerly, a graph break), and what a compiled graph saves is chosen by AOTAutograd
+        if self.compact_spikes and not self.with_cp and torch.is_grad_enabled() \
+                and not torch.compiler.is_compiling():
             with compact_spike_storage():
                 return self._forward(x, keep_time)
         return self._forward(x, keep_time)
