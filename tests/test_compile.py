@@ -284,7 +284,8 @@ def test_train_tool_with_the_runners_compile_option(tmp_path, run_tool):
             'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
             'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
     for split in ('train', 'val', 'test'):
-        opts += [f'{split}_dataloader.num_workers=0', f'{split}_dataloader.persistent_workers=False']
+        opts += [f'{split}_dataloader.num_workers=0',
+                 f'{split}_dataloader.persistent_workers=False']
     res = run_tool('tools/train.py', 'configs/seg/demo/sdt_srb_demo.py', '--work-dir',
                    str(tmp_path / 'work'), '--cfg-options', *opts, timeout=900)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
