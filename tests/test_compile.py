@@ -110,10 +110,11 @@ def _backbone_neck(name, dtype=torch.float32):
     return _BackboneNeck(backbone, neck.to(dtype))
 
 
-@pytest.mark.parametrize('name', ['MetaSDT-srb'])
+@pytest.mark.parametrize('name', ['MetaSDT-srb-early'])
 def test_backbone_and_neck_explain_no_graph_break(name):
     """``torch._dynamo.explain`` of backbone + neck in training (autograd on), after a first
-    eager call (steady state): one graph, no break."""
+    eager call (steady state): one graph, no break. (The later stages' blocks are one graph
+    too: ``test_every_family_compiles_one_graph...[MetaSDT-srb]`` builds all of them.)"""
     model = _backbone_neck(name).train()
     x = _image(2, dtype=torch.float32)
     model(x)
@@ -267,12 +268,15 @@ def test_compiled_train_step_with_eager_param_update_trains_without_recompiles()
 
 
 def test_train_tool_with_the_runners_compile_option(tmp_path, run_tool):
-    """``tools/train.py CONFIG --cfg-options compile=True`` (inductor) trains and validates:
-    the seg demo config (SRB), shrunk to 32x32 crops and taps 0-2, 2 iterations."""
+    """``tools/train.py CONFIG --cfg-options compile=...`` trains and validates: the seg demo
+    config (SRB), shrunk to 32x32 crops and taps 0-2, 2 iterations. The runner's option with
+    ``backend='aot_eager'``: the failure was dynamo's (tracing the optimizer), whatever the
+    backend; with inductor this test takes 7 min on a busy 2-core machine (it passes too,
+    and so does the issue's full command, see .notes/compile.md)."""
     from mmsnn.datasets import generate_demo_ade
     root = str(tmp_path / 'demo_ade')
     generate_demo_ade(root, num_train=2, num_val=1, image_size=(32, 32))
-    opts = [f'data_root={root}', 'compile=True', 'train_dataloader.batch_size=2',
+    opts = [f'data_root={root}', 'compile.backend=aot_eager', 'train_dataloader.batch_size=2',
             'train_dataloader.dataset.pipeline.2.scale=(64,32)',
             'train_dataloader.dataset.pipeline.3.crop_size=(32,32)',
             'model.data_preprocessor.size=(32,32)',
