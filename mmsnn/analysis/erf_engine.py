@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional as sj_functional
 
+from ..utils.compile import eager_module
+
 __all__ = ['ERFResult', 'compute_erf', 'erf_mode', 'merge_results']
 
 _GRADS = ('abs', 'relu')
@@ -201,7 +203,9 @@ def compute_erf(model, inputs, targets, out_steps='last', position=None, grad='a
     """ERF maps of several targets from one forward pass.
 
     Args:
-        model (nn.Module): returns a tensor or a tuple of tensors (backbone taps).
+        model (nn.Module): returns a tensor or a tuple of tensors (backbone taps). A
+            ``torch.compile``-d model is differentiated through its eager module
+            (:func:`~mmsnn.utils.compile.eager_module`): the hooks catch module outputs.
         inputs (Tensor): ``[B, 3, H, W]``, or ``[T, B, 3, H, W]`` with one frame per step
             (the model is then called with ``keep_time=True`` when its ``forward`` takes it).
         targets (dict[str, int | str] | list): name -> output index (int, indexes the
@@ -216,6 +220,7 @@ def compute_erf(model, inputs, targets, out_steps='last', position=None, grad='a
     Returns:
         :class:`ERFResult`.
     """
+    model = eager_module(model)
     if grad not in _GRADS:
         raise ValueError(f'grad must be one of {_GRADS}, got {grad!r}')
     if reduce not in _REDUCES:

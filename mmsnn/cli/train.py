@@ -21,6 +21,7 @@ import sys
 
 from mmsnn.datasets import checks as dataset_checks
 from mmsnn.datasets import guard_train_dataset
+from mmsnn.engine.compile import add_compile_hooks
 from mmsnn.engine.hooks import add_nonfinite_loss_hook, add_st_erf_hook, use_atomic_checkpoints
 from mmsnn.utils import data_checks, paths, resume, runtime
 from mmsnn.utils.checkpoint_io import (check_checkpoint_file, check_checkpoint_fits,
@@ -96,6 +97,7 @@ def train(args):
     add_st_erf_hook(cfg)
     use_atomic_checkpoints(cfg)  # a killed save leaves the earlier checkpoints intact
     add_nonfinite_loss_hook(cfg)  # a NaN/inf loss stops the run before it is saved
+    add_compile_hooks(cfg)  # compile=True: the optimizer step stays eager
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

@@ -29,9 +29,11 @@ def tokens_to_linear(linear, x, layout):
     """Apply ``linear`` to the tokens of ``x`` [B, C, H, W]; returns [B, C_out, H, W]."""
     B, C, H, W = x.shape
     if layout == 'raster':
-        # raw reshape of the contiguous map: token m = flat elements [m*C, (m+1)*C)
-        y = linear(x.contiguous().reshape(B, H * W, C))
-        return y.reshape(B, linear.out_features, H, W)
+        # raw reshape of the contiguous map: token m = flat elements [m*C, (m+1)*C). Through
+        # the flat [B, C*H*W] view: a direct [B, C, H, W] <-> [B, H*W, C] reshape makes
+        # torch.compile guard on how C divides H*W, i.e. recompile for most new input sizes
+        y = linear(x.contiguous().flatten(1).view(B, H * W, C))
+        return y.flatten(1).view(B, linear.out_features, H, W)
     y = linear(x.permute(0, 2, 3, 1))  # each pixel's channel vector
     return y.permute(0, 3, 1, 2)
 

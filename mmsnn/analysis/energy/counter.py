@@ -5,6 +5,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ...utils.compile import eager_module
 from .convention import ENERGY_PRESETS, EXCLUDED_OPS, _TOL
 from .flops import _data_movement_types, _synaptic_type, synaptic_flops
 from .provenance import SpikeSource, _default_T, _keeps_spikes, _tensors, spike_source
@@ -43,6 +44,7 @@ class EnergyCounter:
     """
 
     def __init__(self, model, T=None, group_fn=None):
+        model = eager_module(model)  # a torch.compile result: its module (hooks need Python)
         self.model = model
         self._T_given = int(T) if T is not None else None
         self._T_seen = _default_T(model)  # raised by the neurons as they run

@@ -3,6 +3,7 @@
 :class:`~mmsnn.engine.hooks.EnergyHook`) share."""
 import torch
 
+from ...utils.compile import eager_module
 from .counter import EnergyCounter
 
 
@@ -18,7 +19,9 @@ def energy_report(model, inputs, forward=None, T=None, preset='fp32', e_mac=None
 
     Args:
         model (nn.Module): any module; called as ``model(x)`` (or ``forward(model, x)``),
-            in eval mode and without gradients (its mode is restored afterwards).
+            in eval mode and without gradients (its mode is restored afterwards). A
+            ``torch.compile``-d model runs as its eager module (the counter's hooks need every
+            module call in Python; :func:`~mmsnn.utils.compile.eager_module`).
         inputs (Tensor | Sequence): a ``[B, ...]`` tensor of B images (each is run alone
             as ``x[i:i+1]``), or a sequence of per-image inputs passed as they are (e.g.
             ``[T, C, H, W]`` tensors for a model that takes time-folded input).
@@ -31,6 +34,7 @@ def energy_report(model, inputs, forward=None, T=None, preset='fp32', e_mac=None
         meta (dict | None): extra metadata stored in the report (config, checkpoint...).
         group_fn (callable | None): ``layer name -> group`` for the subtotals.
     """
+    model = eager_module(model)
     forward = forward or (lambda m, x: m(x))
     images = _images(inputs)
     if not images:

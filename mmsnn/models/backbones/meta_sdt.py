@@ -237,8 +237,11 @@ class MetaSDT(SpikingBackbone):
     def forward(self, x, keep_time=None):
         # with_cp too: what the checkpointed blocks keep is their input, but the layers
         # between them (the downsamples) still save spikes; inside a checkpointed block the
-        # checkpoint's own saved-tensor hooks take precedence (recomputed, not stored)
-        if self.compact_spikes and torch.is_grad_enabled():
+        # checkpoint's own saved-tensor hooks take precedence (recomputed, not stored).
+        # Not under torch.compile: dynamo cannot enter saved-tensor hooks (it runs this frame
+        # eagerly, a graph break), and what a compiled graph saves is chosen by AOTAutograd
+        if self.compact_spikes and torch.is_grad_enabled() \
+                and not torch.compiler.is_compiling():
             with compact_spike_storage():
                 return self._forward(x, keep_time)
         return self._forward(x, keep_time)

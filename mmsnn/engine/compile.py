@@ -1,0 +1,80 @@
+"""mmengine's ``compile`` option for mmsnn models: the parameter update stays eager.
+
+``compile=True`` (``tools/train.py CONFIG --cfg-options compile=True``) makes the runner wrap
+``model.train_step`` in :func:`torch.compile`. ``train_step`` holds the whole iteration: data
+preprocessor, forward, loss, and ``optim_wrapper.update_params`` (backward, optimizer step,
+zero_grad). Dynamo then traces into the optimizer too, and there it fails: mmengine builds
+the optimizer's param groups as ``ConfigDict`` (a ``dict`` subclass) and torch 2.13's dynamo
+only handles plain-dict groups when it makes the optimizer "capturable"::
+
+    torch._dynamo.exc.InternalTorchDynamoError: AttributeError: 'UserDefinedDictVariable'
+    object has no attribute 'items'  (torch/_dynamo/variables/optimizer.py, _set_capturable)
+
+after it has compiled the forward and backward (minutes). Even with plain dicts a traced
+optimizer step would recompile at every learning-rate change (a Python float in the group,
+i.e. every iteration of a warm-up or poly schedule). So :class:`EagerParamUpdateHook` runs
+``update_params`` outside the compiled region (:func:`torch._dynamo.disable`): the compiled
+graph is preprocessor + forward + loss, its backward is the one AOTAutograd compiled with it,
+and the optimizer runs eagerly, as in any eager run. ``tools/train.py`` adds the hook to every
+run with ``compile`` set.
+"""
+import torch
+from mmengine.hooks import Hook
+
+from ..registry import register
+
+
+def _eager(fn):
+    """``fn`` that dynamo does not trace (a graph break around its call), once."""
+    if getattr(fn, '_mmsnn_eager', False):
+        return fn
+    wrapped = torch._dynamo.disable(fn)
+    wrapped._mmsnn_eager = True
+    return wrapped
+
+
+def _always_sync():
+    return True
+
+
+def keep_param_update_eager(optim_wrapper):
+    """Let ``optim_wrapper.update_params`` (backward, step, zero_grad) run outside any
+    compiled region; for an ``OptimWrapperDict``, that of every wrapper in it. Without
+    gradient accumulation, ``should_sync()`` answers True without reading the counter."""
+    wrappers = optim_wrapper.values() if hasattr(optim_wrapper, 'optim_wrappers') \
+        else [optim_wrapper]
+    for wrapper in wrappers:
+        wrapper.update_params = _eager(wrapper.update_params)
+        if getattr(wrapper, '_accumulative_counts', 1) == 1:
+            # without gradient accumulation every iteration syncs; answering so without
+            # reading the iteration counter keeps dynamo from guarding on it (the compiled
+            # ``optim_context`` asks), which recompiled the whole step at iteration 2
+            wrapper.should_sync = _always_sync
+
+
+@register('hook')
+class EagerParamUpdateHook(Hook):
+    """Before training: the optimizer wrapper's ``update_params`` runs eagerly (see the
+    module docstring), so mmengine's ``compile`` option compiles the model only."""
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner):
+        keep_param_update_eager(runner.optim_wrapper)
+
+
+def add_compile_hooks(cfg):
+    """With ``compile`` set in ``cfg``: add :class:`EagerParamUpdateHook` to
+    ``cfg.custom_hooks`` (once). Returns ``cfg``."""
+    if not cfg.get('compile'):
+        return cfg
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(isinstance(h, dict) and h.get('type') in ('EagerParamUpdateHook',
+                                                          EagerParamUpdateHook)
+               for h in hooks):
+        hooks.append(dict(type='EagerParamUpdateHook'))
+    cfg.custom_hooks = hooks
+    return cfg
+
+
+__all__ = ['EagerParamUpdateHook', 'add_compile_hooks', 'keep_param_update_eager']

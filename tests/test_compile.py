@@ -1,0 +1,302 @@
+"""``torch.compile`` on every mmsnn model family (issue 23, point 1).
+
+Most tests compile with ``backend='aot_eager'`` (dynamo's graph capture and AOTAutograd, the
+parts that decide graph breaks, recompiles and the backward graph) and run in float64, where
+the compiled numbers must equal eager's; inductor (generated C++ kernels) is compiled only
+where the kernels are the point: the float64 spike/output equality and the runner's option.
+Models are tiny (embed dims 8..32, 32x32 inputs); compiled models are shared per module.
+"""
+import os.path as osp
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import mmsnn  # noqa: F401  (registers mmsnn's modules)
+from mmsnn.models import MetaSDT
+from mmsnn.registry import get_registry
+from mmsnn.utils.compile import eager_module
+
+#: the full tiny backbone (every stage, transformer blocks included) and its first stages
+#: only (stem, downsample, early mixer blocks): compile time grows with the op count, and
+#: the blocks of one kind compile alike, so the variants share the full one's later stages
+TINY = dict(embed_dims=(8, 16, 16, 16), out_indices=(0, 1, 2, 4))
+EARLY = dict(embed_dims=(8, 16, 16, 16), out_indices=(1,))
+ILIF = dict(type='ILIF')
+
+#: every backbone family, tiny (T=1 quantiser, T>1 I-LIF, the three time-first transformers)
+FAMILIES = {
+    'MetaSDT-conv': lambda: MetaSDT(**EARLY, mixer='conv'),
+    'MetaSDT-mlpixer': lambda: MetaSDT(**EARLY, mixer='mlpixer'),
+    'MetaSDT-srb': lambda: MetaSDT(**TINY, mixer='srb'),
+    'MetaSDT-srb-early': lambda: MetaSDT(**EARLY, mixer='srb'),
+    'MetaSDT-srb-ILIF-T4': lambda: MetaSDT(**EARLY, mixer='srb', T=4, neuron_cfg=ILIF),
+    'Spikformer': lambda: _transformer('Spikformer', depth=1),
+    'SDTv1': lambda: _transformer('SDTv1', depth=1),
+    'QKFormer': lambda: _transformer('QKFormer', depth=4),
+}
+
+
+def _transformer(name, depth):
+    return get_registry('model', 'mmdet').build(
+        dict(type=name, arch=None, embed_dims=32, depth=depth, num_heads=2, T=2,
+             out_indices=(1, 2, 3, 4)))
+
+
+def _build(name, dtype=torch.float64):
+    torch.manual_seed(0)
+    model = FAMILIES[name]().to(dtype)
+    for m in model.modules():  # non-trivial BN statistics for the eval-mode checks
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def _image(seed, size=(32, 32), batch=2, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *size, generator=g, dtype=dtype)
+
+
+def _step(model, x):
+    """Forward + backward of a sum of the taps; returns (taps, input grad, param grads)."""
+    x = x.clone().requires_grad_(True)
+    taps = model(x)
+    loss = sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype).view(t.shape)).sum()
+               for t in taps)
+    params = [p for p in eager_module(model).parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [x] + params)
+    return [t.detach() for t in taps], grads[0], grads[1:]
+
+
+# --------------------------------------------------------------------------- every family
+@pytest.mark.parametrize('name', sorted(set(FAMILIES) - {'MetaSDT-srb-early'}))
+def test_every_family_compiles_one_graph_and_trains_like_eager(name):
+    """Compiled (aot_eager) train-mode forward and backward: one graph (no graph break) and,
+    in float64, the taps and every gradient equal eager's."""
+    model = _build(name).train()
+    counter = CompileCounterWithBackend('aot_eager')
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counter)
+    x = _image(1)
+    taps_e, gx_e, gp_e = _step(model, x)
+    taps_c, gx_c, gp_c = _step(compiled, x)
+    assert counter.frame_count == 1  # a graph break would give two graphs or more
+    for a, b in zip(taps_e, taps_c):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+    torch.testing.assert_close(gx_c, gx_e, rtol=0, atol=1e-10)
+    assert gx_e.abs().sum() > 0  # surrogate gradients reach the image
+    for a, b in zip(gp_e, gp_c):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+    torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------- graph breaks
+class _BackboneNeck(torch.nn.Module):
+    """Backbone + spiking neck, the part of a detector/segmentor mmsnn owns."""
+
+    def __init__(self, backbone, neck):
+        super().__init__()
+        self.backbone, self.neck = backbone, neck
+
+    def forward(self, x):
+        return self.neck(self.backbone(x))
+
+
+def _backbone_neck(name, dtype=torch.float32):
+    from mmsnn.models.necks import SpikingFPN
+    backbone = _build(name, dtype)
+    neck = SpikingFPN(backbone.out_channels, 16, num_outs=len(backbone.out_channels))
+    return _BackboneNeck(backbone, neck.to(dtype))
+
+
+@pytest.mark.parametrize('name', ['MetaSDT-srb-early'])
+def test_backbone_and_neck_explain_no_graph_break(name):
+    """``torch._dynamo.explain`` of backbone + neck in training (autograd on), after a first
+    eager call (steady state): one graph, no break. (The later stages' blocks are one graph
+    too: ``test_every_family_compiles_one_graph...[MetaSDT-srb]`` builds all of them.)"""
+    model = _backbone_neck(name).train()
+    x = _image(2, dtype=torch.float32)
+    model(x)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(x)
+    torch._dynamo.reset()
+    assert [r.reason for r in explained.break_reasons] == []
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+# --------------------------------------------------------------------------- dynamic sizes
+def test_new_input_sizes_recompile_at_most_once():
+    """mmdet's multi-scale training gives a new (H, W) every iteration: with the default
+    ``dynamic=None`` the first size compiles static, the second recompiles once with symbolic
+    sizes, and every later size reuses that graph (see :mod:`mmsnn.utils.compile`)."""
+    model = _backbone_neck('MetaSDT-srb-early').train()
+    counter = CompileCounterWithBackend('aot_eager')
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counter)
+    sizes = [(32, 32), (40, 48), (48, 40), (56, 64), (64, 56), (36, 60)]
+    for i, size in enumerate(sizes):
+        outs = compiled(_image(i, size, dtype=torch.float32))
+        sum(o.sum() for o in outs).backward()
+        assert outs[0].shape[-2:] == (-(-size[0] // 4), -(-size[1] // 4))
+    assert counter.frame_count == 2, counter.frame_count  # not one per size
+    torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------- analysis tools
+def test_energy_report_of_a_compiled_model_is_the_eager_report():
+    """The energy tool counts the eager module under a compiled one (its hooks and its
+    ``__torch_function__`` watch need every module call to run in Python)."""
+    from mmsnn.analysis.energy import energy_report
+    model = _build('MetaSDT-srb-early', torch.float32).eval()
+    x = _image(3, dtype=torch.float32)
+    eager = energy_report(model, x).as_dict()
+    compiled = energy_report(torch.compile(model, backend='aot_eager'), x).as_dict()
+    assert compiled == eager
+
+
+@pytest.mark.parametrize('name', ['MetaSDT-srb-ILIF-T4', 'SDTv1'])
+def test_st_erf_of_a_compiled_model_is_the_eager_one(name):
+    """ST-ERF differentiates through the eager module under a compiled one."""
+    from mmsnn.analysis.erf import st_erf
+    model = _build(name, torch.float32)
+    eager = st_erf(model, num_inputs=1, size=(32, 32), output_indices=(0,))
+    compiled = st_erf(torch.compile(model, backend='aot_eager'), num_inputs=1, size=(32, 32),
+                      output_indices=(0,))
+    assert eager.keys() == compiled.keys()
+    for key in eager:
+        assert torch.equal(compiled[key], eager[key])
+
+
+# --------------------------------------------------------------------------- inductor, float64
+def _neurons(model):
+    from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
+    from mmsnn.models.neurons import BinaryLIF, IntegerLIF, MultiSpikeQuantizer
+    kinds = (MultiSpikeQuantizer, IntegerLIF, BinaryLIF, MultiStepLIF)
+    return [m for m in model.modules() if isinstance(m, kinds)]
+
+
+class _WithSpikes(torch.nn.Module):
+    """The model's taps and the output of every neuron, in call order."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self._spikes = []
+        for m in _neurons(model):
+            m.register_forward_hook(lambda mod, args, out: self._spikes.append(out))
+
+    def forward(self, x):
+        self._spikes.clear()
+        taps = self.model(x)
+        return tuple(taps), tuple(self._spikes)
+
+
+@pytest.fixture(scope='module', params=['MetaSDT-srb-early', 'MetaSDT-srb-ILIF-T4', 'SDTv1'])
+def inductor_pair(request):
+    """(eager, inductor-compiled) float64 model with spike taps, eval mode."""
+    model = _WithSpikes(_build(request.param)).eval()
+    torch._dynamo.reset()
+    # inductor: the generated C++ kernels are the point. Not from inductor's on-disk cache: a
+    # graph compiled in a process without ATEN_CPU_CAPABILITY=avx2 and loaded in one with it
+    # gave uninitialised values in one SRB spike output (.notes/compile.md)
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        yield model, torch.compile(model)
+    torch._dynamo.reset()
+
+
+def test_inductor_float64_spikes_and_outputs_equal_eager(inductor_pair):
+    eager, compiled = inductor_pair
+    x = _image(4)
+    with torch.no_grad():
+        taps_e, spikes_e = eager(x)
+        taps_c, spikes_c = compiled(x)
+    assert len(spikes_c) == len(spikes_e) > 10
+    for a, b in zip(spikes_e, spikes_c):
+        assert torch.equal(b, a)  # every spike the same
+    assert any(s.count_nonzero() for s in spikes_e)
+    for a, b in zip(taps_e, taps_c):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- runner option
+def _tiny_train_setup():
+    from mmengine.config import ConfigDict
+    from mmengine.model import BaseModel
+    from mmengine.optim import build_optim_wrapper
+
+    class TinyModel(BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.backbone = MetaSDT(embed_dims=(8, 16, 16, 16), out_indices=(1,), mixer='srb')
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            return dict(loss=sum(t.square().mean() for t in self.backbone(inputs)))
+
+    torch.manual_seed(0)
+    model = TinyModel()
+    # as from a config file: mmengine then builds the param groups as ConfigDicts
+    optim_wrapper = build_optim_wrapper(model, ConfigDict(
+        optimizer=dict(type='AdamW', lr=1e-3),
+        paramwise_cfg=dict(custom_keys={'backbone.downsample1_1': dict(lr_mult=2.0)})))
+    return model, optim_wrapper
+
+
+def test_compiled_train_step_fails_in_the_optimizer_without_the_hook():
+    """The cause of ``compile=True`` failing: dynamo traces the optimizer step of mmengine's
+    train_step and cannot handle its ConfigDict param groups (torch 2.13). If this stops
+    failing, torch fixed it and :class:`EagerParamUpdateHook` is only a speed choice."""
+    model, optim_wrapper = _tiny_train_setup()
+    assert type(optim_wrapper.optimizer.param_groups[0]) is not dict
+    step = torch.compile(model.train_step, backend='eager')
+    with pytest.raises(torch._dynamo.exc.InternalTorchDynamoError, match='items'):
+        step(dict(inputs=_image(5, dtype=torch.float32)), optim_wrapper)
+    torch._dynamo.reset()
+
+
+def test_compiled_train_step_with_eager_param_update_trains_without_recompiles():
+    from mmsnn.engine.compile import keep_param_update_eager
+    model, optim_wrapper = _tiny_train_setup()
+    keep_param_update_eager(optim_wrapper)
+    counter = CompileCounterWithBackend('aot_eager')
+    step = torch.compile(model.train_step, backend=counter)
+    before = [p.detach().clone() for p in model.parameters()]
+    torch._dynamo.reset()
+    for i in range(3):
+        for group in optim_wrapper.optimizer.param_groups:  # a schedule changes lr
+            group['lr'] = 1e-3 * (i + 1)
+        step(dict(inputs=_image(5, dtype=torch.float32)), optim_wrapper)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert counter.frame_count == 1  # data preprocessor + forward + loss: one graph
+    torch._dynamo.reset()
+
+
+def test_train_tool_with_the_runners_compile_option(tmp_path, run_tool):
+    """``tools/train.py CONFIG --cfg-options compile=...`` trains and validates: the seg demo
+    config (SRB), shrunk to 32x32 crops and taps 0-2, 2 iterations. The runner's option with
+    ``backend='aot_eager'``: the failure was dynamo's (tracing the optimizer), whatever the
+    backend; with inductor this test takes 7 min on a busy 2-core machine (it passes too,
+    and so does the issue's full command, see .notes/compile.md)."""
+    from mmsnn.datasets import generate_demo_ade
+    root = str(tmp_path / 'demo_ade')
+    generate_demo_ade(root, num_train=2, num_val=1, image_size=(32, 32))
+    opts = [f'data_root={root}', 'compile.backend=aot_eager', 'train_dataloader.batch_size=2',
+            'train_dataloader.dataset.pipeline.2.scale=(64,32)',
+            'train_dataloader.dataset.pipeline.3.crop_size=(32,32)',
+            'model.data_preprocessor.size=(32,32)',
+            'test_dataloader.dataset.pipeline.1.scale=(64,32)',
+            'val_dataloader.dataset.pipeline.1.scale=(64,32)',
+            'model.backbone.out_indices=(0,1,2)', 'model.neck.in_channels=[8,16,32]',
+            'model.neck.num_outs=3', 'model.decode_head.in_channels=[32,32,32]',
+            'model.decode_head.in_index=[0,1,2]', 'model.decode_head.feature_strides=[2,4,8]',
+            'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+            'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
+    for split in ('train', 'val', 'test'):
+        opts += [f'{split}_dataloader.num_workers=0',
+                 f'{split}_dataloader.persistent_workers=False']
+    res = run_tool('tools/train.py', 'configs/seg/demo/sdt_srb_demo.py', '--work-dir',
+                   str(tmp_path / 'work'), '--cfg-options', *opts, timeout=900)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert 'Model has been "compiled"' in res.stdout + res.stderr
+    assert osp.isfile(tmp_path / 'work' / 'iter_2.pth')
+    assert 'mIoU' in res.stdout + res.stderr  # validation ran after the compiled steps
