@@ -3,7 +3,7 @@
 PY ?= .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-unit bench
 setup:
 	bash tools/setup_env.sh
 
@@ -12,6 +12,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# the unit tests alone (no process started, no training): for a developer's edit-test loop
+test-unit: setup
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) tools/analysis/benchmark_backbone.py

@@ -11,7 +11,7 @@ in about 10 minutes, one table of
 
 Without CUDA the compiled and AMP rows say ``skipped (no CUDA device)``; the eager fp32 rows
 (also I-LIF T = 4) and the spike agreement run on the CPU at the sizes given, so the test suite
-exercises the script (``tests/test_gpu_check.py``) and it cannot rot.
+exercises the script (``tests/test_analysis/test_gpu_check.py``) and it cannot rot.
 """
 import statistics
 import time

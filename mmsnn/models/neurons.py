@@ -296,7 +296,7 @@ def overwrite_input_when_deployed(*neurons):
     """Called by a block's ``switch_to_deploy`` for its neurons whose input tensor is made only
     for them (the output of the conv / BN / linear just before them, read by nothing else):
     in deploy mode a quantiser may then write its spikes into that tensor. A neuron whose input
-    is the block input or a residual stream must not be named (``tests/test_fusion.py``
+    is the block input or a residual stream must not be named (``tests/test_deploy/test_convert_for_inference.py``
     compares every tap against the unconverted model)."""
     for neuron in neurons:
         if isinstance(neuron, MultiSpikeQuantizer):

@@ -3,7 +3,7 @@ autograd function that saves only a 1-byte surrogate window per step.
 
 :class:`~mmsnn.models.neurons.IntegerLIF` runs :func:`ilif_steps` in no-grad mode and
 :class:`LeanILIF` in training; the numbers are those of spikingjelly's ``ILIFNode`` followed by
-``/ norm`` (``tests/test_multistep_training.py`` compares them).
+``/ norm`` (``tests/test_models/test_multistep_training.py`` compares them).
 """
 import torch
 

@@ -10,7 +10,7 @@ reimplemented.
 
 What changes: the arithmetic is exact in real numbers, but its float32 rounding is coarser
 than the direct convolution's (about 1e-5 instead of 1e-6 absolute on unit-scale outputs;
-``tests/test_fusion.py`` bounds it against float64), so a spike whose input lies within that
+``tests/test_deploy/test_convert_for_inference.py`` bounds it against float64), so a spike whose input lies within that
 distance of a quantiser level can move one level. ``convert_for_inference(model,
 winograd=False)`` keeps the direct convolution.
 

@@ -8,7 +8,7 @@ Varying input sizes (mmdet's multi-scale training, a new ``(H, W)`` every iterat
 recompile every iteration with the default ``dynamic=None``: the first size is compiled with
 static shapes; when a second size fails the shape guards, dynamo recompiles once with the
 changed dimensions symbolic ("automatic dynamic shapes"), and that graph serves every later
-size. So N sizes cost two compilations per compiled frame, not N (``tests/test_compile.py``
+size. So N sizes cost two compilations per compiled frame, not N (``tests/test_engine/test_compile.py``
 counts them). ``compile=dict(dynamic=True)`` skips the static first compilation; padding to
 size buckets (the data preprocessor's ``pad_size_divisor``) would still compile once per
 bucket, so mmsnn relies on the default.

@@ -8,7 +8,7 @@ The model is the benchmark's (``benchmark.py``, ``mmsnn.analysis.benchmark``: th
 backbone and neck, snn-T1, ``init_weights`` and BatchNorm statistics calibrated on the batch,
 so the activations are in the range a trained model has). Every quantiser output of
 ``extract_feat`` (backbone + neck) is recorded and compared element by element. The float64 run is the reference because it is
-the arithmetic the fast path is proven exact in (``tests/test_fusion.py``): in float32 any
+the arithmetic the fast path is proven exact in (``tests/test_deploy/test_convert_for_inference.py``): in float32 any
 change of rounding -- folding BN, another convolution algorithm -- can move a spike whose
 input lies next to a quantiser level, and in a network with global attention one moved spike
 moves others. The comparison is ``mmsnn.analysis.spike_agreement``.

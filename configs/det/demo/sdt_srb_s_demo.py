@@ -78,7 +78,7 @@ param_scheduler = [
 # lr per step whatever its gradient's size, so one step shifts an fc output by up to
 # lr x the sum of its inputs (3136 spike counts of 0..4): at lr 3e-3 about the width of the
 # quantiser's window [0, 4], outside of which its surrogate gradient is zero. Without this,
-# in the regression test's recipe (tests/test_det.py, lr 3e-3) at seed 3 the first fc's
+# in the regression test's recipe (tests/test_models/test_detector.py, lr 3e-3) at seed 3 the first fc's
 # outputs left the window within 5 iterations (50% inside at init, 8% after 5 iterations,
 # 1% later; the rest above 4 or below 0; 80% of the second fc's units below 0 for every
 # RoI), no gradient reached either fc from iteration 27 on and the detector learned nothing.

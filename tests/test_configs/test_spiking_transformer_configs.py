@@ -11,7 +11,7 @@ from mmengine.config import Config
 import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.datasets import generate_demo_ade, generate_demo_coco, set_data_root
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FAMILIES = {'spikformer': 'Spikformer', 'sdtv1': 'SDTv1', 'qkformer': 'QKFormer'}
 # (config, the Meta-SDT config it must equal outside the backbone and the neck's widths)
 PAIRS = []

@@ -1,4 +1,4 @@
-"""Stateful neurons in the neck and heads run the T steps of their input (issue 11.1).
+"""Stateful neurons in the neck and heads run the T steps of their input.
 
 A neck / head built with ``neuron_cfg=dict(type='ILIF')`` (no T) gets time-folded
 ``[T*B, ...]`` features; it must compute exactly what the same weights compute with the T

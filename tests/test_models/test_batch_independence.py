@@ -16,7 +16,7 @@ import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.analysis import compute_erf, make_noise_inputs
 from mmsnn.models import MetaSDT
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_DEMO = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
 SEG_DEMO = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
 

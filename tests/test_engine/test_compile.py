@@ -1,4 +1,4 @@
-"""``torch.compile`` on every mmsnn model family (issue 23, point 1).
+"""``torch.compile`` on every mmsnn model family.
 
 Most tests compile with ``backend='aot_eager'`` (dynamo's graph capture and AOTAutograd, the
 parts that decide graph breaks, recompiles and the backward graph) and run in float64, where

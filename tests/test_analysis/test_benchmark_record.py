@@ -1,4 +1,4 @@
-"""The benchmark guard (issue 23.3): records written by the benchmark, and the comparison that
+"""The benchmark guard: records written by the benchmark, and the comparison that
 flags a figure more than 10% slower than the last record of the same CPU."""
 import json
 import os.path as osp
@@ -10,7 +10,7 @@ import pytest
 from mmsnn.analysis.benchmark_record import (compare, last_record_of_cpu, load_records,
                                              make_record, write_record)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CPU_A = 'Some Xeon [avx2 avx512f]'
 CPU_B = 'Some EPYC [avx2]'
 

@@ -17,7 +17,7 @@ from mmsnn.models import MetaSDT
 from mmsnn.models.layers import SpikeDrivenAttention
 from mmsnn.models.neurons import IntegerLIF, MultiSpikeQuantizer
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_DET = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
 DEMO_SEG = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
 E_MAC, E_AC = 4.6e-9, 0.9e-9  # mJ per operation (4.6 pJ, 0.9 pJ)
@@ -231,7 +231,7 @@ def test_fast_path_roi_align_is_free_and_totals_match_float64(monkeypatch):
 
     How the tolerance is bounded: in float64 the fast path changes no spike (BN folding and
     RoIAlign as products differ from the plain model by ~1e-15 relative, far from a
-    quantiser's rounding step; ``tests/test_fusion.py`` compares the spikes in float64), so
+    quantiser's rounding step; ``tests/test_deploy/test_convert_for_inference.py`` compares the spikes in float64), so
     every spike count, hence every FLOP, MAC and SOP, is the same. FLOPs and MACs are
     compared exactly; SOPs and energies are sums of the same terms in the same order,
     compared to rel 1e-12 (a few thousand float64 roundings of 1.1e-16 each). float32 would

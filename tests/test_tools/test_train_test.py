@@ -19,37 +19,9 @@ from mmsnn.utils import data_checks, paths, resume
 from mmsnn.utils.checkpoint_io import mmengine_checkpoint_globals
 from mmsnn.utils.config import check_config_file, enable_visualization, load_config
 from mmsnn.utils.errors import MMSNNUserError
+from tool_helpers import TOY, assert_user_error, load_tool, tool_error  # noqa: F401
 
-HERE = osp.dirname(osp.abspath(__file__))
-TOY = osp.join(HERE, 'data', 'toy_config.py')
-
-
-def assert_user_error(proc, *needles):
-    """Exit status 2, one ``error:`` message containing ``needles``, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.count('error: ') == 1, proc.stderr[-3000:]
-    message = proc.stderr[proc.stderr.index('error: '):]
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
-
-
-def load_tool(name):
-    """The code of ``tools/<name>.py``, which lives in ``mmsnn.cli.<name>`` (the script is a
-    launcher over it)."""
-    import importlib
-    return importlib.import_module(f'mmsnn.cli.{name}')
-
-
-def tool_error(tool, argv, capsys):
-    """Run a tool's main() in-process, expecting a user error; return its message."""
-    with pytest.raises(SystemExit) as exc:
-        tool.main([str(a) for a in argv])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count('error: ') == 1 and 'Traceback' not in err, err
-    return err
+HERE = osp.dirname(osp.dirname(osp.abspath(__file__)))  # tests/
 
 
 @pytest.fixture(scope='module')
@@ -498,7 +470,7 @@ def test_resume_auto_edge_cases(tmp_path):
 
 
 def test_auto_resume_prefers_the_path_last_checkpoint_names(tmp_path):
-    """Issue 11.8: a same-named file in the work dir does not shadow the named checkpoint."""
+    """A same-named file in the work dir does not shadow the named checkpoint."""
     old, new = tmp_path / 'old', tmp_path / 'new'
     old.mkdir()
     new.mkdir()
@@ -509,7 +481,7 @@ def test_auto_resume_prefers_the_path_last_checkpoint_names(tmp_path):
 
 
 def test_config_errors_show_file_and_line(tmp_path):
-    """Issue 11.9: a syntax or runtime error in a config is shown as Python shows it."""
+    """A syntax or runtime error in a config is shown as Python shows it."""
     base = tmp_path / 'base.py'
     base.write_text("a = 1\nmodel = dict(type='X')\nb = 1 +\nc = 2\n")
     child = tmp_path / 'child.py'
@@ -667,11 +639,11 @@ def test_tests_never_import_a_script():
     """No test loads one of :data:`THIN_SCRIPTS` by path or puts ``tools/`` on ``sys.path``
     (the helpers the tests need are in the package)."""
     import re
-    here = osp.dirname(osp.abspath(__file__))
-    for name in sorted(os.listdir(here)):
-        if not name.endswith('.py'):
-            continue
-        text = open(osp.join(here, name)).read()
+    files = sorted(osp.join(d, n) for d, _, names in os.walk(HERE) for n in names
+                   if n.endswith('.py'))
+    assert len(files) > 30, files  # every test file of every folder, helpers included
+    for name in files:
+        text = open(name).read()
         assert not re.search(r"sys\.path\.insert\([^)]*(TOOLS|'tools')", text), name
         for m in re.finditer(r'spec_from_file_location\(([^)]*)\)', text):
             for script in THIN_SCRIPTS:

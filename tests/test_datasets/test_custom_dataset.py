@@ -17,9 +17,9 @@ from mmsnn.utils.checkpoint_io import mmengine_checkpoint_globals
 from mmsnn.utils.config import load_config
 from mmsnn.utils.data_checks import check_num_classes
 from mmsnn.utils.errors import MMSNNUserError
-from test_tools import load_tool, tool_error
+from tool_helpers import load_tool, tool_error
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RECIPE = osp.join(REPO, 'configs', 'det', 'custom', 'sdt_srb_s_custom_coco.py')
 CLASSES = ('screw', 'nut', 'bolt')
 SMALL = ['train_dataloader.batch_size=2', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1']
@@ -110,7 +110,7 @@ def test_template_trains_and_test_reports_empty_predictions(trained_custom, cust
 
 
 def test_out_stores_masks_rle_encoded(trained_custom, custom_coco, run_tool, tmp_path):
-    """Issue 11.7: --out uses mmdet's DumpDetResults (masks as RLE, no ground truth)."""
+    """--out uses mmdet's DumpDetResults (masks as RLE, no ground truth)."""
     work, ckpt = trained_custom
     out = tmp_path / 'pred.pkl'
     proc = run_tool('tools/test.py', RECIPE, ckpt, '--work-dir', tmp_path / 'wd', '--out', out,

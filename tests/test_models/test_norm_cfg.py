@@ -9,7 +9,7 @@ import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.models import MetaSDT
 from mmsnn.models.necks import SpikingFPN
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(embed_dims=(8, 16, 32, 48), mixer='srb', out_indices=(1, 2, 3, 4))
 
 

@@ -1,4 +1,4 @@
-"""Segmentation (issue 5): spiking Semantic FPN head, ADE20K configs, demo dataset and configs.
+"""Segmentation: spiking Semantic FPN head, ADE20K configs, demo dataset and configs.
 
 Everything is tiny (embed dims (16, 32, 64, 96), <= 128 px, a few iterations) and runs on one
 CPU thread.
@@ -28,7 +28,7 @@ from mmsnn.models import ARCH_SETTINGS
 from mmsnn.models.seg_heads import SpikingFPNHead
 from mmsnn.utils.config import load_config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SEG_DIR = osp.join(REPO, 'configs', 'seg')
 # the Meta-SDT configs (the spiking transformers' are in test_snn_transformer_configs.py)
 ADE_CONFIGS = sorted(glob.glob(osp.join(SEG_DIR, 'sdt_*.py')))

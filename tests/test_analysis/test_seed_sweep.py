@@ -10,7 +10,7 @@ import torch
 from mmsnn.analysis import seed_sweep
 from mmsnn.utils.errors import MMSNNUserError
 
-HERE = osp.dirname(osp.abspath(__file__))
+HERE = osp.dirname(osp.dirname(osp.abspath(__file__)))  # tests/
 TOY = osp.join(HERE, 'data', 'toy_config.py')
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-TOY = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'toy_config.py')
+TOY = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'data', 'toy_config.py')
 SCRIPTS = ('slurm_train.sh', 'slurm_test.sh', '_slurm_launch.sh')
 
 

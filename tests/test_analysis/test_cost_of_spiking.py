@@ -1,5 +1,5 @@
 """The helpers that make ``tools/analysis/benchmark.py``'s cost-of-spiking comparison fair
-(issue 14, ``mmsnn.analysis.benchmark``): BatchNorm calibration, the activation-range
+(``mmsnn.analysis.benchmark``): BatchNorm calibration, the activation-range
 evidence, the fixed RoIs of the detector heads, and the docs page's result block. No timings
 are asserted."""
 import math
@@ -15,7 +15,7 @@ import torch.nn as nn
 from mmsnn.analysis.benchmark import cost_of_spiking as benchmark
 from mmsnn.analysis.benchmark import docs_block, fairness as fair
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(REPO, 'tools', 'analysis')
 
 

@@ -139,7 +139,7 @@ def test_wheel_ships_configs_and_a_user_config_trains_from_them(wheel_venv, tool
                                    osp.join(installed, 'tools')]
     assert not osp.exists(osp.join(installed, 'tools', 'setup_env.sh'))
     # every config of the checkout is in the wheel
-    checkout_configs = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
+    checkout_configs = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
     in_checkout = {osp.relpath(osp.join(d, f), checkout_configs)
                for d, _, files in os.walk(checkout_configs) for f in files
                if '__pycache__' not in d}

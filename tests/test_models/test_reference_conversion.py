@@ -1,4 +1,4 @@
-"""Released reference detectors / segmentors run unchanged in mmsnn (issue 12).
+"""Released reference detectors / segmentors run unchanged in mmsnn.
 
 Every golden file in ``tests/data/goldens/reference_heads/`` (packed losslessly from the
 reference's ``shared/golden/reference_heads``), and every file named in the environment
@@ -27,7 +27,7 @@ from mmsnn.models import convert_reference_checkpoint
 from mmsnn.models.reference_conversion import reference_backbone_cfg
 from golden_files import golden_files, golden_name, golden_path, read_golden
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ATOL = 1e-6
 DET_KINDS = ('backbone', 'neck', 'rpn', 'proposals', 'roi_features', 'bbox_head', 'mask_head',
              'predict', 'clean_config_differs')

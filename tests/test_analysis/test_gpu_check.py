@@ -1,4 +1,4 @@
-"""tools/analysis/gpu_check.py (issue 23.5) runs on a CPU-only machine: the CUDA rows say they
+"""tools/analysis/gpu_check.py runs on a CPU-only machine: the CUDA rows say they
 were skipped, the CPU parts run, one table comes out (so the script cannot rot unnoticed)."""
 import os.path as osp
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def test_gpu_check_runs_on_cpu():

@@ -142,7 +142,7 @@ def test_neuron_registry_key_is_the_class_name():
         assert NEURONS.module_dict[name].__name__ == name
         assert NEURONS.module_dict[old] is NEURONS.module_dict[name]
         assert type(build_neuron(dict(type=old))).__name__ == name
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     old_type = re.compile(r"type\s*=\s*['\"](%s)['\"]" % '|'.join(OLD_NEURON_KEYS))
     for path in glob.glob(osp.join(repo, 'configs', '**', '*.py'), recursive=True):
         with open(path) as f:

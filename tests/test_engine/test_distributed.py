@@ -13,7 +13,7 @@ import torch
 
 from mmsnn.utils.checkpoint_io import load_checkpoint_file
 
-TOY = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'toy_config.py')
+TOY = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'data', 'toy_config.py')
 
 
 def _dist_env(tool_env, venv_python, port):
@@ -178,7 +178,7 @@ def test_dist_scripts_reject_bad_arguments(repo_root, tmp_path):
 
 
 def test_two_process_seg_training(repo_root, venv_python, tool_env, free_port, tmp_path):
-    """A seg config trains in 2 processes on any machine (issue 11.4): every part of the
+    """A seg config trains in 2 processes on any machine: every part of the
     segmentor, decode head included, uses the config's one norm (BN; mmseg's SyncBN, which
     refuses CPU tensors, is no longer inherited by the head alone)."""
     from mmsnn.datasets.demo_ade import generate_demo_ade

@@ -16,7 +16,7 @@ from mmengine.registry import init_default_scope
 import mmsnn  # noqa: F401  (registers the mmsnn modules)
 from mmsnn.datasets import demo_metainfo, generate_demo_coco, set_data_root
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # the Meta-SDT configs (the spiking transformers' are in test_snn_transformer_configs.py)
 DET_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'det', 'sdt_*.py')))
 DEMO_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'det', 'demo', 'sdt_*.py')))
@@ -350,7 +350,7 @@ def test_demo_recipe_keeps_box_head_fcs_inside_the_quantiser_window(demo_data, s
     gradient. With one lr for all (AdamW moves each of the fc's 3136 input weights by ~lr a
     step) they left it within a few steps (here 49-51% inside at init, 5-9% after 5 steps under
     either kernel family; with the fix about 50% throughout); in the full recipe no gradient
-    reached either fc from iteration 27 on and seeds 3 and 4 learned nothing (issue 24.1)."""
+    reached either fc from iteration 27 on and seeds 3 and 4 learned nothing."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import set_random_seed
     cfg = _demo_cfg(demo_data)
@@ -382,7 +382,7 @@ def test_demo_recipe_keeps_box_head_fcs_inside_the_quantiser_window(demo_data, s
 # alone move the result of so short a training: before the box head's lower lr (below) this
 # test's seed 0 gave box / mask AP50 0.085 / 0.088 with AVX2 kernels, 0.023 / 0.030 with the
 # AVX-512 ones of an AMD EPYC (tools/analysis/seed_sweep.py) and 0.005 on a Xeon with AMX
-# (reported in issue 24); with it 0.270 / 0.272 (AVX2) and 0.264 / 0.309 (AVX-512). So
+#; with it 0.270 / 0.272 (AVX2) and 0.264 / 0.309 (AVX-512). So
 # training and testing run with the kernels pinned to the AVX2 family
 # (conftest.PINNED_KERNELS), which every machine of this kind has: the same numbers
 # everywhere. The thresholds still hold for the AVX-512 run (an untrained detector scores
@@ -414,7 +414,7 @@ def trained_demo(demo_data, tmp_path_factory, run_tool, pinned_kernel_env):
 
 def test_trained_demo_reaches_a_map_a_broken_head_would_miss(trained_demo, demo_data, run_tool,
                                                               tmp_path, pinned_kernel_env):
-    """...and the inference fast path (``--fuse-conv-bn``, issue 14) gives the same mAP."""
+    """...and the inference fast path (``--fuse-conv-bn``) gives the same mAP."""
     work, ckpt = trained_demo
     runs = {}
     for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn'])):

@@ -23,7 +23,7 @@ from mmsnn.models.backbones.spiking_transformer_base import MultiStepLIF
 from mmsnn.models.neurons import MultiSpikeQuantizer
 from golden_files import meta_sdt_parity
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TAP_KEYS = ('stage1a', 'stage1b', 'stage2', 'stage3', 'stage4')
 DET_DEMO = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
 SEG_DEMO = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')

@@ -1,4 +1,4 @@
-"""MetaSDT ``with_cp`` (issue 23.4): checkpointed blocks give the gradients of the plain model
+"""MetaSDT ``with_cp``: checkpointed blocks give the gradients of the plain model
 also with multi-step I-LIF neurons (T = 4: each neuron runs its T steps from a reset membrane
 inside the block, so the recomputation sees the state the first forward saw) and with
 drop-path (the checkpoint replays the random draws); and the spikes saved outside the

@@ -1,4 +1,4 @@
-"""Issue 24.3/24.4: bad data stops cleanly before training or is skipped by choice, and a
+"""Bad data stops cleanly before training or is skipped by choice, and a
 diverging run stops with one line and keeps its checkpoints.
 
 Small demo datasets (64 px, a handful of images) are broken on purpose: a file cut short, a
@@ -19,9 +19,9 @@ from mmsnn.datasets.checks import dataset_problems
 from mmsnn.engine.hooks import NonFiniteLossHook
 from mmsnn.utils.config import load_config
 from mmsnn.utils.errors import MMSNNUserError
-from test_tools import TOY, assert_user_error, load_tool, tool_error
+from tool_helpers import TOY, assert_user_error, load_tool, tool_error
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET = osp.join(REPO, 'configs', 'det', 'demo', 'sdt_srb_s_demo.py')
 SEG = osp.join(REPO, 'configs', 'seg', 'demo', 'sdt_srb_demo.py')
 # one tiny epoch of the det demo on 4 images (2 iterations of 2)

@@ -18,7 +18,7 @@ import pytest
 
 from mmsnn.datasets.demo_coco import generate_demo_coco
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FRONT_DOOR = ('configs/det/sdt_srb_coco.py', 'configs/seg/sdt_srb_ade20k.py')
 #: where users read commands: every configs/... or tools/... path named there must exist
 DOC_GLOBS = ('README.md', 'configs/*/README.md', 'docs/**/*.md')

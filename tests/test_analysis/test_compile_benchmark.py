@@ -1,11 +1,11 @@
-"""tools/analysis/benchmark_compile.py (issue 23.2): which cells it measures, one measuring
+"""tools/analysis/benchmark_compile.py: which cells it measures, one measuring
 child's JSON, and the float64 equality check of the fast path (no compilation: minutes)."""
 import json
 import os.path as osp
 import subprocess
 import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _tool():

@@ -19,7 +19,7 @@ from mmsnn.utils.checkpoint_io import load_checkpoint_file
 from mmsnn.utils.errors import MMSNNUserError
 from mmsnn.utils.resume import readable_resume_checkpoint
 
-HERE = osp.dirname(osp.abspath(__file__))
+HERE = osp.dirname(osp.dirname(osp.abspath(__file__)))  # tests/
 TOY_EPOCHS = osp.join(HERE, 'data', 'toy_epoch_config.py')
 TOY = osp.join(HERE, 'data', 'toy_config.py')
 
