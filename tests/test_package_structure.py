@@ -20,6 +20,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PACKAGE = osp.join(REPO, 'mmsnn')
 
@@ -160,6 +162,7 @@ def test_package_uses_no_deprecated_path():
     assert not users, sorted(users)
 
 
+@pytest.mark.slow
 def test_import_mmsnn_imports_no_script():
     """``python -c "import mmsnn"`` loads no module from tools/ (scripts are not library)."""
     code = ('import os, sys; import mmsnn; tools = os.path.join(sys.argv[1], "tools"); '
@@ -216,6 +219,7 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_old_paths_are_the_new_objects_and_warn_once():
     """Every moved module and name still works from its old path for one release: the old
     path gives the very object of the new one, with one ``DeprecationWarning`` naming the new

@@ -47,6 +47,7 @@ print(type(model).__module__, type(model).__name__)
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
 def test_custom_imports_config_builds_in_fresh_process(scope, tmp_path):
     cfg = tmp_path / f'{scope}_cfg.py'

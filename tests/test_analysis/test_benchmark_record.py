@@ -77,6 +77,7 @@ def _cli(*args):
                            *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_strict_exit_status(tmp_path):
     folder = tmp_path / 'benchmarks'
     folder.mkdir()
@@ -93,6 +94,7 @@ def test_cli_strict_exit_status(tmp_path):
     assert out.returncode == 0 and 'nothing to compare' in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_missing_record_is_one_line(tmp_path):
     out = _cli(str(tmp_path / 'nope.json'), '--records', str(tmp_path), '--strict')
     assert out.returncode == 2

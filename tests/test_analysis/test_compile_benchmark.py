@@ -5,6 +5,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
@@ -30,6 +32,7 @@ def test_cells_fast_routes_are_inference_only_and_with_cp_eager_train_only():
     assert all(c['size'] == [32, 32] for c in cells)
 
 
+@pytest.mark.slow
 def test_child_reports_time_compile_and_peak():
     spec = dict(model='backbone-s', size=[32, 32], mode='train', route='eager', T=1,
                 with_cp=False, calls=1, profile=False)

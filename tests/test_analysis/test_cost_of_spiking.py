@@ -123,6 +123,7 @@ def demo_detectors():
     return models, data
 
 
+@pytest.mark.slow
 def test_fixed_rois_give_both_models_the_same_work(demo_detectors):
     models, data = demo_detectors
     counts, boxes = {}, {}
@@ -187,6 +188,7 @@ def test_readme_block_refuses_missing_or_repeated_markers(tmp_path):
     assert 'cannot read' in docs_block.readme_problem(str(tmp_path / 'missing.md'))
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_readme_without_markers_before_measuring(tmp_path):
     readme = tmp_path / 'README.md'
     readme.write_text('# no markers here\n')
@@ -226,6 +228,7 @@ def test_readme_block_from_results():
 # ---------------------------------------------------------------- fast-path driver
 
 
+@pytest.mark.slow
 def test_fast_path_driver_measures_the_three_variants(tmp_path):
     """``benchmark_backbone.py --fast-path`` runs plain, fused and fast each in a process of
     its own that really is that variant (the driver checks what each process reports), and
@@ -258,6 +261,7 @@ def test_results_go_to_the_docs_page_not_the_readme():
     assert docs_block.replace_block(text, 'x').count('\nx\n') == 1
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_docs_page_without_markers_before_measuring(tmp_path):
     page = tmp_path / 'benchmarks.md'
     page.write_text('# no markers here\n')

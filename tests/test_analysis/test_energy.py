@@ -223,6 +223,7 @@ def _plain_and_fused_reports(model, inputs, forward, monkeypatch):
     return plain, fused
 
 
+@pytest.mark.slow
 def test_fast_path_roi_align_is_free_and_totals_match_float64(monkeypatch):
     """``--fuse-conv-bn --energy``: RoIAlign computed as matrix products (the fast path's
     ``SeparableRoIAlign``) is data movement, not a synaptic layer, so the report of the
@@ -259,6 +260,7 @@ def test_fast_path_roi_align_is_free_and_totals_match_float64(monkeypatch):
         assert fused.totals[key] == pytest.approx(plain.totals[key], rel=1e-12, abs=0), key
 
 
+@pytest.mark.slow
 def test_fast_path_roi_align_is_free_float32(monkeypatch):
     """End to end through ``predict`` in float32, as ``tools/test.py --fuse-conv-bn --energy``
     runs it. The fast path's Winograd convs round differently, so spikes on a rounding
@@ -678,6 +680,7 @@ def _toy_cfg(tmp_path):
     return cfg
 
 
+@pytest.mark.slow
 def test_energy_hook_is_registered_for_configs(tmp_path):
     """``custom_hooks=[dict(type='EnergyHook', ...)]`` in a config: the runner builds the
     hook from mmsnn's registration (both toolboxes) and the test run writes its report."""

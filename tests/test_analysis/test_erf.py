@@ -151,6 +151,7 @@ def test_modes_and_rng_restored():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_st_erf_causality_multi_step():
     T = 4
     model = tiny(neuron_cfg=dict(type='LIF'), T=T)
@@ -182,6 +183,7 @@ def test_st_erf_causality_multi_step():
     assert torch.equal(per_step[2], res.maps['tap1'][2, 2])
 
 
+@pytest.mark.slow
 def test_multi_step_maps_match_the_recipe():
     T = 3
     model = tiny(neuron_cfg=dict(type='LIF'), T=T).double()

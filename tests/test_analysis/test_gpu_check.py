@@ -4,11 +4,13 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_on_cpu():
     if torch.cuda.is_available():
         import pytest

@@ -97,6 +97,7 @@ def _train(cfg, work_dir):
     return losses, changed, len(before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_det_demo_trains(family, coco_root, tmp_path):
     cfg = set_data_root(_cfg(f'det/demo/{family}_demo.py'), coco_root)
@@ -107,6 +108,7 @@ def test_det_demo_trains(family, coco_root, tmp_path):
     assert len(changed) > n // 2  # surrogate gradients reached most backbone parameters
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_seg_demo_trains(family, ade_root, tmp_path):
     cfg = _cfg(f'seg/demo/{family}_demo.py')

@@ -95,6 +95,7 @@ def break_coco(root, categories=True):
 
 # ------------------------------------------------------------------ the dataset check (3)
 
+@pytest.mark.slow
 def test_check_dataset_lists_every_coco_problem(coco, check_tool, capsys):
     assert check_tool.main([DET, '--cfg-options', f'data_root={coco}']) == 0
     capsys.readouterr()
@@ -130,6 +131,7 @@ def ade(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_check_dataset_seg_folders(ade, check_tool, capsys):
     assert check_tool.main([SEG, '--cfg-options', f'data_root={ade}']) == 0
     capsys.readouterr()
@@ -196,6 +198,7 @@ def test_bad_sample_stops_with_one_line_or_is_skipped(coco, run_tool, tmp_path):
     assert (work / 'epoch_1.pth').is_file()
 
 
+@pytest.mark.slow
 def test_bad_sample_in_a_dataloader_worker_is_one_line(ade, capsys):
     """With worker processes torch re-raises the worker's error with its traceback in the
     message; the tool still prints the one line."""
@@ -222,6 +225,7 @@ def test_bad_sample_in_a_dataloader_worker_is_one_line(ade, capsys):
     assert 'Traceback' not in err and err.count('error: ') == 1, err
 
 
+@pytest.mark.slow
 def test_a_bug_in_the_pipeline_is_not_taken_for_bad_data(coco):
     """Files that check out: the pipeline's own error is raised unchanged (not skipped)."""
     from mmcv.transforms import BaseTransform
@@ -244,6 +248,7 @@ def test_a_bug_in_the_pipeline_is_not_taken_for_bad_data(coco):
         dataset[0]
 
 
+@pytest.mark.slow
 def test_guarded_dataset_written_in_a_config_skips(coco, capsys):
     """The README's wrapper for mmdet's / mmseg's own tools: built from the registry, it
     skips a missing image with a warning naming it and returns the next sample."""
@@ -268,6 +273,7 @@ def test_guarded_dataset_written_in_a_config_skips(coco, capsys):
     assert f'skipping bad sample: {missing}: file does not exist' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_dataset_problems_of_a_clean_demo_set(coco, ade):
     det = load_config(DET, {'data_root': coco})
     problems, checked, _ = dataset_problems(det, decode=True)

@@ -84,6 +84,7 @@ def test_num_classes_check_names_the_keys(custom_coco, train_tool, capsys):
     check_num_classes(load_config(RECIPE, {'data_root': custom_coco}))  # the template fits
 
 
+@pytest.mark.slow
 def test_every_shipped_config_passes_the_class_check():
     for folder in ('configs/det', 'configs/seg'):
         for dirpath, _, files in os.walk(osp.join(REPO, folder)):
@@ -185,6 +186,7 @@ def test_det_inferencer_on_photo_folder_and_batch(trained_custom, tmp_path):
     assert len(inferencer(batch, batch_size=2)['predictions']) == 2
 
 
+@pytest.mark.slow
 def test_seg_inferencer_on_photo_folder_and_batch(tmp_path):
     """README "Inference": MMSegInferencer with an mmsnn config and checkpoint."""
     import cv2

@@ -150,6 +150,7 @@ def test_fused_detector_heads_float64():
         assert (a - b).abs().max().item() < 1e-6
 
 
+@pytest.mark.slow
 def test_fused_segmentor_float64():
     model = _build(SEG_DEMO, 'mmseg')
     x = torch.rand(2, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
@@ -159,6 +160,7 @@ def test_fused_segmentor_float64():
     assert (ref[0] - out[0]).abs().max().item() < 1e-6
 
 
+@pytest.mark.slow
 def test_fused_demo_detector_predictions():
     """float32, end to end through ``predict``: the same detections, where no spike moved.
     The folded BN and the Winograd convolutions round differently from the plain model, and
@@ -272,6 +274,7 @@ print(faults_of_a_reallocation(), int(worker))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.uname().sysname == 'Linux', reason='glibc setting')
 def test_reused_memory_is_not_faulted_in_again():
     """``keep_freed_memory`` (``tools/test.py --keep-freed-memory``): a 64 MiB tensor allocated
@@ -329,6 +332,7 @@ def test_fused_model_refuses_training():
     assert model.train() is model  # the unfused model trains as before
 
 
+@pytest.mark.slow
 def test_cpu_rewrites_are_not_installed_off_the_cpu():
     """RoIAlign as products, the seg running-max argmax and Winograd replace one fused GPU
     kernel each by many launches: on a model whose parameters are not on the CPU (meta here,

@@ -36,6 +36,9 @@ FAMILIES = {
     'QKFormer': lambda: _transformer('QKFormer', depth=4),
 }
 
+# every test here compiles a model (seconds to minutes each)
+pytestmark = pytest.mark.slow
+
 
 def _transformer(name, depth):
     return get_registry('model', 'mmdet').build(

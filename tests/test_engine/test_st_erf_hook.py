@@ -94,6 +94,7 @@ def train(work_dir, name, hooks, max_iters=4, checkpoint_interval=-1, resume=Fal
     return model.losses, runner
 
 
+@pytest.mark.slow
 def test_hook_does_not_change_training(tmp_path):
     base, _ = train(tmp_path / 'off', 'erf_off', [])
     hook = dict(type='STERFHook', enable=True, interval=2, by_epoch=False, num_inputs=2,
@@ -153,6 +154,7 @@ def test_hook_does_not_change_training(tmp_path):
     assert 'st_erf/tap4/coverage' in tags['scalars']
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_before_train(tmp_path):
     hook = dict(type='STERFHook', enable=True, interval=0, num_inputs=1, size=(16, 16),
                 pictures=False, strict=True)

@@ -7,6 +7,7 @@ batch are independent, so a sample's input gradient must not depend on its batch
 """
 import os.path as osp
 
+import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
@@ -103,6 +104,7 @@ def test_backbone_gradients_do_not_depend_on_the_batch():
     _same_grads_at_batch_1_and_2(lambda x: list(model(x)), x)
 
 
+@pytest.mark.slow
 def test_detector_gradients_do_not_depend_on_the_batch():
     model = _build(DET_DEMO, 'mmdet')
     x = make_noise_inputs(2, (64, 64), seed=3, dtype=torch.float64)
@@ -121,6 +123,7 @@ def test_detector_gradients_do_not_depend_on_the_batch():
     _same_grads_at_batch_1_and_2(forward, x)
 
 
+@pytest.mark.slow
 def test_segmentor_gradients_do_not_depend_on_the_batch():
     model = _build(SEG_DEMO, 'mmseg')
     x = make_noise_inputs(2, (64, 64), seed=4, dtype=torch.float64)

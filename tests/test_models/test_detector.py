@@ -85,6 +85,7 @@ def _demo_batch(model, data_root, n=4, training=True):
 
 @pytest.mark.parametrize('path', DET_CONFIGS + DEMO_CONFIGS,
                          ids=lambda p: osp.relpath(p, osp.join(REPO, 'configs', 'det')))
+@pytest.mark.slow
 def test_config_builds_with_real_strides(path):
     cfg = Config.fromfile(path)
     assert cfg.custom_imports == dict(imports=['mmsnn'], allow_failed_imports=False)
@@ -138,6 +139,7 @@ def test_coco_config_inherits_stock_pipelines_and_schedule(path, stock):
     assert cfg.model.backbone.mixer == mixer
 
 
+@pytest.mark.slow
 def test_pretrained_variable_sets_backbone_init(tmp_path):
     """Setting ``pretrained`` at the top of a config gives the backbone a Pretrained init."""
     text = open(SRB_S).read()
@@ -280,6 +282,7 @@ def test_quantiser_same_in_train_and_eval_and_feeds_every_layer(demo_data):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_time_axis_is_averaged_like_a_single_step(demo_data):
     """Stateless quantiser + keep_time=True repeats the features over T = 4; the heads fold
     T and average the logits, so the detections equal those of the 4-D model."""
@@ -302,6 +305,7 @@ def test_time_axis_is_averaged_like_a_single_step(demo_data):
         assert (o.masks != r.masks).float().mean() < 1e-3
 
 
+@pytest.mark.slow
 def test_multistep_ilif_detector_trains_a_step(demo_data):
     from mmengine.optim import OptimWrapper
     model = _build(DEMO, T=4, neuron_cfg=dict(type='ILIF'), keep_time=True)
@@ -322,6 +326,7 @@ def test_multistep_ilif_detector_trains_a_step(demo_data):
     assert any(k.startswith('roi_head.mask_head.') for k in changed)
 
 
+@pytest.mark.slow
 def test_short_demo_training_lowers_the_loss(demo_data):
     model = _build(DEMO)
     model.train()
@@ -343,6 +348,7 @@ def test_short_demo_training_lowers_the_loss(demo_data):
     assert loss_value(step=False) < first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', [3, 4])
 def test_demo_recipe_keeps_box_head_fcs_inside_the_quantiser_window(demo_data, seed):
     """The demo recipe at the regression test's lr (3e-3, no warm-up here: harsher) keeps the

@@ -158,6 +158,7 @@ def _det_sample(g):
 
 
 # ----------------------------------------------------------------------------- parity
+@pytest.mark.slow
 @pytest.mark.parametrize('path,kind', _cases())
 def test_reference_outputs(path, kind, float32_ops):
     g = _load(path)

@@ -89,6 +89,7 @@ def _samples(B, H, W, K=DEMO_K, seed=0):
 
 
 # --------------------------------------------------------------------------- configs
+@pytest.mark.slow
 def test_config_set_is_complete():
     names = {_name(p) for p in ADE_CONFIGS}
     for mixer in ('', 'mlpixer_', 'srb_'):

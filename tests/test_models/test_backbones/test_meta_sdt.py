@@ -185,6 +185,7 @@ def _flops(model, x):
     return counter.get_total_flops()
 
 
+@pytest.mark.slow
 def test_integer_quantiser_time_is_virtual():
     torch.manual_seed(0)
     m1 = MetaSDT(**TINY, mixer='mlpixer', T=1).eval()
@@ -287,6 +288,7 @@ def test_drop_path_drops_a_sample_at_all_its_time_steps(neuron):
     assert dropped_any and kept_any
 
 
+@pytest.mark.slow
 def test_with_cp_gives_same_numbers_and_grads():
     torch.manual_seed(0)
     a = MetaSDT(**TINY, mixer='srb').train()
