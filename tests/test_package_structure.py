@@ -45,11 +45,22 @@ def _is_alias_module(tree):
                and getattr(node.value.func, 'id', None) == 'warn_moved' for node in tree.body)
 
 
+def _is_main_block(node):
+    """``if __name__ == '__main__':`` -- runs only when the module is the program
+    (``python -m``), never on import, so it cannot close an import cycle."""
+    test = getattr(node, 'test', None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
+            and getattr(test.left, 'id', None) == '__name__'
+            and any(getattr(c, 'value', None) == '__main__' for c in test.comparators))
+
+
 def _imports(tree):
-    """Import statements of ``tree`` outside a module-level ``__getattr__``."""
+    """Import statements of ``tree`` outside a module-level ``__getattr__`` and outside the
+    ``__main__`` block."""
     skip = set()
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == '__getattr__':
+        if (isinstance(node, ast.FunctionDef) and node.name == '__getattr__') \
+                or _is_main_block(node):
             skip.update(id(n) for n in ast.walk(node))
     return [n for n in ast.walk(tree)
             if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skip]
@@ -237,3 +248,17 @@ def test_old_paths_are_the_new_objects_and_warn_once():
         new_path = new.replace(':', '.').rsplit('.', 1)[0] if ':' in new else new
         assert len(first) == 1 and new_path in first[0], (old, first)
         assert again == [], (old, again)
+
+
+def test_package_runs_no_script():
+    """No module of the package runs or loads a file of ``tools/`` (``runpy`` or
+    ``importlib`` by path): the scripts are launchers over the package, never the reverse."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in (
+                    'run_path', 'spec_from_file_location'):
+                offenders.append(f'{name}: {node.attr}')
+    assert not offenders, offenders

@@ -184,11 +184,10 @@ def generate_demo_ade(root, num_train=160, num_val=40, image_size=(128, 128),
     return root
 
 
-def main(argv=None):
-    """``python -m mmsnn.datasets.demo_ade ...`` = ``tools/misc/make_demo_data.py ade ...``."""
-    from .demo_cli import run_demo_script
-    return run_demo_script('ade', argv)
-
 
 if __name__ == '__main__':
-    main()
+    # python -m mmsnn.datasets.demo_ade ... = tools/misc/make_demo_data.py ade ...
+    import sys
+
+    from mmsnn.cli.make_demo_data import main
+    sys.exit(main(['ade', *sys.argv[1:]]))

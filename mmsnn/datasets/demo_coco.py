@@ -188,11 +188,10 @@ def generate_demo_coco(root, num_train=200, num_val=50, image_size=(128, 128), n
     return out
 
 
-def main(argv=None):
-    """``python -m mmsnn.datasets.demo_coco ...`` = ``tools/misc/make_demo_data.py coco ...``."""
-    from .demo_cli import run_demo_script
-    return run_demo_script('coco', argv)
-
 
 if __name__ == '__main__':
-    main()
+    # python -m mmsnn.datasets.demo_coco ... = tools/misc/make_demo_data.py coco ...
+    import sys
+
+    from mmsnn.cli.make_demo_data import main
+    sys.exit(main(['coco', *sys.argv[1:]]))

@@ -9,55 +9,13 @@
 ``python -m mmsnn.datasets.demo_coco ...`` and ``python -m mmsnn.datasets.demo_ade ...`` run
 this script with ``coco`` / ``ade`` put in front of their arguments.
 """
-import argparse
-import json
+import os.path as osp
 import sys
 
-from mmsnn.datasets.demo_ade import DEFAULT_NUM_CLASSES, DEMO_CLASSES, generate_demo_ade
-from mmsnn.datasets.demo_coco import generate_demo_coco
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Write a synthetic mmsnn demo dataset.')
-    kinds = parser.add_subparsers(dest='kind', required=True)
-    coco = kinds.add_parser('coco', description='Generate the mmsnn demo COCO dataset.')
-    coco.add_argument('--out', default='data/demo_coco', help='output folder')
-    coco.add_argument('--num-train', type=int, default=200)
-    coco.add_argument('--num-val', type=int, default=50)
-    coco.add_argument('--size', type=int, nargs=2, default=(128, 128), metavar=('H', 'W'))
-    coco.add_argument('--num-classes', type=int, default=3)
-    coco.add_argument('--max-objects', type=int, default=3)
-    coco.add_argument('--seed', type=int, default=0)
-    ade = kinds.add_parser('ade', description='Write the synthetic ADE20K-layout demo dataset.')
-    ade.add_argument('--out', default='data/demo_ade', help='output folder')
-    ade.add_argument('--num-train', type=int, default=160)
-    ade.add_argument('--num-val', type=int, default=40)
-    ade.add_argument('--size', type=int, nargs='+', default=[128, 128],
-                     help='image size: H W (or one number for square images)')
-    ade.add_argument('--num-classes', type=int, default=DEFAULT_NUM_CLASSES,
-                     help=f'K classes (labels 1..K), 2..{len(DEMO_CLASSES)}; the demo configs '
-                          f'expect {DEFAULT_NUM_CLASSES}')
-    ade.add_argument('--seed', type=int, default=0)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    if args.kind == 'coco':
-        files = generate_demo_coco(args.out, args.num_train, args.num_val, tuple(args.size),
-                                   args.num_classes, args.seed, args.max_objects)
-        for split, f in files.items():
-            with open(f) as fh:
-                d = json.load(fh)
-            print(f'{split}: {len(d["images"])} images, {len(d["annotations"])} objects -> {f}')
-    else:
-        size = tuple(args.size) if len(args.size) == 2 else (args.size[0], args.size[0])
-        generate_demo_ade(args.out, args.num_train, args.num_val, size, args.num_classes,
-                          args.seed)
-        print(f'wrote {args.num_train} training and {args.num_val} validation images '
-              f'({size[0]}x{size[1]}, classes {DEMO_CLASSES[:args.num_classes]}) to {args.out}')
-    return 0
-
-
 if __name__ == '__main__':
+    # the code lives in mmsnn.cli.make_demo_data; from a checkout, use the checkout's mmsnn
+    ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    if osp.isdir(osp.join(ROOT, 'mmsnn')) and ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from mmsnn.cli.make_demo_data import main
     sys.exit(main())
