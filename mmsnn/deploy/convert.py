@@ -6,8 +6,8 @@ spike is identical to the unfused model's and the outputs agree to rounding (1e-
 golden inputs; ``tests/test_deploy/test_convert_for_inference.py``, also for Spikformer, SDT v1 and QKFormer). In
 float32 the rewrites round differently (folded BN, Winograd), so a spike whose input lies
 next to a quantiser level or threshold may move: the spikes of a float32 model may differ
-from the unfused float32 model's (README, "What float32 does to spikes"; the demo detector's
-mAP is identical, ``tests/test_models/test_detector.py``).
+from the unfused float32 model's (docs/en/user_guides/fast_path.md, "What float32 does to spikes"; the demo detector's
+mAP agrees within 0.01, ``tests/test_models/test_detector.py``).
 What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, no grad;
 ``tools/analysis/benchmark_backbone.py --fast-path --profile``) and the full models
 (``tools/analysis/benchmark.py --fast-path --profile``):

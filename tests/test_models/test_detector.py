@@ -420,7 +420,7 @@ def trained_demo(demo_data, tmp_path_factory, run_tool, pinned_kernel_env):
 
 def test_trained_demo_reaches_a_map_a_broken_head_would_miss(trained_demo, demo_data, run_tool,
                                                               tmp_path, pinned_kernel_env):
-    """...and the inference fast path (``--fuse-conv-bn``) gives the same mAP."""
+    """...and the inference fast path (``--fuse-conv-bn``) gives the same mAP within 0.01."""
     work, ckpt = trained_demo
     runs = {}
     for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn'])):
@@ -441,4 +441,10 @@ def test_trained_demo_reaches_a_map_a_broken_head_would_miss(trained_demo, demo_
         assert key in metrics and 0 <= metrics[key] <= 1, metrics
     for key, threshold in DET_REGRESSION_AP50.items():
         assert metrics[key] > threshold, metrics
-    assert runs['fused'] == metrics
+    # float32: a folded BN rounds differently from conv + BN, which can move a spike whose
+    # input lies next to a quantiser level, so the fused mAP may move a little (0.005 seen,
+    # torch's fuse_conv_bn_weights); in float64 every spike is equal
+    # (tests/test_deploy/test_convert_for_inference.py)
+    assert runs['fused'].keys() == metrics.keys()
+    for key, value in metrics.items():
+        assert abs(runs['fused'][key] - value) <= 0.01, (key, runs['fused'], metrics)
