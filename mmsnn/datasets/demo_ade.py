@@ -23,6 +23,7 @@ CLI: ``python -m mmsnn.datasets.demo_ade --out data/demo_ade`` (the same as
 """
 import os
 import os.path as osp
+import sys
 
 import numpy as np
 from mmseg.datasets import ADE20KDataset
@@ -185,9 +186,22 @@ def generate_demo_ade(root, num_train=160, num_val=40, image_size=(128, 128),
 
 
 
+
+def __getattr__(name):
+    # ``main``, the command line of ``python -m mmsnn.datasets.demo_ade``, is now
+    # ``mmsnn.cli.make_demo_data.main(['ade', ...])``; kept for one release (PEP 562)
+    if name == 'main':
+        import warnings
+
+        from ..cli.make_demo_data import main
+        warnings.warn("mmsnn.datasets.demo_ade.main is deprecated and will be removed in the "
+                      "next mmsnn release; use mmsnn.cli.make_demo_data.main(['ade', ...])",
+                      DeprecationWarning, stacklevel=2)
+        return lambda argv=None: main(['ade', *(sys.argv[1:] if argv is None else argv)])
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 if __name__ == '__main__':
     # python -m mmsnn.datasets.demo_ade ... = tools/misc/make_demo_data.py ade ...
-    import sys
-
     from mmsnn.cli.make_demo_data import main
     sys.exit(main(['ade', *sys.argv[1:]]))

@@ -23,6 +23,7 @@ CLI: ``python -m mmsnn.datasets.demo_coco --out data/demo_coco`` (the same as
 import json
 import os
 import os.path as osp
+import sys
 
 import cv2
 import numpy as np
@@ -189,9 +190,22 @@ def generate_demo_coco(root, num_train=200, num_val=50, image_size=(128, 128), n
 
 
 
+
+def __getattr__(name):
+    # ``main``, the command line of ``python -m mmsnn.datasets.demo_coco``, is now
+    # ``mmsnn.cli.make_demo_data.main(['coco', ...])``; kept for one release (PEP 562)
+    if name == 'main':
+        import warnings
+
+        from ..cli.make_demo_data import main
+        warnings.warn("mmsnn.datasets.demo_coco.main is deprecated and will be removed in the "
+                      "next mmsnn release; use mmsnn.cli.make_demo_data.main(['coco', ...])",
+                      DeprecationWarning, stacklevel=2)
+        return lambda argv=None: main(['coco', *(sys.argv[1:] if argv is None else argv)])
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 if __name__ == '__main__':
     # python -m mmsnn.datasets.demo_coco ... = tools/misc/make_demo_data.py coco ...
-    import sys
-
     from mmsnn.cli.make_demo_data import main
     sys.exit(main(['coco', *sys.argv[1:]]))

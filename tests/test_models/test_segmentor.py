@@ -23,7 +23,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from mmsnn.datasets import DEMO_CLASSES, generate_demo_ade
-from mmsnn.datasets import demo_ade
+from mmsnn.cli import make_demo_data
 from mmsnn.models import ARCH_SETTINGS
 from mmsnn.models.seg_heads import SpikingFPNHead
 from mmsnn.utils.config import load_config
@@ -296,11 +296,23 @@ def test_multistep_T4_segmentor_train_step():
 
 
 # --------------------------------------------------------------------------- demo data
+def test_demo_main_is_a_deprecated_alias_of_the_tool(tmp_path):
+    """``mmsnn.datasets.demo_ade.main`` / ``demo_coco.main`` (the old command-line
+    functions) warn and run ``tools/misc/make_demo_data.py``'s code with their kind."""
+    from mmsnn.datasets import demo_ade, demo_coco
+    for module in (demo_ade, demo_coco):
+        with pytest.warns(DeprecationWarning, match='mmsnn.cli.make_demo_data'):
+            main = module.main
+        out = tmp_path / module.__name__.rsplit('.', 1)[1]
+        main(['--out', str(out), '--num-train', '1', '--num-val', '1'])
+        assert len(list(out.rglob('*.png'))) >= 2, sorted(out.rglob('*'))  # train + val
+
+
 def test_demo_generator(tmp_path):
     a, b = tmp_path / 'a', tmp_path / 'b'
     generate_demo_ade(str(a), num_train=3, num_val=2, image_size=(40, 56), num_classes=4)
-    demo_ade.main(['--out', str(b), '--num-train', '3', '--num-val', '2', '--size', '40', '56',
-                   '--num-classes', '4'])
+    make_demo_data.main(['ade', '--out', str(b), '--num-train', '3', '--num-val', '2',
+                         '--size', '40', '56', '--num-classes', '4'])
     import cv2
     for split, n in (('training', 3), ('validation', 2)):
         imgs = sorted(os.listdir(a / 'images' / split))
