@@ -1,23 +1,8 @@
 #!/usr/bin/env python
 """Convert a released (reference) checkpoint into an mmsnn checkpoint.
 
-    python tools/convert_reference.py SRC DST --task det|seg|backbone [--config CONFIG]
-                                      [--backbone MetaSDT] [--overwrite] [--allow-partial]
-
-``--task det`` / ``seg``: a whole spiking Mask R-CNN / Semantic FPN trained with the
-reference code; ``backbone``: an ImageNet backbone (its classifier is dropped). The keys are
-mapped by :func:`mmsnn.models.convert_reference_checkpoint` (the one converter) and checked
-against the model of ``--config``: missing, unexpected and wrongly shaped keys are printed by
-name. Wrongly shaped keys always fail; missing or unexpected keys fail too (exit status 1,
-nothing written) unless ``--allow-partial`` accepts the partial conversion (DST's ``meta``
-then lists the missing and unexpected keys). Without ``--config`` the tool picks the reference
-config of the checkpoint's size and mixer in ``configs/det/reference`` /
-``configs/seg/reference``. DST is written as
-``{'state_dict': ..., 'meta': ...}``, ready for ``tools/test.py CONFIG DST`` and for
-``load_from`` (fine-tuning).
-
-The source is read with mmsnn's restricted unpickler: tensors, containers, an ``argparse.Namespace``
-and numpy scalars load; any other pickled object is refused."""
+Usage, options and behaviour: ``mmsnn/cli/convert_reference.py`` (``--help``).
+"""
 import os.path as osp
 import sys
 

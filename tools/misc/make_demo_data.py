@@ -1,13 +1,7 @@
 #!/usr/bin/env python
 """Write the synthetic demo datasets of mmsnn (the generators live in ``mmsnn.datasets``).
 
-    python tools/misc/make_demo_data.py coco [--out data/demo_coco] [--num-train 200]
-        [--num-val 50] [--size H W] [--num-classes 3] [--max-objects 3] [--seed 0]
-    python tools/misc/make_demo_data.py ade [--out data/demo_ade] [--num-train 160]
-        [--num-val 40] [--size H [W]] [--num-classes 5] [--seed 0]
-
-``python -m mmsnn.datasets.demo_coco ...`` and ``python -m mmsnn.datasets.demo_ade ...`` run
-this script with ``coco`` / ``ade`` put in front of their arguments.
+Usage, options and behaviour: ``mmsnn/cli/make_demo_data.py`` (``--help``).
 """
 import os.path as osp
 import sys
