@@ -8,7 +8,7 @@ machine does slows them alike; the medians over rounds are reported, and ratios 
 eager cell of the same model/size/mode/T. Routes:
 
     eager           the model as built
-    fast            ``mmsnn.models.fuse_for_inference`` (inference only: it refuses .train())
+    fast            ``mmsnn.deploy.convert_for_inference`` (inference only: it refuses .train())
     compiled        ``torch.compile`` (inductor) of the backbone and the neck, in place
                     (``nn.Module.compile``: state-dict keys unchanged); heads stay eager
     compiled+fast   fused without the Winograd convs (NNPACK's op cannot be traced by dynamo),
@@ -119,10 +119,10 @@ def make_inputs(model_name, model, size, dtype=None):
 def apply_route(model, route):
     """``model`` turned into ``route`` (in place): fused (eval) and/or compiled."""
     if 'fast' in route:
-        from mmsnn.models import fuse_for_inference
+        from mmsnn.deploy import convert_for_inference
         # compiled: without the Winograd convs, whose NNPACK op has no fake-tensor kernel
         # (dynamo fails tracing it: 'Mismatched Tensor types in NNPack convolutionOutput')
-        fuse_for_inference(model, winograd='compiled' not in route)
+        convert_for_inference(model, winograd='compiled' not in route)
     if 'compiled' in route:
         parts = [model] if not hasattr(model, 'backbone') else (
             [model.backbone] + ([model.neck] if getattr(model, 'neck', None) is not None
