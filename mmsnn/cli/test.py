@@ -29,6 +29,7 @@ import sys
 
 from mmsnn.analysis.test_metrics import (PredictionCounter, dump_metric, save_metrics,
                                          zero_detection_metrics)
+from mmsnn.cli.arguments import add_launcher_args, parse_with_local_rank
 from mmsnn.utils import data_checks, paths, runtime
 from mmsnn.utils.checkpoint_io import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
@@ -72,14 +73,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher (dist_test.sh passes pytorch)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser, 'dist_test.sh')
+    return parse_with_local_rank(parser, argv)
 
 
 def check_keep_freed_memory(flag):

@@ -19,6 +19,7 @@ import os
 import os.path as osp
 import sys
 
+from mmsnn.cli.arguments import add_launcher_args, parse_with_local_rank
 from mmsnn.datasets import checks as dataset_checks
 from mmsnn.datasets import guard_train_dataset
 from mmsnn.engine.compile import add_compile_hooks
@@ -62,15 +63,8 @@ def parse_args(argv=None):
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. train_dataloader.batch_size=2 '
         'model.backbone.arch=t "optim_wrapper.optimizer.lr=1e-4"; lists as key="[a,b]"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher (dist_train.sh passes pytorch)')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK instead
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher_args(parser, 'dist_train.sh')
+    return parse_with_local_rank(parser, argv)
 
 
 def check_dataset_content(cfg, loaders, config):

@@ -26,6 +26,7 @@ import mmengine
 
 from mmsnn.analysis.benchmark.processes import (CHILD_ENV, MeasurementFailed, memory_base,
                                                 peak_above, print_result, run_measurement)
+from mmsnn.cli.arguments import image_size
 
 
 def measure(args):
@@ -114,16 +115,11 @@ def run_child(args, order, size, mode):
             from None
 
 
-def parse_size(s):
-    h, w = s.lower().split('x')
-    return int(h), int(w)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--arch', default='l')
     p.add_argument('--mixer', default='srb')
-    p.add_argument('--sizes', nargs='+', type=parse_size, default=[(512, 512), (800, 1216)])
+    p.add_argument('--sizes', nargs='+', type=image_size, default=[(512, 512), (800, 1216)])
     p.add_argument('--repeats', type=int, default=2)
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--device', default='cuda' if _cuda() else 'cpu')

@@ -25,15 +25,8 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 from mmsnn.analysis import compile_benchmark as cb  # noqa: E402
+from mmsnn.cli.arguments import image_size  # noqa: E402
 from mmsnn.utils.errors import MMSNNUserError, run_tool  # noqa: E402
-
-
-def parse_size(text):
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size {text!r} is not HxW, e.g. 512x512')
-    return h, w
 
 
 def parse_args(argv=None):
@@ -41,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument('--models', nargs='+', default=list(cb.MODELS), choices=list(cb.MODELS))
     p.add_argument('--modes', nargs='+', default=list(cb.MODES), choices=list(cb.MODES))
     p.add_argument('--routes', nargs='+', default=list(cb.ROUTES), choices=list(cb.ROUTES))
-    p.add_argument('--size', type=parse_size, help='HxW for every model (default: per model)')
+    p.add_argument('--size', type=image_size, help='HxW for every model (default: per model)')
     p.add_argument('--T', type=int, nargs='+', default=[1],
                    help='time steps; T > 1 uses I-LIF neurons in the backbone')
     p.add_argument('--with-cp', choices=('off', 'on', 'both'), default='off',

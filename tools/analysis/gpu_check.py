@@ -15,21 +15,14 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
 from mmsnn.analysis.gpu_check import SIZE, format_rows, run_check  # noqa: E402
+from mmsnn.cli.arguments import image_size  # noqa: E402
 from mmsnn.utils.errors import run_tool  # noqa: E402
-
-
-def parse_size(text):
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size {text!r} is not HxW, e.g. 800x1344')
-    return h, w
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=parse_size, default=SIZE, help='detector input, HxW')
-    p.add_argument('--spike-size', type=parse_size, default=(64, 96),
+    p.add_argument('--size', type=image_size, default=SIZE, help='detector input, HxW')
+    p.add_argument('--spike-size', type=image_size, default=(64, 96),
                    help='backbone input of the spike agreement, HxW')
     p.add_argument('--calls', type=int, default=2, help='timed calls per row after a warm-up')
     args = p.parse_args(argv)
