@@ -66,18 +66,23 @@ def _imports(tree):
             if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skip]
 
 
+def _from_base(name, is_pkg, node):
+    """The absolute module that a ``from ... import`` statement of module ``name`` names
+    (relative imports resolved against ``name``)."""
+    if not node.level:
+        return node.module or ''
+    base = name.split('.') if is_pkg else name.split('.')[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return '.'.join(base + ([node.module] if node.module else []))
+
+
 def _targets(name, is_pkg, node, modules):
     """The mmsnn modules an import statement of module ``name`` names."""
     if isinstance(node, ast.Import):
         bases = [a.name for a in node.names]
         names = []
     else:
-        if node.level:
-            base = name.split('.') if is_pkg else name.split('.')[:-1]
-            base = base[:len(base) - (node.level - 1)]
-            bases = ['.'.join(base + ([node.module] if node.module else []))]
-        else:
-            bases = [node.module or '']
+        bases = [_from_base(name, is_pkg, node)]
         names = [a.name for a in node.names]
     out = set()
     for base in bases:
@@ -171,6 +176,63 @@ def test_package_uses_no_deprecated_path():
     edges, aliases = import_graph()
     users = {(name, dep) for name, deps in edges.items() for dep in deps & aliases}
     assert not users, sorted(users)
+
+
+def _dotted(node):
+    """``a.b.c`` of an attribute chain, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return '.'.join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else None
+
+
+def deprecated_name_uses():
+    """(module, 'package:old name') for every use of a moved name in the package: imported by
+    ``from package import old`` (relative or absolute, at any depth: a lazy import inside a
+    function counts) or written out as ``mmsnn.package.old``."""
+    modules = _modules()
+    old = {key.replace(':', '.'): key for key in MOVED_NAMES}
+    found = set()
+    for name, (path, is_pkg) in modules.items():
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        if _is_alias_module(tree):
+            continue
+        for node in _imports(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = _from_base(name, is_pkg, node)
+                found.update((name, old[f'{base}.{a.name}']) for a in node.names
+                             if f'{base}.{a.name}' in old)
+        skip = {id(n) for node in tree.body if isinstance(node, ast.FunctionDef)
+                and node.name == '__getattr__' for n in ast.walk(node)}
+        found.update((name, old[d]) for n in ast.walk(tree) if id(n) not in skip
+                     for d in [_dotted(n)] if d in old)
+    return found
+
+
+def test_package_uses_no_deprecated_name():
+    """No mmsnn module uses a moved or renamed name (``from mmsnn.models import
+    fuse_for_inference`` inside a function slipped past the module check above once)."""
+    assert not deprecated_name_uses(), sorted(deprecated_name_uses())
+
+
+def test_deprecated_name_check_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
+    """The check finds a lazy relative import and a written-out use of an old name."""
+    pkg = tmp_path / 'mmsnn'
+    (pkg / 'analysis').mkdir(parents=True)
+    (pkg / '__init__.py').write_text('')
+    (pkg / 'models.py').write_text('')
+    (pkg / 'analysis' / '__init__.py').write_text('')
+    (pkg / 'analysis' / 'lazy.py').write_text(
+        'def f():\n    from ..models import fuse_for_inference\n    return 1\n')
+    (pkg / 'analysis' / 'spelled.py').write_text(
+        'import mmsnn\n\ndef g(m):\n    return mmsnn.models.fuse_for_inference(m)\n')
+    monkeypatch.setattr(sys.modules[__name__], 'PACKAGE', str(pkg))
+    monkeypatch.setattr(sys.modules[__name__], 'REPO', str(tmp_path))
+    assert deprecated_name_uses() == {
+        ('mmsnn.analysis.lazy', 'mmsnn.models:fuse_for_inference'),
+        ('mmsnn.analysis.spelled', 'mmsnn.models:fuse_for_inference')}
 
 
 @pytest.mark.slow

@@ -59,5 +59,15 @@ def main(argv=None):
     return 0
 
 
+def deprecated_kind_main(kind, module):
+    """The old ``main`` of ``mmsnn.datasets.demo_{kind}`` (``module``): warns once, then runs
+    :func:`main` with ``kind`` in front of the arguments."""
+    from mmsnn.utils.deprecation import warn_moved
+    warn_moved(f'{module}.main', f"mmsnn.cli.make_demo_data.main(['{kind}', ...])",
+               stacklevel=4, same_object=False)  # 4: the caller of the module __getattr__
+    return lambda argv=None: main([kind, *(sys.argv[1:] if argv is None else argv)])
+
+
 if __name__ == '__main__':
     sys.exit(main())
+

@@ -191,13 +191,8 @@ def __getattr__(name):
     # ``main``, the command line of ``python -m mmsnn.datasets.demo_ade``, is now
     # ``mmsnn.cli.make_demo_data.main(['ade', ...])``; kept for one release (PEP 562)
     if name == 'main':
-        import warnings
-
-        from ..cli.make_demo_data import main
-        warnings.warn("mmsnn.datasets.demo_ade.main is deprecated and will be removed in the "
-                      "next mmsnn release; use mmsnn.cli.make_demo_data.main(['ade', ...])",
-                      DeprecationWarning, stacklevel=2)
-        return lambda argv=None: main(['ade', *(sys.argv[1:] if argv is None else argv)])
+        from ..cli.make_demo_data import deprecated_kind_main
+        return deprecated_kind_main('ade', __name__)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 

@@ -195,13 +195,8 @@ def __getattr__(name):
     # ``main``, the command line of ``python -m mmsnn.datasets.demo_coco``, is now
     # ``mmsnn.cli.make_demo_data.main(['coco', ...])``; kept for one release (PEP 562)
     if name == 'main':
-        import warnings
-
-        from ..cli.make_demo_data import main
-        warnings.warn("mmsnn.datasets.demo_coco.main is deprecated and will be removed in the "
-                      "next mmsnn release; use mmsnn.cli.make_demo_data.main(['coco', ...])",
-                      DeprecationWarning, stacklevel=2)
-        return lambda argv=None: main(['coco', *(sys.argv[1:] if argv is None else argv)])
+        from ..cli.make_demo_data import deprecated_kind_main
+        return deprecated_kind_main('coco', __name__)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 

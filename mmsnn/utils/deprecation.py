@@ -10,13 +10,15 @@ import warnings
 _warned = set()
 
 
-def warn_moved(old, new, stacklevel=3):
-    """Warn (``DeprecationWarning``, once per ``old``) that ``old`` is now ``new``."""
+def warn_moved(old, new, stacklevel=3, same_object=True):
+    """Warn (``DeprecationWarning``, once per ``old``) that ``old`` is now ``new``
+    (``same_object=False``: ``new`` is called differently, e.g. with other arguments)."""
     if old in _warned:
         return
     _warned.add(old)
     warnings.warn(f'{old} is deprecated and will be removed in the next mmsnn release; '
-                  f'use {new} (same object)', DeprecationWarning, stacklevel=stacklevel)
+                  f'use {new}' + (' (same object)' if same_object else ''),
+                  DeprecationWarning, stacklevel=stacklevel)
 
 
 __all__ = ['warn_moved']
