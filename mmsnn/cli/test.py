@@ -65,6 +65,11 @@ def parse_args(argv=None):
                         'BatchNorm into the convs, run the quantiser in place, 3x3 convs by '
                         'Winograd on the CPU; faster, the same spikes in float64, in float32 '
                         'a spike next to a quantiser level may move')
+    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                        help='torch.compile the backbone and neck (BACKEND, default inductor; '
+                        'the heads stay eager): the first batch pays the compilation, minutes '
+                        'on a CPU. With --fuse-conv-bn the 3x3 convs stay off Winograd, '
+                        'which the compiler cannot trace')
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help='CPU only: make this process reuse the memory it frees instead '
                         'of returning it to the OS (a process-wide glibc setting, '
@@ -87,8 +92,17 @@ def check_keep_freed_memory(flag):
                              'CUDA_VISIBLE_DEVICES= to use it)')
 
 
+def check_compile_flags(args):
+    """``--compile`` with ``--energy``: refused (the energy count hooks every neuron, and a
+    compiled backbone runs its neurons inside one graph)."""
+    if args.compile and args.energy:
+        raise MMSNNUserError('--compile and --energy together: the energy report counts every '
+                             'neuron of the eager model; drop --compile for the energy run')
+
+
 def test(args):
     check_keep_freed_memory(args.keep_freed_memory)
+    check_compile_flags(args)
     check_config_file(args.config)
     check_checkpoint_file(args.checkpoint)
     if args.out:
@@ -141,10 +155,17 @@ def test(args):
             from mmsnn.deploy import convert_for_inference
             runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            model = convert_for_inference(model)
+            model = convert_for_inference(model, winograd=not args.compile)
             print(f'--fuse-conv-bn: inference fast path on, {len(model.folded_bn)} BatchNorm '
                   f'layers folded into their convs, {len(model.winograd_convs)} 3x3 convs by '
                   f'Winograd (float32 CPU)')
+        if args.compile:
+            from mmengine.model import is_model_wrapper
+            from mmsnn.engine.compile import compile_for_inference
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            parts = compile_for_inference(model, backend=args.compile)
+            print(f'--compile: {" and ".join(parts)} compiled with torch.compile '
+                  f'(backend {args.compile}); the first batch compiles them')
         if args.keep_freed_memory:
             from mmsnn.deploy import keep_freed_memory
             print('--keep-freed-memory: ' + ('this process keeps freed memory for reuse' if

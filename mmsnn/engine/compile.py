@@ -17,6 +17,9 @@ i.e. every iteration of a warm-up or poly schedule). So :class:`EagerParamUpdate
 graph is preprocessor + forward + loss, its backward is the one AOTAutograd compiled with it,
 and the optimizer runs eagerly, as in any eager run. ``tools/train.py`` adds the hook to every
 run with ``compile`` set.
+
+mmengine compiles for training only. For testing, ``tools/test.py --compile`` calls
+:func:`compile_for_inference`, which compiles the backbone and the neck in place.
 """
 import torch
 from mmengine.hooks import Hook
@@ -77,4 +80,24 @@ def add_compile_hooks(cfg):
     return cfg
 
 
-__all__ = ['EagerParamUpdateHook', 'add_compile_hooks', 'keep_param_update_eager']
+def compile_for_inference(model, backend='inductor', **options):
+    """Compile ``model.backbone`` and ``model.neck`` in place (``nn.Module.compile``), for
+    inference (``tools/test.py --compile``). Returns the names of the compiled parts.
+
+    In place, so parameter names and checkpoints stay as they are (``torch.compile(module)``
+    would prefix every key with ``_orig_mod.``). The heads stay eager: their post-processing
+    (RPN proposals, NMS, RoI selection, resizing each prediction to its image) has shapes that
+    depend on the data, which would mean a graph break or a recompilation per image, and the
+    time is in the backbone and the neck.
+    """
+    compiled = []
+    for name in ('backbone', 'neck'):
+        part = getattr(model, name, None)
+        if part is not None:
+            part.compile(backend=backend, **options)
+            compiled.append(name)
+    return compiled
+
+
+__all__ = ['EagerParamUpdateHook', 'add_compile_hooks', 'compile_for_inference',
+           'keep_param_update_eager']

@@ -1,0 +1,95 @@
+"""``tools/test.py --compile``: the backbone and the neck compiled in place for inference
+(``mmsnn.engine.compile.compile_for_inference``), the heads eager."""
+import copy
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+import mmsnn  # noqa: F401  (registers mmsnn's modules)
+from mmsnn.engine.compile import compile_for_inference
+from mmsnn.models import MetaSDT
+from mmsnn.models.necks.spiking_fpn import SpikingFPN
+
+pytestmark = pytest.mark.slow  # compiles (aot_eager) or starts the tools
+
+
+class _Detector(torch.nn.Module):
+    """The parts ``compile_for_inference`` looks for, and a head it must leave alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = MetaSDT(embed_dims=(8, 16, 16, 16), out_indices=(1, 2), mixer='srb')
+        self.neck = SpikingFPN(in_channels=[8, 16], out_channels=8, num_outs=2)
+        self.head = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return [self.head(f) for f in self.neck(self.backbone(x))]
+
+
+def test_compile_for_inference_keeps_names_and_numbers():
+    torch.manual_seed(0)
+    model = _Detector().double().eval()
+    eager = copy.deepcopy(model)
+    keys = list(model.state_dict())
+    assert compile_for_inference(model, backend='aot_eager') == ['backbone', 'neck']
+    # in place: a checkpoint of the eager model loads as it is
+    assert list(model.state_dict()) == keys
+    model.load_state_dict(eager.state_dict())
+    assert model.backbone._compiled_call_impl is not None
+    assert model.neck._compiled_call_impl is not None
+    assert getattr(model.head, '_compiled_call_impl', None) is None
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        for a, b in zip(model(x), eager(x)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_test_tool_compile_flag(tmp_path, run_tool):
+    """``tools/test.py CONFIG CKPT --compile aot_eager`` evaluates the checkpoint of a tiny
+    eager training and gets the mIoU that the training's own (eager) validation got."""
+    from mmsnn.datasets import generate_demo_ade
+    root = str(tmp_path / 'demo_ade')
+    generate_demo_ade(root, num_train=2, num_val=2, image_size=(32, 32))
+    opts = [f'data_root={root}', 'train_dataloader.batch_size=2',
+            'train_dataloader.dataset.pipeline.2.scale=(64,32)',
+            'train_dataloader.dataset.pipeline.3.crop_size=(32,32)',
+            'model.data_preprocessor.size=(32,32)',
+            'test_dataloader.dataset.pipeline.1.scale=(64,32)',
+            'val_dataloader.dataset.pipeline.1.scale=(64,32)',
+            'model.backbone.out_indices=(0,1,2)', 'model.neck.in_channels=[8,16,32]',
+            'model.neck.num_outs=3', 'model.decode_head.in_channels=[32,32,32]',
+            'model.decode_head.in_index=[0,1,2]', 'model.decode_head.feature_strides=[2,4,8]',
+            'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+            'default_hooks.checkpoint.interval=2']
+    for split in ('train', 'val', 'test'):
+        opts += [f'{split}_dataloader.num_workers=0',
+                 f'{split}_dataloader.persistent_workers=False']
+    config = 'configs/seg/demo/sdt_srb_demo.py'
+    work = tmp_path / 'work'
+    res = run_tool('tools/train.py', config, '--work-dir', work, '--cfg-options', *opts,
+                   timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    scalars = [json.loads(line) for line in
+               open(next(work.glob('*/vis_data/scalars.json'))) if '"mIoU"' in line]
+    val_miou = scalars[-1]['mIoU']
+
+    res = run_tool('tools/test.py', config, work / 'iter_2.pth', '--compile', 'aot_eager',
+                   '--work-dir', tmp_path / 'test', '--cfg-options', *opts, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert '--compile: backbone and neck compiled' in out
+    with open(osp.join(tmp_path, 'test', 'metrics.json')) as f:
+        metrics = json.load(f)
+    test_miou = metrics.get('mIoU', metrics.get('metrics', {}).get('mIoU'))
+    # aot_eager runs the eager kernels through the captured graph: the same spikes
+    assert test_miou == pytest.approx(val_miou, abs=0.01), (test_miou, val_miou)
+
+
+def test_test_tool_refuses_compile_with_energy(tmp_path):
+    from mmsnn.cli import test as test_cli
+    args = test_cli.parse_args(['cfg.py', 'ckpt.pth', '--compile', '--energy'])
+    assert args.compile == 'inductor'
+    with pytest.raises(Exception, match='--compile and --energy together'):
+        test_cli.check_compile_flags(args)
