@@ -30,7 +30,6 @@ spikes must be equal (counted mismatches), outputs (and in train mode every grad
 import json
 import os
 import os.path as osp
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,9 +44,6 @@ MODELS = {
     'maskrcnn': ('configs/det/sdt_srb_s_coco.py', (800, 1344)),
     'semfpn': ('configs/seg/sdt_srb_s_ade20k.py', (512, 512)),
 }
-#: glibc returns freed tensors at once, so peak RSS counts live memory only (as the other
-#: benchmarks of this repository do, tools/analysis/_memory.py)
-CHILD_ENV = dict(MALLOC_MMAP_THRESHOLD_='131072')
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
@@ -170,21 +166,19 @@ def step_fn(model_name, model, mode, batch):
 
 # ----------------------------------------------------------------------------- one cell
 
-def _rss_mib():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
-
-
 def measure_cell(model_name, size, mode, route, T=1, with_cp=False, calls=2, profile=False):
     """In this (fresh) process: build, warm up (= compile), time ``calls`` calls. Returns
     dict(time_s: median call, first_s: the warm-up call, compile_s, peak_mib above the RSS
-    after building, profile: top ops' table or None)."""
+    after building, of one more call after the timed ones, profile: top ops' table or None).
+    The timed calls run with glibc's default allocator, as a user's run does."""
     import torch
+
+    from mmsnn.analysis.benchmark.processes import memory_base, peak_of_one_more
     model = build(model_name, T, with_cp)
     batch = make_inputs(model_name, model, size)
     apply_route(model, route)
     fn = step_fn(model_name, model, mode, batch)
-    base = _rss_mib()
+    base = memory_base(torch.device('cpu'))
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -193,7 +187,7 @@ def measure_cell(model_name, size, mode, route, T=1, with_cp=False, calls=2, pro
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = peak_of_one_more(fn, torch.device('cpu'), base)
     table = None
     if profile:
         from torch.profiler import profile as torch_profile
@@ -292,7 +286,7 @@ def child_command(cell, calls, profile=False, python=sys.executable):
 def run_cell(cell, calls, profile=False, env=None):
     """One cell in a fresh process; its JSON result (or dict(error=...) when it failed)."""
     out = subprocess.run(child_command(cell, calls, profile), capture_output=True, text=True,
-                         env=dict(os.environ, **CHILD_ENV, **(env or {})))
+                         env=dict(os.environ, **(env or {})))
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
     if out.returncode or not lines:
         tail = (out.stderr.strip().splitlines() or ['no output'])[-1]

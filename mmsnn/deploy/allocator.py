@@ -22,6 +22,12 @@ get glibc's default limits back (:func:`_give_back_in_child`): they do not run t
 each would otherwise keep its own peak heap. The environment variables
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<bytes>`` have the same effect for any process
 (and for its children).
+
+:func:`fix_mmap_threshold` is the opposite setting, for reading a peak: every freed block above
+128 KiB goes back to the OS at once, so the RSS counts live memory only. It is for measuring
+processes (the benchmarks), after their timed steps: it makes every large allocation fault
+in fresh pages, which costs a training step at COCO size ~70% more CPU time (measured:
+``.notes/speed.md``), so a timing under it says nothing about a user's run.
 """
 import ctypes
 import ctypes.util
@@ -30,6 +36,7 @@ import sys
 
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 #: the largest trim threshold mallopt takes (a C int): 2 GiB - 1 byte. The heap is trimmed
 #: only when more than this lies free at its top, so up to 2 GiB of freed memory is kept.
@@ -37,22 +44,31 @@ _NEVER_TRIM = 2**31 - 1
 #: glibc's defaults (malloc/malloc.c: DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD)
 _DEFAULT_MMAP_MAX = 65536
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_DEFAULT_MMAP_THRESHOLD = 128 * 1024
 
 _applied = False
 #: whether the fork hook is registered (once per process; os.register_at_fork has no undo)
 _fork_hook = [False]
 
 
-def _mallopt():
-    """glibc's ``mallopt`` (``int mallopt(int, int)``), or None where the C library is not
-    glibc (macOS, Windows, musl)."""
+def _libc():
+    """glibc, or None where the C library is not glibc (macOS, Windows, musl)."""
     if not sys.platform.startswith('linux'):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-        mallopt = libc.mallopt
+        libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):  # not glibc
         return None
+    return libc
+
+
+def _mallopt():
+    """glibc's ``mallopt`` (``int mallopt(int, int)``), or None where there is no glibc."""
+    libc = _libc()
+    if libc is None:
+        return None
+    mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return mallopt
@@ -92,4 +108,18 @@ def keep_freed_memory():
     return _applied
 
 
-__all__ = ['keep_freed_memory']
+def fix_mmap_threshold():
+    """Fix glibc's mmap threshold at its 128 KiB default (no longer raised after large frees)
+    and hand the free heap back to the OS (``malloc_trim``): from here on the process's RSS
+    counts live memory, not freed blocks glibc keeps. For peak-memory readings only (see the
+    module docstring). Returns False where the C library is not glibc (nothing changed)."""
+    libc = _libc()
+    mallopt = _mallopt()
+    if libc is None or not mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD):
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim(0)
+    return True
+
+
+__all__ = ['fix_mmap_threshold', 'keep_freed_memory']

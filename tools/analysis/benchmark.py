@@ -34,9 +34,10 @@ detections), so both models' heads do the same work (``--free-rois``: let the RP
 decide, as before). Inference is timed before training (the optimiser steps would move the
 weights away from the normalised state).
 
-Every measurement runs in its own subprocess (peaks do not mix; CPU peak = peak RSS above the
-RSS after building, with glibc's mmap threshold fixed so freed tensors leave the RSS at once;
-CUDA peak = max_memory_allocated). All rows of one call are measured side
+Every measurement runs in its own subprocess (peaks do not mix; the timed steps run with
+glibc's default allocator, as a training run; CPU peak = peak RSS above the RSS after building,
+of one more train step with glibc's mmap threshold fixed so freed tensors leave the RSS at
+once; CUDA peak = max_memory_allocated of that step). All rows of one call are measured side
 by side on the same machine; ratios are printed at the end and written as JSON.
 
 ``--fast-path`` instead times inference (``test_step``, no grad) of the reference model
@@ -65,8 +66,9 @@ from mmsnn.analysis.benchmark.cost_of_spiking import (CONFIGS, SCOPES, VARIANTS,
                                                       results_block, rois_text)
 from mmsnn.analysis.benchmark.docs_block import BENCHMARKS_PAGE, block_problem, replace_block
 from mmsnn.analysis.benchmark.fairness import activation_range, calibrate_batchnorm, fixed_rois
-from mmsnn.analysis.benchmark.processes import (CHILD_ENV, MeasurementFailed, memory_base,
-                                                peak_above, print_result, run_measurement)
+from mmsnn.analysis.benchmark.processes import (MeasurementFailed, memory_base,
+                                                peak_of_one_more, print_result,
+                                                run_measurement)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -163,7 +165,7 @@ def measure(args):
             seen['mask'].clear()
         model.train()
         out['train_img_s'] = args.batch / timed(train)
-        out['train_peak_mib'] = peak_above(base, dev)
+        out['train_peak_mib'] = peak_of_one_more(train, dev, base)
         if seen is not None:
             out['rois_train'] = dict(bbox=sorted(set(seen['bbox'])),
                                      mask=sorted(set(seen['mask'])))
@@ -257,7 +259,7 @@ def main():
     if args.fast_path:
         return fast_path(args)
 
-    env = dict(CHILD_ENV, PYTHONPATH=os.pathsep.join(
+    env = dict(PYTHONPATH=os.pathsep.join(
         [ROOT] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
     results = []
     timing = 'one cold step' if args.iters == 0 else f'best of {args.iters} after a warm-up'

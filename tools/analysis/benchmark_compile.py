@@ -102,11 +102,9 @@ def main(argv=None):
         if not match:
             raise MMSNNUserError(f'--profile {args.profile!r} names no cell; one of: '
                                  + '; '.join(cb.cell_name(**c) for c in cells))
-        import os
         import subprocess
         # the child prints the profiler's table itself: its output goes straight through
-        return subprocess.run(cb.child_command(match[0], args.calls, profile=True),
-                              env=dict(os.environ, **cb.CHILD_ENV)).returncode
+        return subprocess.run(cb.child_command(match[0], args.calls, profile=True)).returncode
     from mmsnn.analysis.benchmark_record import git_commit, make_record, write_record
     commit = git_commit(REPO)  # what is measured: the checkout as the run starts
     print(f'{len(cells)} cells x {args.rounds} rounds, each its own process, alternating')

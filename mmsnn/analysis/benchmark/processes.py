@@ -6,16 +6,19 @@ child flags): peaks of different variants must not mix, and the fast path's allo
 is process-wide. That is why the timings are per process rather than one
 ``torch.utils.benchmark.Timer`` loop in the driver. A measuring process prints its result as
 one JSON line, the last line of its stdout.
+
+A measuring process times its steps with glibc's default allocator, as a user's training or
+test run has it, and reads its peak memory on one more step after them
+(:func:`peak_of_one_more`). Until 2026-12 the whole process ran with
+``MALLOC_MMAP_THRESHOLD_=131072`` so that its peak RSS counted live tensors only; that made
+every large tensor fault in fresh pages, and the l-SRB train step at 800x1216 took ~70% more
+CPU time than in a training run: the "training slowdown" of the round that introduced it
+(``.notes/speed.md``).
 """
 import json
 import os
 import resource
 import subprocess
-
-#: environment for a measuring child process: glibc raises its mmap threshold after large
-#: frees and then keeps freed memory in the heap, so peak RSS would count dead tensors; a
-#: fixed threshold returns them to the OS at once.
-CHILD_ENV = dict(MALLOC_MMAP_THRESHOLD_='131072')
 
 
 class MeasurementFailed(RuntimeError):
@@ -56,12 +59,48 @@ def memory_base(device):
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
-def peak_above(base, device):
-    """Peak memory (MiB) since the process started, above ``base`` from :func:`memory_base`."""
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where the kernel
+    does not offer it (then the peak covers the whole process)."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm_mib():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024  # kB
+    return peak_rss_mib()
+
+
+def peak_of_one_more(step, device, base):
+    """Peak memory (MiB above ``base`` from :func:`memory_base`) of one more call of
+    ``step()``, run after the timed calls.
+
+    On the CPU that call runs with glibc's mmap threshold fixed (freed tensors leave the RSS
+    at once; ``mmsnn.deploy.allocator.fix_mmap_threshold``) and the peak mark reset before
+    it, so the figure is the step's own peak of live memory, whatever the timed calls before
+    it left in glibc's heap. On CUDA: ``max_memory_allocated`` of that call.
+    """
     import torch
     if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # KiB on Linux
+    from mmsnn.deploy.allocator import fix_mmap_threshold
+    fix_mmap_threshold()
+    if not _reset_peak_rss():
+        step()
+        return peak_rss_mib() - base
+    step()
+    return _vm_hwm_mib() - base
 
 
 def peak_rss_mib():
