@@ -3,6 +3,8 @@
     python tools/analysis/benchmark_backbone.py                 # l-size SRB, 512^2 and 800x1216
     python tools/analysis/benchmark_backbone.py --arch s --sizes 256x256 --repeats 1
     python tools/analysis/benchmark_backbone.py --fast-path --archs s l --sizes 800x1216
+    python tools/analysis/benchmark_backbone.py --sizes 800x1216 --modes train --orders linear \
+        --allocator fixed-mmap-threshold      # the allocator the benchmarks timed under before
 
 For each input size it times forward (eval, no grad) and forward+backward (train step) of
 the same backbone with the linear attention order ``q (k^T v)`` (mmsnn's default) and with
@@ -12,7 +14,12 @@ the CPU it is the peak RSS above the RSS after building the model and input, of 
 step after the timed ones, with glibc's mmap threshold fixed for that step only so that freed
 tensors leave the RSS at once (the timed steps run with glibc's defaults, as a training run).
 Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800x1216 the
-train step's peak memory <= 0.4x the quadratic order's and no slower.
+train step's peak memory <= 0.4x the quadratic order's and no slower. Each cell also reports
+the CPU time (user + system) and the minor page faults per timed step, and ``--allocator``
+sets glibc's allocator for the measuring processes: ``default`` (as a training run),
+``fixed-mmap-threshold`` (``MALLOC_MMAP_THRESHOLD_=131072``: every block above 128 KiB mapped
+fresh and returned at once, what these benchmarks timed under from eb84168 until 2026-12) or
+``keep-freed`` (``MALLOC_MMAP_MAX_=0``, no trimming: what ``--keep-freed-memory`` does).
 
 ``--fast-path`` instead times inference (eval, no grad) of each ``--archs`` backbone before and
 after ``convert_for_inference`` (issue 14): plain, fused (``tools/test.py --fuse-conv-bn``) and
@@ -20,6 +27,7 @@ fast (also ``--keep-freed-memory``) each in its own process, alternating, ``--re
 (``mmsnn.analysis.benchmark.fast_path``).
 """
 import argparse
+import resource
 import sys
 import time
 
@@ -63,12 +71,16 @@ def measure(args):
     base = memory_base(dev)
     step()  # warm-up (allocator, oneDNN primitives); its peak is the step's peak too
     times = []
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     peak = peak_of_one_more(step, dev, base)
-    print_result(dict(time_s=min(times), peak_mib=peak))
+    print_result(dict(time_s=min(times), peak_mib=peak,
+                      cpu_s=(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / args.repeats,
+                      minor_faults=(r1.ru_minflt - r0.ru_minflt) / args.repeats))
 
 
 def fast_path(args):
@@ -104,6 +116,14 @@ def fast_path_child(args):
     child(lambda: model(x), sync, args.fast_path_profile, model)
 
 
+#: glibc settings of the measuring processes (``--allocator``), as environment variables
+ALLOCATORS = {
+    'default': {},
+    'fixed-mmap-threshold': dict(MALLOC_MMAP_THRESHOLD_='131072'),
+    'keep-freed': dict(MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_=str(2**31 - 1)),
+}
+
+
 def run_child(args, order, size, mode):
     cmd = [sys.executable, __file__, '--child', '--arch', args.arch, '--mixer', args.mixer,
            '--order', order, '--size', str(size[0]), str(size[1]), '--mode', mode,
@@ -111,7 +131,7 @@ def run_child(args, order, size, mode):
     cmd += ['--with-cp'] if args.with_cp else []
     cmd += ['--no-compact-spikes'] if args.no_compact_spikes else []
     try:
-        return run_measurement(cmd, f'{order} {size} {mode}')
+        return run_measurement(cmd, f'{order} {size} {mode}', env=ALLOCATORS[args.allocator])
     except MeasurementFailed as e:
         raise SystemExit(f'measurement {order} {size} {mode} failed:\n{e.stderr[-2000:]}') \
             from None
@@ -129,6 +149,11 @@ def main():
                    help='activation checkpointing of every block, in both orders')
     p.add_argument('--no-compact-spikes', action='store_true',
                    help='save spikes for the backward pass as float32 (MetaSDT compact_spikes=False)')
+    p.add_argument('--modes', nargs='+', choices=['eval', 'train'], default=['eval', 'train'])
+    p.add_argument('--orders', nargs='+', choices=['linear', 'quadratic'],
+                   default=['linear', 'quadratic'])
+    p.add_argument('--allocator', choices=sorted(ALLOCATORS), default='default',
+                   help="glibc's allocator in the measuring processes (see the docstring)")
     p.add_argument('--fast-path', action='store_true',
                    help='time inference before/after convert_for_inference, in alternating '
                    'processes (--repeats rounds)')
@@ -151,26 +176,32 @@ def main():
         return fast_path(args)
 
     rows = []
-    print(f'MetaSDT-{args.arch} {args.mixer}, batch {args.batch}, device {args.device}'
+    print(f'MetaSDT-{args.arch} {args.mixer}, batch {args.batch}, device {args.device}, '
+          f'allocator {args.allocator}'
           f'{", with_cp" if args.with_cp else ""}'
           f'{", float32 spike storage" if args.no_compact_spikes else ""}')
-    print(f'{"size":>10} {"mode":>6} | {"linear s":>9} {"quad s":>9} {"t ratio":>7} | '
-          f'{"linear MiB":>10} {"quad MiB":>10} {"mem ratio":>9}')
+    print(f'{"size":>10} {"mode":>6} {"order":>9} | {"s/step":>7} {"CPU s":>7} '
+          f'{"faults":>9} {"peak MiB":>9}')
     for size in args.sizes:
-        for mode in ('eval', 'train'):
-            lin = run_child(args, 'linear', size, mode)
-            quad = run_child(args, 'quadratic', size, mode)
-            row = dict(size=f'{size[0]}x{size[1]}', mode=mode, linear=lin, quadratic=quad,
-                       time_ratio=lin['time_s'] / quad['time_s'],
-                       mem_ratio=lin['peak_mib'] / max(quad['peak_mib'], 1e-9))
+        for mode in args.modes:
+            row = dict(size=f'{size[0]}x{size[1]}', mode=mode)
+            for order in args.orders:
+                r = row[order] = run_child(args, order, size, mode)
+                print(f'{row["size"]:>10} {mode:>6} {order:>9} | {r["time_s"]:7.3f} '
+                      f'{r["cpu_s"]:7.2f} {r["minor_faults"]:9.0f} {r["peak_mib"]:9.1f}')
+            if len(args.orders) == 2:
+                lin, quad = row['linear'], row['quadratic']
+                row.update(time_ratio=lin['time_s'] / quad['time_s'],
+                           mem_ratio=lin['peak_mib'] / max(quad['peak_mib'], 1e-9))
+                print(f'{"":>10} {"":>6} {"ratio":>9} | {row["time_ratio"]:7.2f} '
+                      f'{"":>7} {"":>9} {row["mem_ratio"]:9.3f}')
             rows.append(row)
-            print(f'{row["size"]:>10} {mode:>6} | {lin["time_s"]:9.3f} {quad["time_s"]:9.3f} '
-                  f'{row["time_ratio"]:7.2f} | {lin["peak_mib"]:10.1f} {quad["peak_mib"]:10.1f} '
-                  f'{row["mem_ratio"]:9.3f}')
-    big = [r for r in rows if r['mode'] == 'train'][-1]
-    print(f'target at {big["size"]} train step: memory ratio {big["mem_ratio"]:.3f} (<= 0.4: '
-          f'{"met" if big["mem_ratio"] <= 0.4 else "NOT met"}), time ratio '
-          f'{big["time_ratio"]:.2f} (<= 1: {"met" if big["time_ratio"] <= 1.0 else "NOT met"})')
+    trains = [r for r in rows if r['mode'] == 'train' and 'mem_ratio' in r]
+    if trains:
+        big = trains[-1]
+        print(f'target at {big["size"]} train step: memory ratio {big["mem_ratio"]:.3f} (<= 0.4: '
+              f'{"met" if big["mem_ratio"] <= 0.4 else "NOT met"}), time ratio '
+              f'{big["time_ratio"]:.2f} (<= 1: {"met" if big["time_ratio"] <= 1.0 else "NOT met"})')
     if args.json:
         mmengine.dump(rows, args.json, file_format='json', indent=2)
 
