@@ -168,26 +168,25 @@ def step_fn(model_name, model, mode, batch):
 
 def measure_cell(model_name, size, mode, route, T=1, with_cp=False, calls=2, profile=False):
     """In this (fresh) process: build, warm up (= compile), time ``calls`` calls. Returns
-    dict(time_s: median call, first_s: the warm-up call, compile_s, peak_mib above the RSS
-    after building, of one more call after the timed ones, profile: top ops' table or None).
-    The timed calls run with glibc's default allocator, as a user's run does."""
+    dict(time_s: median call, first_s: the warm-up call, compile_s, peak_mib of the warm-up
+    call above the RSS after building, profile: top ops' table or None). The timed calls run
+    with glibc's allocator as in a user's run (``peak_of_first_step``)."""
     import torch
 
-    from mmsnn.analysis.benchmark.processes import memory_base, peak_of_one_more
+    from mmsnn.analysis.benchmark.processes import peak_of_first_step
     model = build(model_name, T, with_cp)
     batch = make_inputs(model_name, model, size)
     apply_route(model, route)
     fn = step_fn(model_name, model, mode, batch)
-    base = memory_base(torch.device('cpu'))
     t0 = time.perf_counter()
-    fn()
+    # the first call compiles; its peak is the cell's (glibc's mmap threshold fixed for it)
+    peak = peak_of_first_step(fn, torch.device('cpu'))
     first = time.perf_counter() - t0
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    peak = peak_of_one_more(fn, torch.device('cpu'), base)
     table = None
     if profile:
         from torch.profiler import profile as torch_profile

@@ -24,10 +24,10 @@ each would otherwise keep its own peak heap. The environment variables
 (and for its children).
 
 :func:`fix_mmap_threshold` is the opposite setting, for reading a peak: every freed block above
-128 KiB goes back to the OS at once, so the RSS counts live memory only. It is for measuring
-processes (the benchmarks), after their timed steps: it makes every large allocation fault
-in fresh pages, which costs a training step at COCO size ~70% more CPU time (measured:
-``.notes/speed.md``), so a timing under it says nothing about a user's run.
+128 KiB goes back to the OS at once, so the RSS counts live memory only. It makes every large
+allocation fault in fresh pages, which costs a training step at COCO size ~70% more CPU time
+(``.notes/speed.md``), so the benchmarks read their peak on the first step only and then call
+:func:`settle_mmap_threshold` for the timed steps.
 """
 import ctypes
 import ctypes.util
@@ -45,6 +45,10 @@ _NEVER_TRIM = 2**31 - 1
 _DEFAULT_MMAP_MAX = 65536
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _DEFAULT_MMAP_THRESHOLD = 128 * 1024
+#: where glibc's dynamic rule settles once it has freed a mapped block of 32 MiB or more
+#: (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit; the trim threshold follows at twice the threshold)
+_SETTLED_MMAP_THRESHOLD = 32 * 2**20
+_SETTLED_TRIM_THRESHOLD = 2 * _SETTLED_MMAP_THRESHOLD
 
 _applied = False
 #: whether the fork hook is registered (once per process; os.register_at_fork has no undo)
@@ -122,4 +126,14 @@ def fix_mmap_threshold():
     return True
 
 
-__all__ = ['fix_mmap_threshold', 'keep_freed_memory']
+def settle_mmap_threshold():
+    """Set glibc's mmap and trim thresholds to the values its dynamic rule reaches in a process
+    that frees tensors of 32 MiB or more (32 / 64 MiB): after :func:`fix_mmap_threshold`, the
+    closest a process can come back to the default behaviour (``mallopt`` cannot switch the
+    dynamic rule back on). Returns False where the C library is not glibc."""
+    mallopt = _mallopt()
+    return (mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, _SETTLED_MMAP_THRESHOLD))
+            and bool(mallopt(_M_TRIM_THRESHOLD, _SETTLED_TRIM_THRESHOLD)))
+
+
+__all__ = ['fix_mmap_threshold', 'keep_freed_memory', 'settle_mmap_threshold']

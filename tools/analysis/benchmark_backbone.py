@@ -10,9 +10,10 @@ For each input size it times forward (eval, no grad) and forward+backward (train
 the same backbone with the linear attention order ``q (k^T v)`` (mmsnn's default) and with
 the reference's quadratic order ``(q k^T) v``, and reports peak memory. Each measurement runs
 in a fresh subprocess so peaks do not mix: on CUDA the peak is ``max_memory_allocated``; on
-the CPU it is the peak RSS above the RSS after building the model and input, of one more
-step after the timed ones, with glibc's mmap threshold fixed for that step only so that freed
-tensors leave the RSS at once (the timed steps run with glibc's defaults, as a training run).
+the CPU it is the peak RSS of the first (warm-up) step above the RSS after building the model
+and input, with glibc's mmap threshold fixed for that step so that freed tensors leave the RSS
+at once; the timed steps then run with glibc's thresholds where its default rule settles, as in
+a training run (``mmsnn.analysis.benchmark.processes.peak_of_first_step``).
 Ratios (linear / quadratic) are printed at the end; targets from issue 3: at 800x1216 the
 train step's peak memory <= 0.4x the quadratic order's and no slower. Each cell also reports
 the CPU time (user + system) and the minor page faults per timed step, and ``--allocator``
@@ -33,9 +34,8 @@ import time
 
 import mmengine
 
-from mmsnn.analysis.benchmark.processes import (MeasurementFailed, memory_base,
-                                                peak_of_one_more, print_result,
-                                                run_measurement)
+from mmsnn.analysis.benchmark.processes import (MeasurementFailed, peak_of_first_step,
+                                                print_result, run_measurement)
 from mmsnn.cli.arguments import image_size
 
 
@@ -68,8 +68,8 @@ def measure(args):
     # per-process timing (not torch.utils.benchmark.Timer): a fresh process per measurement is
     # what keeps the peaks apart, and min over a few long steps is all that is needed
     # baseline before any step: model, input and the Python runtime
-    base = memory_base(dev)
-    step()  # warm-up (allocator, oneDNN primitives); its peak is the step's peak too
+    # warm-up (allocator, oneDNN primitives); its peak is the step's peak
+    peak = peak_of_first_step(step, dev, manage_allocator=args.allocator == 'default')
     times = []
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(args.repeats):
@@ -77,7 +77,6 @@ def measure(args):
         step()
         times.append(time.perf_counter() - t0)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    peak = peak_of_one_more(step, dev, base)
     print_result(dict(time_s=min(times), peak_mib=peak,
                       cpu_s=(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / args.repeats,
                       minor_faults=(r1.ru_minflt - r0.ru_minflt) / args.repeats))
@@ -127,7 +126,8 @@ ALLOCATORS = {
 def run_child(args, order, size, mode):
     cmd = [sys.executable, __file__, '--child', '--arch', args.arch, '--mixer', args.mixer,
            '--order', order, '--size', str(size[0]), str(size[1]), '--mode', mode,
-           '--repeats', str(args.repeats), '--batch', str(args.batch), '--device', args.device]
+           '--repeats', str(args.repeats), '--batch', str(args.batch), '--device', args.device,
+           '--allocator', args.allocator]
     cmd += ['--with-cp'] if args.with_cp else []
     cmd += ['--no-compact-spikes'] if args.no_compact_spikes else []
     try:

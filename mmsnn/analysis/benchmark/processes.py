@@ -7,13 +7,15 @@ is process-wide. That is why the timings are per process rather than one
 ``torch.utils.benchmark.Timer`` loop in the driver. A measuring process prints its result as
 one JSON line, the last line of its stdout.
 
-A measuring process times its steps with glibc's default allocator, as a user's training or
-test run has it, and reads its peak memory on one more step after them
-(:func:`peak_of_one_more`). Until 2026-12 the whole process ran with
-``MALLOC_MMAP_THRESHOLD_=131072`` so that its peak RSS counted live tensors only; that made
-every large tensor fault in fresh pages, and the l-SRB train step at 800x1216 took ~70% more
-CPU time than in a training run: the "training slowdown" of the round that introduced it
-(``.notes/speed.md``).
+A measuring process reads its peak memory on its first (warm-up) step, with glibc's mmap
+threshold fixed so that the RSS follows the live tensors, and then times its steps with glibc's
+thresholds where its default rule settles, as in a user's training run
+(:func:`peak_of_first_step`). Until 2026-12 the whole process ran with
+``MALLOC_MMAP_THRESHOLD_=131072``; that made every large tensor fault in fresh pages, and the
+l-SRB train step at 800x1216 took ~70% more CPU time than in a training run: the "training
+slowdown" of the round that introduced it (``.notes/speed.md``). Reading the peak on an extra
+step *after* timed steps under the default does not work either: the heap glibc kept from them
+inflates it (T=1 backbone-s 384x640: 515 MiB against 288).
 """
 import json
 import os
@@ -78,29 +80,37 @@ def _vm_hwm_mib():
     return peak_rss_mib()
 
 
-def peak_of_one_more(step, device, base):
-    """Peak memory (MiB above ``base`` from :func:`memory_base`) of one more call of
-    ``step()``, run after the timed calls.
+def peak_of_first_step(step, device, manage_allocator=True):
+    """Run ``step()`` once (the warm-up) and return its peak memory in MiB above what was in
+    use just before it (the built model, its input, the Python runtime).
 
-    On the CPU that call runs with glibc's mmap threshold fixed (freed tensors leave the RSS
-    at once; ``mmsnn.deploy.allocator.fix_mmap_threshold``) and the peak mark reset before
-    it, so the figure is the step's own peak of live memory, whatever the timed calls before
-    it left in glibc's heap. On CUDA: ``max_memory_allocated`` of that call.
+    On the CPU, with ``manage_allocator``, the step runs with glibc's mmap threshold fixed
+    (freed tensors leave the RSS at once: the peak counts live memory), and afterwards the
+    thresholds are set where glibc's default rule settles, for the timed steps
+    (``mmsnn.deploy.allocator``); without it (an allocator chosen through the environment)
+    nothing is changed; then the step runs once more, untimed, so that glibc's heap has grown
+    to the step's size before the timed steps (the peak step's large blocks were mapped and
+    unmapped, not kept in the heap). On CUDA: ``max_memory_allocated`` of the step.
     """
     import torch
     if device.type == 'cuda':
         torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    from mmsnn.deploy.allocator import fix_mmap_threshold
-    fix_mmap_threshold()
-    if not _reset_peak_rss():
-        step()
-        return peak_rss_mib() - base
+    from mmsnn.deploy.allocator import fix_mmap_threshold, settle_mmap_threshold
+    if manage_allocator:
+        fix_mmap_threshold()
+    base = memory_base(device)
+    _reset_peak_rss()
     step()
-    return _vm_hwm_mib() - base
+    peak = _vm_hwm_mib() - base
+    if manage_allocator:
+        settle_mmap_threshold()
+        step()
+    return peak
 
 
 def peak_rss_mib():
