@@ -5,6 +5,8 @@ so a reference checkpoint loads with only a prefix change (see ``reference_conve
 All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
@@ -103,6 +105,20 @@ def drop_path_or_identity(drop_prob):
     return TimeFoldedDropPath(drop_prob) if drop_prob > 0 else nn.Identity()
 
 
+@contextlib.contextmanager
+def buffers_restored(module):
+    """Within it ``module``'s buffers (BN running statistics) may change; after it they hold
+    what they held before."""
+    buffers = list(module.buffers())
+    kept = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, k in zip(buffers, kept):
+                b.copy_(k)
+
+
 class ResidualBranches(nn.Module):
     """A block that is a chain of residual branches: ``x = x + drop_path(branch(x))`` for each
     of ``branch_names`` (its submodules or methods) in turn.
@@ -111,8 +127,9 @@ class ResidualBranches(nn.Module):
     of each branch on its own, not of the block as a whole. The backward then recomputes one
     branch at a time: with T steps folded into the batch, an early block (4x hidden channels
     at stride 2) recomputed whole kept both branches' activations alive at once, which was
-    the peak of the checkpointed train step. Same numbers as without (checkpoint replays the
-    drop-path draws; each neuron runs its T steps from a reset membrane within a branch).
+    the peak of the checkpointed train step. Same numbers as without: outputs, gradients
+    and BN running statistics (checkpoint replays the drop-path draws; each neuron runs its T
+    steps from a reset membrane within a branch; the recompute leaves the buffers as they were).
     """
 
     branch_names = ()
@@ -127,8 +144,16 @@ class ResidualBranches(nn.Module):
 
     def _residual(self, branch, x):
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._dropped_branch, branch, x, use_reentrant=False)
+            return cp.checkpoint(self._dropped_branch, branch, x, use_reentrant=False,
+                                 context_fn=self._checkpoint_contexts)
         return self._dropped_branch(branch, x)
+
+    def _checkpoint_contexts(self):
+        # the recompute is the same batch again: the BNs' running statistics must not count
+        # it a second time. (A compiled graph updates them once; its recompute is AOTAutograd's.)
+        if torch.compiler.is_compiling():
+            return cp.noop_context_fn()
+        return contextlib.nullcontext(), buffers_restored(self)
 
     def _dropped_branch(self, branch, x):
         return self.drop_path(branch(x))

@@ -1,10 +1,11 @@
-"""MetaSDT ``with_cp``: the checkpointed residual branches give the gradients of the plain
-model with every early mixer, also with multi-step I-LIF and LIF neurons (T = 4: each neuron
-runs its T steps from a reset membrane inside a branch, so the recomputation sees the state
-the first forward saw) and with drop-path (the checkpoint replays the random draws); the
-spikes saved outside the checkpointed branches stay compact (uint8); and the multi-step train
-step's peak of live tensor bytes stays near the one-step model's, because the backward
-recomputes one residual branch at a time."""
+"""MetaSDT ``with_cp``: the checkpointed residual branches give the numbers of the plain
+model (outputs, gradients, BN running statistics) with every early mixer, also with
+multi-step I-LIF and LIF neurons (T = 4: each neuron runs its T steps from a reset membrane
+inside a branch, so the recomputation sees the state the first forward saw) and with
+drop-path (the checkpoint replays the random draws); the spikes saved outside the
+checkpointed branches stay compact (uint8); and the multi-step train step's peak of live
+tensor bytes stays near the one-step model's, because the backward recomputes one residual
+branch at a time."""
 import pytest
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -46,6 +47,10 @@ def test_with_cp_gradients_equal_float64(T, neuron, mixer):
     assert sum(int((g != 0).any()) for g in g_plain) > len(g_plain) // 2
     for a, b in zip(g_plain, g_cp):
         assert torch.equal(a, b)
+    # the recompute is not a second batch: BN running statistics (and their batch count)
+    # as after one plain step
+    for (name, a), b in zip(plain.named_buffers(), cp.buffers()):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize('T, neuron', [(1, None), (4, dict(type='ILIF'))])
