@@ -5,8 +5,11 @@ so a reference checkpoint loads with only a prefix change (see ``reference_conve
 All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """
+import contextlib
+
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 
 from .neurons import overwrite_input_when_deployed
 
@@ -102,11 +105,65 @@ def drop_path_or_identity(drop_prob):
     return TimeFoldedDropPath(drop_prob) if drop_prob > 0 else nn.Identity()
 
 
-class SpikeConvBlock(nn.Module):
+@contextlib.contextmanager
+def buffers_restored(module):
+    """Within it ``module``'s buffers (BN running statistics) may change; after it they hold
+    what they held before."""
+    buffers = list(module.buffers())
+    kept = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, k in zip(buffers, kept):
+                b.copy_(k)
+
+
+class ResidualBranches(nn.Module):
+    """A block that is a chain of residual branches: ``x = x + drop_path(branch(x))`` for each
+    of ``branch_names`` (its submodules or methods) in turn.
+
+    ``with_cp`` (set by the backbone, ``MetaSDT(with_cp=True)``): activation checkpointing
+    of each branch on its own, not of the block as a whole. The backward then recomputes one
+    branch at a time: with T steps folded into the batch, an early block (4x hidden channels
+    at stride 2) recomputed whole kept both branches' activations alive at once, which was
+    the peak of the checkpointed train step. Same numbers as without: outputs, gradients
+    and BN running statistics (checkpoint replays the drop-path draws; each neuron runs its T
+    steps from a reset membrane within a branch; the recompute leaves the buffers as they were).
+    """
+
+    branch_names = ()
+    with_cp = False
+    inplace_residual = False  # deploy mode (switch_to_deploy): see residual_add
+
+    def forward(self, x):
+        for name in self.branch_names:
+            # the branch's output is not bound to a name: it is freed right after the sum
+            x = residual_add(x, self._residual(getattr(self, name), x), self.inplace_residual)
+        return x
+
+    def _residual(self, branch, x):
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._dropped_branch, branch, x, use_reentrant=False,
+                                 context_fn=self._checkpoint_contexts)
+        return self._dropped_branch(branch, x)
+
+    def _checkpoint_contexts(self):
+        # the recompute is the same batch again: the BNs' running statistics must not count
+        # it a second time. (A compiled graph updates them once; its recompute is AOTAutograd's.)
+        if torch.compiler.is_compiling():
+            return cp.noop_context_fn()
+        return contextlib.nullcontext(), buffers_restored(self)
+
+    def _dropped_branch(self, branch, x):
+        return self.drop_path(branch(x))
+
+
+class SpikeConvBlock(ResidualBranches):
     """The baseline early-stage block ("conv" mixer):
     ``x += SepConv7(x)``; ``x += BN2(Conv3x3(rC->C)(spike(BN1(Conv3x3(C->rC)(spike(x))))))``."""
 
-    inplace_residual = False  # deploy mode (switch_to_deploy): see residual_add
+    branch_names = ('Conv', 'channel_mix')
 
     def __init__(self, dim, mlp_ratio=4, neuron=None, drop_path=0.0, **unused):
         super().__init__()
@@ -127,10 +184,6 @@ class SpikeConvBlock(nn.Module):
     def channel_mix(self, x):
         x = self.bn1(self.conv1(self.spike1(x)))
         return self.bn2(self.conv2(self.spike2(x)))
-
-    def forward(self, x):
-        x = residual_add(x, self.drop_path(self.Conv(x)), self.inplace_residual)
-        return residual_add(x, self.drop_path(self.channel_mix(x)), self.inplace_residual)
 
 
 class MatMul(nn.Module):
@@ -241,10 +294,10 @@ class SpikeMLP(nn.Module):
         return x.reshape(B, C, H, W)
 
 
-class SpikeTransformerBlock(nn.Module):
+class SpikeTransformerBlock(ResidualBranches):
     """``x += SepConv3(x)``; ``x += Attn(x)``; ``x += MLP(x)``."""
 
-    inplace_residual = False  # deploy mode (switch_to_deploy): see residual_add
+    branch_names = ('conv', 'attn', 'mlp')
 
     def __init__(self, dim, mlp_ratio=4, num_heads=8, neuron=None, drop_path=0.0,
                  attn_order='linear'):
@@ -256,8 +309,3 @@ class SpikeTransformerBlock(nn.Module):
 
     def switch_to_deploy(self):
         self.inplace_residual = True
-
-    def forward(self, x):
-        x = residual_add(x, self.drop_path(self.conv(x)), self.inplace_residual)
-        x = residual_add(x, self.drop_path(self.attn(x)), self.inplace_residual)
-        return residual_add(x, self.drop_path(self.mlp(x)), self.inplace_residual)

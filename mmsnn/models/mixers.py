@@ -19,7 +19,7 @@ a raster-trained checkpoint loaded into it computes something else.
 import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_init
 
-from .layers import InvertedSepConv, drop_path_or_identity, residual_add
+from .layers import InvertedSepConv, ResidualBranches, drop_path_or_identity
 from .neurons import overwrite_input_when_deployed
 
 TOKEN_LAYOUTS = ('raster', 'pixel')
@@ -44,12 +44,12 @@ def _bias_free_linear(in_features, out_features):
     return fc
 
 
-class _EarlyMixerBlock(nn.Module):
+class _EarlyMixerBlock(ResidualBranches):
     """What MLPixer and SRB share: ``x = x + SepConv7(x)``, then ``x = x + mix(x)`` whose
     first step, ``splash``, is ``dropout(fc1(spike1(x)))`` over tokens (C -> rC);
     subclasses define the rest of ``mix`` after ``spike2``."""
 
-    inplace_residual = False  # deploy mode (switch_to_deploy): see residual_add
+    branch_names = ('Conv', 'mix')
 
     def __init__(self, dim, mlp_ratio, neuron, drop_rate, drop_path, token_layout):
         super().__init__()
@@ -70,10 +70,6 @@ class _EarlyMixerBlock(nn.Module):
 
     def splash(self, x):
         return self.drop(tokens_to_linear(self.fc1, self.spike1(x), self.token_layout))
-
-    def forward(self, x):
-        x = residual_add(x, self.drop_path(self.Conv(x)), self.inplace_residual)
-        return residual_add(x, self.drop_path(self.mix(x)), self.inplace_residual)
 
 
 class MLPixerMixer(_EarlyMixerBlock):

@@ -14,13 +14,12 @@ Detection uses taps (1, 2, 3, 4), segmentation (0, 1, 2, 4).
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.logging import MMLogger
 
 from ...registry import register
-from ..layers import (SpikeConvBlock, SpikeDownsample, SpikeTransformerBlock,
-                      TimeFoldedDropPath)
+from ..layers import (ResidualBranches, SpikeConvBlock, SpikeDownsample,
+                      SpikeTransformerBlock, TimeFoldedDropPath)
 from ..mixers import MLPixerMixer, SplashReconstructMixer
 from ..neurons import build_neuron, compact_spike_storage, is_stateful
 from .base import SpikingBackbone
@@ -104,9 +103,10 @@ class MetaSDT(SpikingBackbone):
         norm_eval (bool): keep BatchNorm in eval mode while training.
         compact_spikes (bool): during training, keep the spikes that autograd saves for the
             backward pass as uint8 counts (exact; a quarter of float32). On by default.
-        with_cp (bool): activation checkpointing of every block (as ``with_cp`` of
-            mmdet's/mmpretrain's backbones): the backward recomputes each block's forward,
-            trading training time for activation memory. Same numbers either way.
+        with_cp (bool): activation checkpointing (as ``with_cp`` of mmdet's/mmpretrain's
+            backbones), of every residual branch of every block on its own: the backward
+            recomputes each branch's forward, trading training time for activation memory.
+            Same numbers either way.
         norm_cfg (dict | None): the norm after every conv / linear layer, as mmcv builds it:
             ``dict(type='BN')`` (default, the reference's), ``dict(type='SyncBN')``,
             ``dict(type='GN', num_groups=8)``, ... The token MLPs' 1-D BNs get the 1-D
@@ -150,7 +150,6 @@ class MetaSDT(SpikingBackbone):
         self.keep_time = keep_time
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        self.with_cp = with_cp
         self.compact_spikes = compact_spikes
         self.tap_channels = (C0 // 2, C0, C1, C2, C3)
         self.tap_strides = (2, 4, 8, 16, 16 * last_stage_stride)
@@ -193,6 +192,7 @@ class MetaSDT(SpikingBackbone):
             for name, module in build().items():
                 self.add_module(name, module)
         self._drop_paths = [m for m in self.modules() if isinstance(m, TimeFoldedDropPath)]
+        self.with_cp = with_cp
         self._register_load_state_dict_pre_hook(self._skip_unbuilt_stages)
         self._set_norms(norm_cfg)
         self._freeze_stages()
@@ -210,6 +210,18 @@ class MetaSDT(SpikingBackbone):
                     if isinstance(child, nn.BatchNorm1d) and cfg['type'] in ('BN', 'BN2d'):
                         cfg['type'] = 'BN1d'
                     setattr(parent, name, build_norm_layer(cfg, child.num_features)[1])
+
+    @property
+    def with_cp(self):
+        return self._with_cp
+
+    @with_cp.setter
+    def with_cp(self, value):
+        # the blocks checkpoint their residual branches themselves (ResidualBranches)
+        self._with_cp = bool(value)
+        for m in self.modules():
+            if isinstance(m, ResidualBranches):
+                m.with_cp = self._with_cp
 
     @property
     def out_channels(self):
@@ -235,8 +247,8 @@ class MetaSDT(SpikingBackbone):
                 f'{self.num_stages - 1} (not built: out_indices={self.out_indices})')
 
     def forward(self, x, keep_time=None):
-        # with_cp too: what the checkpointed blocks keep is their input, but the layers
-        # between them (the downsamples) still save spikes; inside a checkpointed block the
+        # with_cp too: what the checkpointed branches keep is their input, but the layers
+        # between them (the downsamples) still save spikes; inside a checkpointed branch the
         # checkpoint's own saved-tensor hooks take precedence (recomputed, not stored).
         # Not under torch.compile: dynamo cannot enter saved-tensor hooks (it runs this frame
         # eagerly, a graph break), and what a compiled graph saves is chosen by AOTAutograd
@@ -276,10 +288,7 @@ class MetaSDT(SpikingBackbone):
                 module = getattr(self, name)
                 if isinstance(module, nn.ModuleList):
                     for block in module:
-                        if self.with_cp and x.requires_grad:
-                            x = cp.checkpoint(block, x, use_reentrant=False)
-                        else:
-                            x = block(x)
+                        x = block(x)
                 else:
                     x = module(x)
             if tap in self.out_indices:
