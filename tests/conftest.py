@@ -1,5 +1,6 @@
 # Shared pytest fixtures for mmsnn's tests. Several test files use this: keep it small, add
 # only fixtures that more than one file needs, and give each a one-line docstring.
+import json
 import os
 import os.path as osp
 import socket
@@ -8,7 +9,22 @@ import sys
 
 import pytest
 
-from mmsnn.analysis.seed_sweep import KERNEL_FAMILIES
+#: the pytest-xdist worker this process is ('gw0', 'gw1', ...; '' without xdist)
+WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
+# Set before torch is imported (the import below loads it), so that this process and every
+# process a test starts without ``tool_env`` run one thread: ``make test`` runs two workers on
+# a 2-core machine, and more threads per worker would oversubscribe the cores.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('MKL_NUM_THREADS', '1')
+if WORKER:
+    # inductor's on-disk cache (generated C++ and its builds) per worker: two workers
+    # compiling the same graph at once would otherwise write the same files
+    import getpass
+    import tempfile
+    os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', osp.join(
+        tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}', f'xdist_{WORKER}'))
+
+from mmsnn.analysis.seed_sweep import KERNEL_FAMILIES  # noqa: E402
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TEST_DATA = osp.join(REPO_ROOT, 'tests', 'data')
@@ -87,6 +103,49 @@ def run_tool(venv_python, tool_env):
     return run
 
 
+#: runs a script once per argv as ``__main__`` in this one interpreter and prints, as the last
+#: line, a JSON list of [exit status, stdout, stderr] per run
+_EACH_ARGV = r'''
+import contextlib, io, json, runpy, sys, traceback
+script, runs, results = sys.argv[1], json.loads(sys.argv[2]), []
+for argv in runs:
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = [script] + argv
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name='__main__')
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results), file=sys.__stdout__)
+'''
+
+
+@pytest.fixture(scope='session')
+def run_tool_each(venv_python, tool_env):
+    """run_tool_each('tools/x.py', [argv, ...]) -> [CompletedProcess, ...]: the script run as
+    a program once per argv, all in one new process (bad-input checks pay the start-up of
+    torch and the toolboxes once instead of once per argv)."""
+
+    def run(script, argvs, timeout=300):
+        argvs = [[str(a) for a in argv] for argv in argvs]
+        proc = subprocess.run([venv_python, '-c', _EACH_ARGV, osp.join(REPO_ROOT, script),
+                               json.dumps(argvs)], cwd=REPO_ROOT, env=tool_env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results = json.loads(proc.stdout.strip().splitlines()[-1])
+        return [subprocess.CompletedProcess([script] + argv, code, out, err)
+                for argv, (code, out, err) in zip(argvs, results)]
+
+    return run
+
+
 @pytest.fixture
 def free_port():
     """A TCP port that was free a moment ago (for torchrun's master)."""
@@ -97,8 +156,8 @@ def free_port():
 
 #: fixtures that start a process (a tool, torchrun, a build) or train through one: a test that
 #: uses one (directly or through another fixture) is an end-to-end test
-PROCESS_FIXTURES = frozenset({'run_tool', 'venv_python', 'tool_env', 'pinned_kernel_env',
-                              'free_port'})
+PROCESS_FIXTURES = frozenset({'run_tool', 'run_tool_each', 'venv_python', 'tool_env',
+                              'pinned_kernel_env', 'free_port'})
 
 
 def pytest_collection_modifyitems(config, items):
