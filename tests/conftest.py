@@ -104,26 +104,33 @@ def run_tool(venv_python, tool_env):
 
 
 #: runs a script once per argv as ``__main__`` in this one interpreter and prints, as the last
-#: line, a JSON list of [exit status, stdout, stderr] per run
+#: line, a JSON list of [exit status, stdout, stderr] per run. The output is redirected at the
+#: file descriptors, so that loggers and C code that hold the original streams are caught too.
 _EACH_ARGV = r'''
-import contextlib, io, json, runpy, sys, traceback
+import json, os, runpy, sys, tempfile, traceback
 script, runs, results = sys.argv[1], json.loads(sys.argv[2]), []
+saved = os.dup(1), os.dup(2)
 for argv in runs:
-    out, err = io.StringIO(), io.StringIO()
+    files = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(files[0].fileno(), 1), os.dup2(files[1].fileno(), 2)
     sys.argv = [script] + argv
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            runpy.run_path(script, run_name='__main__')
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-    results.append([code, out.getvalue(), err.getvalue()])
-print(json.dumps(results), file=sys.__stdout__)
+    try:
+        runpy.run_path(script, run_name='__main__')
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+    for f in files:
+        f.seek(0)
+    results.append([code, files[0].read(), files[1].read()])
+print(json.dumps(results))
 '''
 
 
