@@ -103,20 +103,23 @@ def run_tool(venv_python, tool_env):
     return run
 
 
-#: runs a script once per argv as ``__main__`` in this one interpreter and prints, as the last
-#: line, a JSON list of [exit status, stdout, stderr] per run. The output is redirected at the
-#: file descriptors, so that loggers and C code that hold the original streams are caught too.
-_EACH_ARGV = r'''
+#: runs each [script, argv] of a JSON list as a program (``__main__``; ``-m NAME`` a module as
+#: ``python -m`` does) in this one interpreter and prints, as the last line, a JSON list of
+#: [exit status, stdout, stderr] per run. The output is redirected at the file descriptors,
+#: so that loggers and C code that hold the original streams are caught too.
+_EACH_RUN = r'''
 import json, os, runpy, sys, tempfile, traceback
-script, runs, results = sys.argv[1], json.loads(sys.argv[2]), []
-saved = os.dup(1), os.dup(2)
-for argv in runs:
+saved, results = (os.dup(1), os.dup(2)), []
+for script, argv in json.loads(sys.argv[1]):
     files = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
     sys.stdout.flush(), sys.stderr.flush()
     os.dup2(files[0].fileno(), 1), os.dup2(files[1].fileno(), 2)
     sys.argv = [script] + argv
     try:
-        runpy.run_path(script, run_name='__main__')
+        if script.startswith('-m '):
+            runpy.run_module(script[3:], run_name='__main__', alter_sys=True)
+        else:
+            runpy.run_path(script, run_name='__main__')
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
@@ -136,19 +139,20 @@ print(json.dumps(results))
 
 @pytest.fixture(scope='session')
 def run_tool_each(venv_python, tool_env):
-    """run_tool_each('tools/x.py', [argv, ...]) -> [CompletedProcess, ...]: the script run as
-    a program once per argv, all in one new process (bad-input checks pay the start-up of
-    torch and the toolboxes once instead of once per argv)."""
+    """run_tool_each([(script, argv), ...]) -> [CompletedProcess, ...]: each script (a path
+    under the repo, or ``-m module``) run as a program with its argv, all in one new process
+    (cwd: repo root): checks of several command lines pay the start-up of torch and the
+    toolboxes once. Only for runs that leave no state behind that a later run would read."""
 
-    def run(script, argvs, timeout=300):
-        argvs = [[str(a) for a in argv] for argv in argvs]
-        proc = subprocess.run([venv_python, '-c', _EACH_ARGV, osp.join(REPO_ROOT, script),
-                               json.dumps(argvs)], cwd=REPO_ROOT, env=tool_env,
-                              capture_output=True, text=True, timeout=timeout)
+    def run(runs, timeout=300):
+        runs = [(script if script.startswith('-m ') else osp.join(REPO_ROOT, script),
+                 [str(a) for a in argv]) for script, argv in runs]
+        proc = subprocess.run([venv_python, '-c', _EACH_RUN, json.dumps(runs)], cwd=REPO_ROOT,
+                              env=tool_env, capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results = json.loads(proc.stdout.strip().splitlines()[-1])
         return [subprocess.CompletedProcess([script] + argv, code, out, err)
-                for argv, (code, out, err) in zip(argvs, results)]
+                for (script, argv), (code, out, err) in zip(runs, results)]
 
     return run
 

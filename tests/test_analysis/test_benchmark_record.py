@@ -87,8 +87,9 @@ def cli_runs(tmp_path_factory, run_tool_each):
                       ('b.json', record('2026-01-02T00:00:00Z', CPU_B, train_s=30.0)),
                       ('c.json', record('2026-01-03T00:00:00Z', CPU_A, train_s=11.5))):
         (folder / name).write_text(json.dumps(rec))
-    argvs = [[a.format(folder=folder, empty=empty) for a in argv] for argv in CLI_RUNS.values()]
-    procs = run_tool_each('tools/analysis/compare_benchmarks.py', argvs)
+    procs = run_tool_each([('tools/analysis/compare_benchmarks.py',
+                            [a.format(folder=folder, empty=empty) for a in argv])
+                           for argv in CLI_RUNS.values()])
     return dict(zip(CLI_RUNS, procs), empty=empty)
 
 

@@ -196,8 +196,8 @@ def refusals(tmp_path_factory, run_tool_each):
     files = {'--readme': folder / 'README.md', '--docs': folder / 'benchmarks.md'}
     for path in files.values():
         path.write_text('# no markers here\n')
-    procs = run_tool_each('tools/analysis/benchmark.py',
-                          [['--sizes', 'demo', option, path] for option, path in files.items()])
+    procs = run_tool_each([('tools/analysis/benchmark.py', ['--sizes', 'demo', option, path])
+                           for option, path in files.items()])
     return {option: (proc, files[option]) for option, proc in zip(files, procs)}
 
 

@@ -637,7 +637,7 @@ def test_cli_bad_input_is_one_line(tmp_path, run_tool_each):
     cases = (([DEMO_DET, '--num-images', '0'], '--num-images'),
              ([DEMO_DET, str(tmp_path / 'missing.pth')], 'missing.pth'),
              ([str(tmp_path / 'nope.py')], 'nope.py'))
-    procs = run_tool_each('tools/analysis/energy.py', [argv for argv, _ in cases])
+    procs = run_tool_each([('tools/analysis/energy.py', argv) for argv, _ in cases])
     for proc, (_, needle) in zip(procs, cases):
         assert proc.returncode == 2, proc.stderr[-3000:]
         err = proc.stderr
