@@ -139,16 +139,18 @@ print(json.dumps(results))
 
 @pytest.fixture(scope='session')
 def run_tool_each(venv_python, tool_env):
-    """run_tool_each([(script, argv), ...]) -> [CompletedProcess, ...]: each script (a path
-    under the repo, or ``-m module``) run as a program with its argv, all in one new process
-    (cwd: repo root): checks of several command lines pay the start-up of torch and the
-    toolboxes once. Only for runs that leave no state behind that a later run would read."""
+    """run_tool_each([(script, argv), ...], env=None) -> [CompletedProcess, ...]: each script
+    (a path under the repo, or ``-m module``) run as a program with its argv, in this order,
+    all in one new process (cwd: repo root; env: ``tool_env`` unless given): checks of several
+    command lines pay the start-up of torch and the toolboxes once. Only for runs that leave
+    no state behind that a later run would read."""
 
-    def run(runs, timeout=300):
+    def run(runs, timeout=300, env=None):
         runs = [(script if script.startswith('-m ') else osp.join(REPO_ROOT, script),
                  [str(a) for a in argv]) for script, argv in runs]
         proc = subprocess.run([venv_python, '-c', _EACH_RUN, json.dumps(runs)], cwd=REPO_ROOT,
-                              env=tool_env, capture_output=True, text=True, timeout=timeout)
+                              env=env or tool_env, capture_output=True, text=True,
+                              timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results = json.loads(proc.stdout.strip().splitlines()[-1])
         return [subprocess.CompletedProcess([script] + argv, code, out, err)
