@@ -105,8 +105,9 @@ def run_tool(venv_python, tool_env):
 
 #: runs each [script, argv] of a JSON list as a program (``__main__``; ``-m NAME`` a module as
 #: ``python -m`` does) in this one interpreter and prints, as the last line, a JSON list of
-#: [exit status, stdout, stderr] per run. The output is redirected at the file descriptors,
-#: so that loggers and C code that hold the original streams are caught too.
+#: [exit status, stdout, stderr] per run. sys.path[0] is what ``python`` gives a script (its
+#: folder) or a module (the cwd). The output is redirected at the file descriptors, so that
+#: loggers and C code that hold the original streams are caught too.
 _EACH_RUN = r'''
 import json, os, runpy, sys, tempfile, traceback
 saved, results = (os.dup(1), os.dup(2)), []
@@ -115,6 +116,7 @@ for script, argv in json.loads(sys.argv[1]):
     sys.stdout.flush(), sys.stderr.flush()
     os.dup2(files[0].fileno(), 1), os.dup2(files[1].fileno(), 2)
     sys.argv = [script] + argv
+    sys.path[0] = os.getcwd() if script.startswith('-m ') else os.path.dirname(script)
     try:
         if script.startswith('-m '):
             runpy.run_module(script[3:], run_name='__main__', alter_sys=True)
