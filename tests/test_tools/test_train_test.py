@@ -38,16 +38,6 @@ def train_tool():
     return load_tool('train')
 
 
-@pytest.fixture(scope='module')
-def tool_test_py():
-    return load_tool('test')
-
-
-def assert_needles(err, *needles):
-    for needle in needles:
-        assert needle in err, (needle, err)
-
-
 # ------------------------------------------------------------------------ train / resume
 
 def test_train_writes_checkpoints(trained):
@@ -218,13 +208,11 @@ def test_test_tool_dumps_results_and_metrics(trained, tmp_path, run_tool):
     assert len(per_run) == 1 and json.loads(per_run[0].read_text()) == record
 
 
-# the bad-input checks of tools/test.py run its main in-process (tool_error), except
-# test_test_tool_refuses_existing_out, which runs the program (exit status, stderr)
-def test_test_tool_mismatched_checkpoint_names_keys(trained, tool_test_py, tmp_path, capsys):
-    err = tool_error(tool_test_py, [TOY, trained / 'iter_4.pth', '--work-dir', tmp_path / 'wd',
-                                    '--cfg-options', 'model.num_classes=5'], capsys)
-    assert_needles(err, 'does not fit', 'wrongly shaped',
-                   'head.weight: checkpoint (3, 16) vs model (5, 16)', 'head.bias')
+def test_test_tool_mismatched_checkpoint_names_keys(trained, run_tool, tmp_path):
+    proc = run_tool('tools/test.py', TOY, trained / 'iter_4.pth', '--work-dir',
+                    tmp_path / 'wd', '--cfg-options', 'model.num_classes=5')
+    assert_user_error(proc, 'does not fit', 'wrongly shaped', 'head.weight: checkpoint (3, 16) '
+                      'vs model (5, 16)', 'head.bias')
 
 
 def test_test_tool_refuses_existing_out(trained, tmp_path, run_tool):
@@ -239,10 +227,10 @@ def test_test_tool_refuses_existing_out(trained, tmp_path, run_tool):
     paths.check_out_file(str(out), overwrite=True)  # allowed when asked
 
 
-def test_show_dir_without_visualization_hook(trained, tmp_path, tool_test_py, capsys):
-    err = tool_error(tool_test_py, [TOY, trained / 'iter_4.pth', '--show-dir', tmp_path / 'vis',
-                                    '--work-dir', tmp_path / 'wd'], capsys)
-    assert_needles(err, 'default_hooks.visualization', 'DetVisualizationHook')
+def test_show_dir_without_visualization_hook(trained, tmp_path, run_tool):
+    proc = run_tool('tools/test.py', TOY, trained / 'iter_4.pth', '--show-dir', tmp_path / 'vis',
+                    '--work-dir', tmp_path / 'wd')
+    assert_user_error(proc, 'default_hooks.visualization', 'DetVisualizationHook')
 
 
 def test_enable_visualization_per_scope():
@@ -280,13 +268,12 @@ def test_existing_checkpoints_need_resume_or_overwrite(trained, train_tool, caps
     resume.check_no_checkpoints_overwritten(str(trained), resume=True)
 
 
-def test_unknown_module_type_lists_mmsnn_names(train_tool, tmp_path, capsys):
-    # in-process (test_missing_config runs tools/train.py's bad-input path as a program)
-    err = tool_error(train_tool, [TOY, '--work-dir', tmp_path / 'wd',
-                                  '--cfg-options', 'model.backbone.type=MetaSTD'], capsys)
-    assert_needles(err, "unknown model type 'MetaSTD'", 'did you mean: MetaSDT',
-                   'mmsnn model types in mmdet:', 'MetaSDT',
-                   "custom_imports = dict(imports=['mmsnn']")
+def test_unknown_module_type_lists_mmsnn_names(run_tool, tmp_path):
+    proc = run_tool('tools/train.py', TOY, '--work-dir', tmp_path / 'wd',
+                    '--cfg-options', 'model.backbone.type=MetaSTD')
+    assert_user_error(proc, "unknown model type 'MetaSTD'", 'did you mean: MetaSDT',
+                      'mmsnn model types in mmdet:', 'MetaSDT',
+                      "custom_imports = dict(imports=['mmsnn']")
 
 
 def test_registry_error_for_other_scope_and_kinds():
