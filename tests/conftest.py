@@ -17,12 +17,14 @@ WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ.setdefault('MKL_NUM_THREADS', '1')
 if WORKER:
-    # inductor's on-disk cache (generated C++ and its builds) per worker: two workers
-    # compiling the same graph at once would otherwise write the same files
+    # inductor's on-disk cache (generated C++ and its builds) per worker, under the one the
+    # run was given or inductor's default: two workers compiling the same graph at once would
+    # otherwise write the same files
     import getpass
     import tempfile
-    os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', osp.join(
-        tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}', f'xdist_{WORKER}'))
+    _inductor = os.environ.get('TORCHINDUCTOR_CACHE_DIR') or osp.join(
+        tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}')
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = osp.join(_inductor, f'xdist_{WORKER}')
 
 from mmsnn.analysis.seed_sweep import KERNEL_FAMILIES  # noqa: E402
 

@@ -38,8 +38,10 @@ def test_workers_run_one_thread_and_their_own_inductor_cache(tmp_path, venv_pyth
                                       str(torch.get_num_threads()),
                                       os.environ['TORCHINDUCTOR_CACHE_DIR']]))
         '''))
+    # a fresh run's environment (this test may itself run in an xdist worker)
     env = {k: v for k, v in tool_env.items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-                                                          'TORCHINDUCTOR_CACHE_DIR')}
+                                                          'TORCHINDUCTOR_CACHE_DIR')
+           and not k.startswith('PYTEST_XDIST')}
     env['PYTHONPATH'] = osp.join(REPO, 'tests') + osp.pathsep + env['PYTHONPATH']
     proc = subprocess.run([venv_python, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
                            '-p', 'conftest', '-n', '2', '--dist', 'loadfile', str(tmp_path)],
