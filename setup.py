@@ -73,7 +73,7 @@ setup(
         'matplotlib',  # ERF figures
     ],
     extras_require={
-        'tests': ['pytest', 'tensorboard'],
+        'tests': ['pytest', 'pytest-xdist', 'tensorboard'],
         # the ST-ERF hook's heatmaps in TensorBoard (TensorboardVisBackend); no torch inside
         'tensorboard': ['tensorboard'],
     },

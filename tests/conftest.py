@@ -1,5 +1,6 @@
 # Shared pytest fixtures for mmsnn's tests. Several test files use this: keep it small, add
 # only fixtures that more than one file needs, and give each a one-line docstring.
+import json
 import os
 import os.path as osp
 import socket
@@ -8,7 +9,24 @@ import sys
 
 import pytest
 
-from mmsnn.analysis.seed_sweep import KERNEL_FAMILIES
+#: the pytest-xdist worker this process is ('gw0', 'gw1', ...; '' without xdist)
+WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
+# Set before torch is imported (the import below loads it), so that this process and every
+# process a test starts without ``tool_env`` run one thread: ``make test`` runs two workers on
+# a 2-core machine, and more threads per worker would oversubscribe the cores.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('MKL_NUM_THREADS', '1')
+if WORKER:
+    # inductor's on-disk cache (generated C++ and its builds) per worker, under the one the
+    # run was given or inductor's default: two workers compiling the same graph at once would
+    # otherwise write the same files
+    import getpass
+    import tempfile
+    _inductor = os.environ.get('TORCHINDUCTOR_CACHE_DIR') or osp.join(
+        tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}')
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = osp.join(_inductor, f'xdist_{WORKER}')
+
+from mmsnn.analysis.seed_sweep import KERNEL_FAMILIES  # noqa: E402
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TEST_DATA = osp.join(REPO_ROOT, 'tests', 'data')
@@ -87,6 +105,64 @@ def run_tool(venv_python, tool_env):
     return run
 
 
+#: runs each [script, argv] of a JSON list as a program (``__main__``; ``-m NAME`` a module as
+#: ``python -m`` does) in this one interpreter and prints, as the last line, a JSON list of
+#: [exit status, stdout, stderr] per run. sys.path[0] is what ``python`` gives a script (its
+#: folder) or a module (the cwd). The output is redirected at the file descriptors, so that
+#: loggers and C code that hold the original streams are caught too.
+_EACH_RUN = r'''
+import json, os, runpy, sys, tempfile, traceback
+saved, results = (os.dup(1), os.dup(2)), []
+for script, argv in json.loads(sys.argv[1]):
+    files = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(files[0].fileno(), 1), os.dup2(files[1].fileno(), 2)
+    sys.argv = [script] + argv
+    sys.path[0] = os.getcwd() if script.startswith('-m ') else os.path.dirname(script)
+    try:
+        if script.startswith('-m '):
+            runpy.run_module(script[3:], run_name='__main__', alter_sys=True)
+        else:
+            runpy.run_path(script, run_name='__main__')
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+    for f in files:
+        f.seek(0)
+    results.append([code, files[0].read(), files[1].read()])
+print(json.dumps(results))
+'''
+
+
+@pytest.fixture(scope='session')
+def run_tool_each(venv_python, tool_env):
+    """run_tool_each([(script, argv), ...], env=None) -> [CompletedProcess, ...]: each script
+    (a path under the repo, or ``-m module``) run as a program with its argv, in this order,
+    all in one new process (cwd: repo root; env: ``tool_env`` unless given): checks of several
+    command lines pay the start-up of torch and the toolboxes once. Only for runs that leave
+    no state behind that a later run would read."""
+
+    def run(runs, timeout=300, env=None):
+        runs = [(script if script.startswith('-m ') else osp.join(REPO_ROOT, script),
+                 [str(a) for a in argv]) for script, argv in runs]
+        proc = subprocess.run([venv_python, '-c', _EACH_RUN, json.dumps(runs)], cwd=REPO_ROOT,
+                              env=env or tool_env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results = json.loads(proc.stdout.strip().splitlines()[-1])
+        return [subprocess.CompletedProcess([script] + argv, code, out, err)
+                for (script, argv), (code, out, err) in zip(runs, results)]
+
+    return run
+
+
 @pytest.fixture
 def free_port():
     """A TCP port that was free a moment ago (for torchrun's master)."""
@@ -97,8 +173,8 @@ def free_port():
 
 #: fixtures that start a process (a tool, torchrun, a build) or train through one: a test that
 #: uses one (directly or through another fixture) is an end-to-end test
-PROCESS_FIXTURES = frozenset({'run_tool', 'venv_python', 'tool_env', 'pinned_kernel_env',
-                              'free_port'})
+PROCESS_FIXTURES = frozenset({'run_tool', 'run_tool_each', 'venv_python', 'tool_env',
+                              'pinned_kernel_env', 'free_port'})
 
 
 def pytest_collection_modifyitems(config, items):

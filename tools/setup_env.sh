@@ -35,7 +35,7 @@ check_all() {
   "$PY" - <<'PY' 2>/dev/null
 import importlib, sys
 for m in ("torch", "pkg_resources", "mmengine", "mmcv.ops", "mmdet", "mmseg",
-          "spikingjelly.activation_based.neuron", "mmsnn"):
+          "spikingjelly.activation_based.neuron", "xdist", "mmsnn"):
     importlib.import_module(m)
 import mmcv, mmdet, mmseg, mmengine
 assert mmcv.__version__ == "2.1.0", mmcv.__version__
@@ -87,7 +87,8 @@ fi
 # spikingjelly 2.0.0 lists torchvision/torchaudio but activation_based imports neither;
 # what it does import (loguru for its logger) is installed by hand.
 "${PIP[@]}" --no-deps 'spikingjelly==2.0.0' loguru
-"${PIP[@]}" scipy matplotlib tqdm pytest tensorboard
+# pytest-xdist: `make test` runs the suite in two processes
+"${PIP[@]}" scipy matplotlib tqdm pytest pytest-xdist tensorboard
 "${PIP[@]}" --no-deps -e "$ROOT"
 
 if check_all; then

@@ -2,15 +2,12 @@
 flags a figure more than 10% slower than the last record of the same CPU."""
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
 from mmsnn.analysis.benchmark_record import (compare, last_record_of_cpu, load_records,
                                              make_record, write_record)
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CPU_A = 'Some Xeon [avx2 avx512f]'
 CPU_B = 'Some EPYC [avx2]'
 
@@ -72,32 +69,43 @@ def test_writer_defaults_name_this_cpu_and_torch():
     assert rec['date'].endswith('Z')
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/compare_benchmarks.py'),
-                           *args], capture_output=True, text=True)
+#: the command lines of the two tests below, run in one process (``cli_runs``)
+CLI_RUNS = {'strict': ['--records', '{folder}', '--strict'],
+            'not strict': ['--records', '{folder}'],
+            'other cpu': ['{folder}/b.json', '--records', '{folder}', '--strict'],
+            'missing': ['{empty}/nope.json', '--records', '{empty}', '--strict']}
 
 
-@pytest.mark.slow
-def test_cli_strict_exit_status(tmp_path):
-    folder = tmp_path / 'benchmarks'
-    folder.mkdir()
+@pytest.fixture(scope='module')
+def cli_runs(tmp_path_factory, run_tool_each):
+    """{name: CompletedProcess} of tools/analysis/compare_benchmarks.py for each of
+    :data:`CLI_RUNS`, on a folder of three records (CPU_A slower by 15%, one of CPU_B) and on
+    an empty folder."""
+    folder = tmp_path_factory.mktemp('benchmarks')
+    empty = tmp_path_factory.mktemp('empty')
     for name, rec in (('a.json', record('2026-01-01T00:00:00Z', CPU_A, train_s=10.0)),
                       ('b.json', record('2026-01-02T00:00:00Z', CPU_B, train_s=30.0)),
                       ('c.json', record('2026-01-03T00:00:00Z', CPU_A, train_s=11.5))):
         (folder / name).write_text(json.dumps(rec))
-    out = _cli('--records', str(folder), '--strict')
+    procs = run_tool_each([('tools/analysis/compare_benchmarks.py',
+                            [a.format(folder=folder, empty=empty) for a in argv])
+                           for argv in CLI_RUNS.values()])
+    return dict(zip(CLI_RUNS, procs), empty=empty)
+
+
+def test_cli_strict_exit_status(cli_runs):
+    out = cli_runs['strict']
     assert out.returncode == 1, out.stderr
     assert 'train_s' in out.stdout and 'SLOWER' in out.stdout and '+15.0%' in out.stdout
-    assert _cli('--records', str(folder)).returncode == 0  # flagged, but not --strict
+    assert cli_runs['not strict'].returncode == 0  # flagged, but not --strict
     # the CPU_B record has no earlier one of its CPU: nothing to compare, exit 0
-    out = _cli(str(folder / 'b.json'), '--records', str(folder), '--strict')
+    out = cli_runs['other cpu']
     assert out.returncode == 0 and 'nothing to compare' in out.stdout
 
 
-@pytest.mark.slow
-def test_cli_missing_record_is_one_line(tmp_path):
-    out = _cli(str(tmp_path / 'nope.json'), '--records', str(tmp_path), '--strict')
+def test_cli_missing_record_is_one_line(cli_runs):
+    out, empty = cli_runs['missing'], cli_runs['empty']
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        f'error: record {tmp_path / "nope.json"} does not exist; pass a JSON file that '
+        f'error: record {empty / "nope.json"} does not exist; pass a JSON file that '
         'tools/analysis/benchmark_compile.py wrote']

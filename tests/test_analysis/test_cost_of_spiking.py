@@ -188,13 +188,21 @@ def test_readme_block_refuses_missing_or_repeated_markers(tmp_path):
     assert 'cannot read' in docs_block.readme_problem(str(tmp_path / 'missing.md'))
 
 
-@pytest.mark.slow
-def test_cli_refuses_a_readme_without_markers_before_measuring(tmp_path):
-    readme = tmp_path / 'README.md'
-    readme.write_text('# no markers here\n')
-    out = subprocess.run([sys.executable, osp.join(TOOLS, 'benchmark.py'), '--sizes', 'demo',
-                          '--readme', str(readme)], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=300)
+@pytest.fixture(scope='module')
+def refusals(tmp_path_factory, run_tool_each):
+    """``benchmark.py --sizes demo --readme|--docs FILE`` on a file without the markers (one
+    process for both): {option: (CompletedProcess, FILE)}."""
+    folder = tmp_path_factory.mktemp('no_markers')
+    files = {'--readme': folder / 'README.md', '--docs': folder / 'benchmarks.md'}
+    for path in files.values():
+        path.write_text('# no markers here\n')
+    procs = run_tool_each([('tools/analysis/benchmark.py', ['--sizes', 'demo', option, path])
+                           for option, path in files.items()])
+    return {option: (proc, files[option]) for option, proc in zip(files, procs)}
+
+
+def test_cli_refuses_a_readme_without_markers_before_measuring(refusals):
+    out, readme = refusals['--readme']
     assert out.returncode == 2
     assert out.stdout == ''  # nothing measured
     last = out.stderr.strip().splitlines()[-1]
@@ -261,13 +269,8 @@ def test_results_go_to_the_docs_page_not_the_readme():
     assert docs_block.replace_block(text, 'x').count('\nx\n') == 1
 
 
-@pytest.mark.slow
-def test_cli_refuses_a_docs_page_without_markers_before_measuring(tmp_path):
-    page = tmp_path / 'benchmarks.md'
-    page.write_text('# no markers here\n')
-    out = subprocess.run([sys.executable, osp.join(TOOLS, 'benchmark.py'), '--sizes', 'demo',
-                          '--docs', str(page)], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=300)
+def test_cli_refuses_a_docs_page_without_markers_before_measuring(refusals):
+    out, page = refusals['--docs']
     assert out.returncode == 2 and out.stdout == ''
     assert docs_block.BLOCK_BEGIN in out.stderr.strip().splitlines()[-1]
     assert page.read_text() == '# no markers here\n'

@@ -633,11 +633,12 @@ def test_cli_on_demo_segmentor_generates_the_demo_data(tmp_path, run_tool):
     assert data['totals']['violations'] == []
 
 
-def test_cli_bad_input_is_one_line(tmp_path, run_tool):
-    for argv, needle in (([DEMO_DET, '--num-images', '0'], '--num-images'),
-                         ([DEMO_DET, str(tmp_path / 'missing.pth')], 'missing.pth'),
-                         ([str(tmp_path / 'nope.py')], 'nope.py')):
-        proc = run_tool('tools/analysis/energy.py', *argv)
+def test_cli_bad_input_is_one_line(tmp_path, run_tool_each):
+    cases = (([DEMO_DET, '--num-images', '0'], '--num-images'),
+             ([DEMO_DET, str(tmp_path / 'missing.pth')], 'missing.pth'),
+             ([str(tmp_path / 'nope.py')], 'nope.py'))
+    procs = run_tool_each([('tools/analysis/energy.py', argv) for argv, _ in cases])
+    for proc, (_, needle) in zip(procs, cases):
         assert proc.returncode == 2, proc.stderr[-3000:]
         err = proc.stderr
         assert err.count('error: ') == 1 and needle in err.splitlines()[0], err

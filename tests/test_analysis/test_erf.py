@@ -339,23 +339,38 @@ def test_cli_compare_bare_backbones(tmp_path, run_tool):
     assert (out / 'srb' / 'st_erf_tap4.npy').is_file()
 
 
-@pytest.mark.parametrize('argv,needle', [
+CLI_ERRORS = [
     (['missing_config.py'], "config file 'missing_config.py' does not exist"),
     (['--checkpoint', 'x.pth'], '--checkpoint needs config files'),
     ([], 'nothing to analyse'),
     (['--backbone', 'dict(type=1+'], 'is not a dict of literals'),
-])
-def test_cli_errors(argv, needle, run_tool):
-    proc = run_tool(ST_ERF, *argv)
+]
+
+
+@pytest.fixture(scope='module')
+def cli_refusals(tmp_path_factory, run_tool_each):
+    """The tool on each argv of :data:`CLI_ERRORS`, then on a config whose checkpoint does not
+    exist, all in one process: ([CompletedProcess per CLI_ERRORS], CompletedProcess)."""
+    tmp = tmp_path_factory.mktemp('st_erf_refusals')
+    cfg = tmp / 'c.py'
+    cfg.write_text("model = dict(type='MetaSDT')\n")
+    runs = [(ST_ERF, argv) for argv, _ in CLI_ERRORS]
+    procs = run_tool_each(runs + [(ST_ERF, [cfg, '--checkpoint', tmp / 'nope.pth'])])
+    return procs[:-1], procs[-1]
+
+
+@pytest.mark.parametrize('case', range(len(CLI_ERRORS)),
+                         ids=[' '.join(argv) or 'no-args' for argv, _ in CLI_ERRORS])
+def test_cli_errors(case, cli_refusals):
+    needle = CLI_ERRORS[case][1]
+    proc = cli_refusals[0][case]
     assert proc.returncode == 2
     err = proc.stderr
     assert needle in err and 'Traceback' not in err
 
 
-def test_cli_missing_checkpoint(tmp_path, run_tool):
-    cfg = tmp_path / 'c.py'
-    cfg.write_text("model = dict(type='MetaSDT')\n")
-    proc = run_tool(ST_ERF, cfg, '--checkpoint', tmp_path / 'nope.pth')
+def test_cli_missing_checkpoint(cli_refusals):
+    proc = cli_refusals[1]
     assert proc.returncode == 2
     assert 'does not exist' in proc.stderr
 

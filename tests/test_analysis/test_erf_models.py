@@ -73,15 +73,27 @@ def test_models_delays_per_step(tmp_path, run_tool):
     assert 0 < float(share['qkformer']) < 1 and share['pvtv2'] == '-'
 
 
-@pytest.mark.parametrize('argv,needle', [
+MODELS_ERRORS = [
     (['--models', 'resnet-9000'], "unknown model 'resnet-9000'"),
     (['--models', TINY[4], '--strides', '2'], 'has no stage tap with stride 2'),
     (['--models', TINY[0], '--delays'], '--delays needs one input frame per time step'),
     (['--models', TINY[0], '--mixers', 'srb'], 'do not combine it'),
     (['--models', TINY[0], TINY[1], '--model-checkpoints', 'x.pth'], 'one per --models'),
-])
-def test_models_errors(argv, needle, run_tool):
-    proc = run_tool(ST_ERF, *argv, '--size', '32', '--num-inputs', '1')
+]
+
+
+@pytest.fixture(scope='module')
+def models_refusals(run_tool_each):
+    """The tool on each argv of :data:`MODELS_ERRORS`, all in one process."""
+    return run_tool_each([(ST_ERF, [*argv, '--size', '32', '--num-inputs', '1'])
+                          for argv, _ in MODELS_ERRORS])
+
+
+@pytest.mark.parametrize('case', range(len(MODELS_ERRORS)),
+                         ids=[needle for _, needle in MODELS_ERRORS])
+def test_models_errors(case, models_refusals):
+    needle = MODELS_ERRORS[case][1]
+    proc = models_refusals[case]
     assert proc.returncode == 2
     err = proc.stderr
     assert needle in err and 'Traceback' not in err

@@ -1,23 +1,15 @@
 """tools/analysis/gpu_check.py runs on a CPU-only machine: the CUDA rows say they
 were skipped, the CPU parts run, one table comes out (so the script cannot rot unnoticed)."""
-import os.path as osp
-import subprocess
-import sys
-
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-
-@pytest.mark.slow
-def test_gpu_check_runs_on_cpu():
+def test_gpu_check_runs_on_cpu(run_tool):
     if torch.cuda.is_available():
-        import pytest
         pytest.skip('the CPU fallback is what this test checks')
-    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/gpu_check.py'),
-                          '--size', '64x64', '--spike-size', '32x32', '--calls', '1'],
-                         capture_output=True, text=True, timeout=300)
+    # run_tool: one thread (two test workers share the cores)
+    out = run_tool('tools/analysis/gpu_check.py', '--size', '64x64', '--spike-size', '32x32',
+                   '--calls', '1')
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith('GPU readiness check (CPU: ')

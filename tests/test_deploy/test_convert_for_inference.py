@@ -188,7 +188,7 @@ def test_fused_demo_detector_predictions():
 
 
 
-def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool, venv_python, tool_env):
+def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool_each, venv_python, tool_env):
     """``tools/test.py --fuse-conv-bn`` (run as a program, on the toy config): the model it
     tests is fused, and predictions and metrics are those of the plain run. The allocator
     setting is asked for by ``--keep-freed-memory`` only, and refused before any work where a
@@ -206,11 +206,15 @@ def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool, venv_python, tool_env)
     ckpt = tmp_path / 'random.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     runs = {}
-    for name, flag in (('plain', []), ('fused', ['--fuse-conv-bn']),
-                       ('fast', ['--fuse-conv-bn', '--keep-freed-memory'])):
+    variants = (('plain', []), ('fused', ['--fuse-conv-bn']),
+                ('fast', ['--fuse-conv-bn', '--keep-freed-memory']))
+    # the three runs in one process, in this order: the plain run sees nothing the others
+    # change, and the memory setting of the last one is asked for by its own flag only
+    procs = run_tool_each([('tools/test.py', [cfg.filename, ckpt, '--work-dir', tmp_path / name,
+                                              '--out', tmp_path / f'{name}.pkl', *flag])
+                           for name, flag in variants])
+    for (name, flag), proc in zip(variants, procs):
         out = tmp_path / f'{name}.pkl'
-        proc = run_tool('tools/test.py', cfg.filename, ckpt, '--work-dir', tmp_path / name,
-                        '--out', out, *flag)
         assert proc.returncode == 0, proc.stderr[-3000:]
         printed = proc.stdout
         assert ('BatchNorm layers folded' in printed) == bool(flag), printed[-2000:]

@@ -368,7 +368,7 @@ def _three_classes(sd):
     return sd
 
 
-def test_convert_then_evaluate_with_reference_config(tmp_path, run_tool):
+def test_convert_then_evaluate_with_reference_config(tmp_path, run_tool_each):
     from mmsnn.datasets import generate_demo_coco
     _, g = _det_golden()
     data = tmp_path / 'demo_coco'
@@ -402,8 +402,11 @@ test_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
 val_dataloader = test_dataloader
 ''')
     dst = tmp_path / 'converted.pth'
-    proc = run_tool('tools/convert_reference.py', src, dst, '--task', 'det',
-                    '--config', config, timeout=300)
+    # the conversion, then tools/test.py on its output: one process, in that order
+    proc, tested = run_tool_each(
+        [('tools/convert_reference.py', [src, dst, '--task', 'det', '--config', config]),
+         ('tools/test.py', [config, dst, '--work-dir', tmp_path / 'work',
+                            '--cfg-options', f'data_root={data}/'])], timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f'all {len(g["state_dict"])} keys match the model' in proc.stdout, proc.stdout
     converted = torch.load(dst, weights_only=True)
@@ -417,10 +420,8 @@ val_dataloader = test_dataloader
         cli.main([str(src), str(dst), '--task', 'det'])
     assert exit_info.value.code == 2 and dst.stat().st_mtime_ns == before
 
-    proc = run_tool('tools/test.py', config, dst, '--work-dir', tmp_path / 'work',
-                    '--cfg-options', f'data_root={data}/', timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'coco/bbox_mAP' in proc.stdout and 'coco/segm_mAP' in proc.stdout
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+    assert 'coco/bbox_mAP' in tested.stdout and 'coco/segm_mAP' in tested.stdout
 
 
 # ------------------------------------------------------------------------ the options

@@ -415,21 +415,23 @@ def _files(root):
             if p.is_file()}
 
 
-def test_demo_data_command_line_is_a_tool(tmp_path, run_tool, venv_python, tool_env):
+def test_demo_data_command_line_is_a_tool(tmp_path, run_tool_each):
     """The demo generators' command line is ``tools/misc/make_demo_data.py``; the documented
     ``python -m mmsnn.datasets.demo_coco`` / ``demo_ade`` run it and write the same files.
     The dataset modules parse no command line themselves (no argparse)."""
     import ast
-    import subprocess
     common = ['--num-train', '2', '--num-val', '1', '--size', '40', '48']
-    for kind, module in (('coco', 'demo_coco'), ('ade', 'demo_ade')):
+    kinds = (('coco', 'demo_coco'), ('ade', 'demo_ade'))
+    # the four command lines in one process (each writes its own folder)
+    runs = []
+    for kind, module in kinds:
+        runs += [('tools/misc/make_demo_data.py', [kind, '--out', tmp_path / f'{kind}_tool',
+                                                   *common]),
+                 (f'-m mmsnn.datasets.{module}', ['--out', tmp_path / f'{kind}_module', *common])]
+    for proc in run_tool_each(runs):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for kind, module in kinds:
         a, b = tmp_path / f'{kind}_tool', tmp_path / f'{kind}_module'
-        proc = run_tool('tools/misc/make_demo_data.py', kind, '--out', a, *common)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        proc = subprocess.run([venv_python, '-m', f'mmsnn.datasets.{module}', '--out', str(b),
-                               *common], env=tool_env, capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
         files = _files(a)
         assert files and files == _files(b)
         with open(osp.join(HERE, '..', 'mmsnn', 'datasets', f'{module}.py')) as f:
