@@ -33,3 +33,24 @@ def tool_error(tool, argv, capsys):
     err = capsys.readouterr().err
     assert err.count('error: ') == 1 and 'Traceback' not in err, err
     return err
+
+
+def tiny_seg_demo_options(data_root, iters=2):
+    """``--cfg-options`` that shrink ``configs/seg/demo/sdt_srb_demo.py`` to 32x32 crops and
+    taps 0-2 on generated data in ``data_root``: ``iters`` iterations, validation and a
+    checkpoint at the end, no dataloader workers."""
+    opts = [f'data_root={data_root}', 'train_dataloader.batch_size=2',
+            'train_dataloader.dataset.pipeline.2.scale=(64,32)',
+            'train_dataloader.dataset.pipeline.3.crop_size=(32,32)',
+            'model.data_preprocessor.size=(32,32)',
+            'test_dataloader.dataset.pipeline.1.scale=(64,32)',
+            'val_dataloader.dataset.pipeline.1.scale=(64,32)',
+            'model.backbone.out_indices=(0,1,2)', 'model.neck.in_channels=[8,16,32]',
+            'model.neck.num_outs=3', 'model.decode_head.in_channels=[32,32,32]',
+            'model.decode_head.in_index=[0,1,2]', 'model.decode_head.feature_strides=[2,4,8]',
+            f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'default_hooks.checkpoint.interval={iters}']
+    for split in ('train', 'val', 'test'):
+        opts += [f'{split}_dataloader.num_workers=0',
+                 f'{split}_dataloader.persistent_workers=False']
+    return opts

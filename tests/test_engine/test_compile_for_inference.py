@@ -52,20 +52,8 @@ def test_test_tool_compile_flag(tmp_path, run_tool):
     from mmsnn.datasets import generate_demo_ade
     root = str(tmp_path / 'demo_ade')
     generate_demo_ade(root, num_train=2, num_val=2, image_size=(32, 32))
-    opts = [f'data_root={root}', 'train_dataloader.batch_size=2',
-            'train_dataloader.dataset.pipeline.2.scale=(64,32)',
-            'train_dataloader.dataset.pipeline.3.crop_size=(32,32)',
-            'model.data_preprocessor.size=(32,32)',
-            'test_dataloader.dataset.pipeline.1.scale=(64,32)',
-            'val_dataloader.dataset.pipeline.1.scale=(64,32)',
-            'model.backbone.out_indices=(0,1,2)', 'model.neck.in_channels=[8,16,32]',
-            'model.neck.num_outs=3', 'model.decode_head.in_channels=[32,32,32]',
-            'model.decode_head.in_index=[0,1,2]', 'model.decode_head.feature_strides=[2,4,8]',
-            'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-            'default_hooks.checkpoint.interval=2']
-    for split in ('train', 'val', 'test'):
-        opts += [f'{split}_dataloader.num_workers=0',
-                 f'{split}_dataloader.persistent_workers=False']
+    from tool_helpers import tiny_seg_demo_options
+    opts = tiny_seg_demo_options(root)
     config = 'configs/seg/demo/sdt_srb_demo.py'
     work = tmp_path / 'work'
     res = run_tool('tools/train.py', config, '--work-dir', work, '--cfg-options', *opts,
