@@ -150,19 +150,17 @@ def test(args):
             out_dir=osp.join(cfg.work_dir, 'energy'),
             meta=dict(config=osp.abspath(args.config), checkpoint=args.checkpoint)))
     with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
+        from mmengine.model import is_model_wrapper
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if args.fuse_conv_bn:
-            from mmengine.model import is_model_wrapper
             from mmsnn.deploy import convert_for_inference
             runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
             model = convert_for_inference(model, winograd=not args.compile)
             print(f'--fuse-conv-bn: inference fast path on, {len(model.folded_bn)} BatchNorm '
                   f'layers folded into their convs, {len(model.winograd_convs)} 3x3 convs by '
                   f'Winograd (float32 CPU)')
         if args.compile:
-            from mmengine.model import is_model_wrapper
             from mmsnn.engine.compile import compile_for_inference
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
             parts = compile_for_inference(model, backend=args.compile)
             print(f'--compile: {" and ".join(parts)} compiled with torch.compile '
                   f'(backend {args.compile}); the first batch compiles them')

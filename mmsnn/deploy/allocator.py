@@ -31,6 +31,7 @@ allocation fault in fresh pages, which costs a training step at COCO size ~70% m
 """
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -55,8 +56,10 @@ _applied = False
 _fork_hook = [False]
 
 
+@functools.lru_cache(maxsize=None)
 def _libc():
-    """glibc, or None where the C library is not glibc (macOS, Windows, musl)."""
+    """glibc (loaded once per process), or None where the C library is not glibc (macOS,
+    Windows, musl)."""
     if not sys.platform.startswith('linux'):
         return None
     try:
@@ -117,10 +120,10 @@ def fix_mmap_threshold():
     and hand the free heap back to the OS (``malloc_trim``): from here on the process's RSS
     counts live memory, not freed blocks glibc keeps. For peak-memory readings only (see the
     module docstring). Returns False where the C library is not glibc (nothing changed)."""
-    libc = _libc()
     mallopt = _mallopt()
-    if libc is None or not mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD):
+    if mallopt is None or not mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD):
         return False
+    libc = _libc()
     libc.malloc_trim.argtypes = (ctypes.c_size_t,)
     libc.malloc_trim(0)
     return True

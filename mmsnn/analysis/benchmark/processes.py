@@ -62,14 +62,13 @@ def memory_base(device):
 
 
 def _reset_peak_rss():
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where the kernel
-    does not offer it (then the peak covers the whole process)."""
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS, where the kernel offers it
+    (elsewhere the peak read after it covers the whole process)."""
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
-        return True
     except OSError:
-        return False
+        pass
 
 
 def _vm_hwm_mib():
@@ -87,10 +86,11 @@ def peak_of_first_step(step, device, manage_allocator=True):
     On the CPU, with ``manage_allocator``, the step runs with glibc's mmap threshold fixed
     (freed tensors leave the RSS at once: the peak counts live memory), and afterwards the
     thresholds are set where glibc's default rule settles, for the timed steps
-    (``mmsnn.deploy.allocator``); without it (an allocator chosen through the environment)
-    nothing is changed; then the step runs once more, untimed, so that glibc's heap has grown
-    to the step's size before the timed steps (the peak step's large blocks were mapped and
-    unmapped, not kept in the heap). On CUDA: ``max_memory_allocated`` of the step.
+    (``mmsnn.deploy.allocator``), and the step runs once more, untimed, so that glibc's heap
+    has grown to the step's size before the timed steps (the peak step's large blocks were
+    mapped and unmapped, not kept in the heap). Without ``manage_allocator`` (an allocator
+    chosen through the environment) nothing is changed. On CUDA: ``max_memory_allocated`` of
+    the step.
     """
     import torch
     if device.type == 'cuda':
