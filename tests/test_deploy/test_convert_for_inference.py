@@ -162,11 +162,14 @@ def test_fused_segmentor_float64():
 
 @pytest.mark.slow
 def test_fused_demo_detector_predictions():
-    """float32, end to end through ``predict``: the same detections, where no spike moved.
-    The folded BN and the Winograd convolutions round differently from the plain model, and
-    whether that moves a spike lying next to a quantiser level depends on the CPU's kernels
-    (NNPACK, oneDNN's AVX-512 / AVX2), not on the fast path; the same heads are compared
-    exactly in float64 by ``test_fused_detector_heads_float64`` (mmcv's NMS has no float64)."""
+    """float32, end to end through ``predict``. The folded BN and the Winograd convolutions
+    round differently from the plain model, and whether that moves a spike lying next to a
+    quantiser level depends on the CPU's kernels (NNPACK, oneDNN's AVX-512 / AVX2), not on the
+    fast path. Where no spike moved, the detections must be the same; where some did, they may
+    be only the few that lay at a level: on this project's AMD EPYC 4406 (native kernels) and
+    3531 (AVX2 kernels) of 28.4 M spike elements, all in the RoI heads, where a wrong fold moves
+    most of them. The same heads are compared exactly in float64 by
+    ``test_fused_detector_heads_float64`` (mmcv's NMS has no float64)."""
     model = _build(DET_DEMO, 'mmdet').float()
     model.test_cfg.rcnn.score_thr = 0.0
     from mmdet.testing import demo_mm_inputs
@@ -174,9 +177,12 @@ def test_fused_demo_detector_predictions():
                                    False)
     (ref, ref_spikes), (out, spikes) = run_both(
         model, lambda m: m.predict(data['inputs'], data['data_samples']))
-    if len(ref_spikes) != len(spikes) or any(a.shape != b.shape or not torch.equal(a, b)
-                                             for a, b in zip(ref_spikes, spikes)):
-        pytest.skip('precondition not met: float32 kernels of this CPU moved a spike')
+    assert len(ref_spikes) == len(spikes) > 0
+    assert all(a.shape == b.shape for a, b in zip(ref_spikes, spikes))
+    moved = sum((a != b).sum().item() for a, b in zip(ref_spikes, spikes))
+    if moved:  # rounding at a quantiser level: a few in a thousand at the very most
+        assert moved < 1e-3 * sum(a.numel() for a in ref_spikes), moved
+        return
     assert_same_spikes(ref_spikes, spikes)
     for r, o in zip(ref, out):
         r, o = r.pred_instances, o.pred_instances
