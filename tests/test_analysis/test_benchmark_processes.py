@@ -43,8 +43,10 @@ def test_peak_of_first_step_is_its_live_peak_and_the_timed_steps_reuse_memory():
     # 200 MiB alive at once; nothing of what came before counts
     assert 195 <= res['peak'] <= 240, res
     # afterwards glibc keeps and reuses freed blocks, as in a training run: a fixed 128 KiB
-    # threshold would fault in 10 x 4096 fresh 4 KiB pages here
-    assert res['faults'] < 4096, res
+    # threshold faults in all 10 tensors anew (10 x 4096 fresh 4 KiB pages); with reuse
+    # nearly none is (one, 4096 faults, was seen once: where the heap's top lands varies by
+    # run), so fewer than 3 of the 10
+    assert res['faults'] < 3 * 4096, res
 
 
 def test_measuring_processes_keep_glibcs_default_allocator(monkeypatch):
