@@ -11,8 +11,10 @@ eager cell of the same model/size/mode/T. Routes:
     fast            ``mmsnn.deploy.convert_for_inference`` (inference only: it refuses .train())
     compiled        ``torch.compile`` (inductor) of the backbone and the neck, in place
                     (``nn.Module.compile``: state-dict keys unchanged); heads stay eager
-    compiled+fast   fused without the Winograd convs (NNPACK's op cannot be traced by dynamo),
-                    then compiled (inference only)
+    compiled+fast   inference only: a detector/segmentor's backbone and neck compiled as
+                    built, the fast path's rewrites on its eager heads (``tools/test.py
+                    --fuse-conv-bn --compile``); a bare backbone fused without the Winograd
+                    convs (NNPACK's op cannot be traced by dynamo), then compiled
 
 Every cell also reports its first call's extra time (the warm-up call minus a steady one): for
 a compiled cell its compile time, tracing and code generation (the table shows the first
@@ -52,9 +54,12 @@ def route_applies(route, mode):
     return mode == 'infer' or 'fast' not in route
 
 
-def cell_name(model, size, mode, route, T=1, with_cp=False):
+def cell_name(model, size, mode, route, T=1, with_cp=False, baseline=None, checkout=None):
+    """The cell's name in the table and the record; ``baseline``: the commit of the other
+    checkout (``checkout``) a cell ran in (``--baseline``)."""
     return (f'{model} {size[0]}x{size[1]} {mode} {route}'
-            + (f' T={T}' if T != 1 else '') + (' with_cp' if with_cp else ''))
+            + (f' T={T}' if T != 1 else '') + (' with_cp' if with_cp else '')
+            + (f' @{baseline}' if baseline else ''))
 
 
 # ----------------------------------------------------------------------------- building
@@ -112,19 +117,30 @@ def make_inputs(model_name, model, size, dtype=None):
     return inputs, data['data_samples']
 
 
-def apply_route(model, route):
-    """``model`` turned into ``route`` (in place): fused (eval) and/or compiled."""
+def apply_route(model, route, mode='infer'):
+    """``model`` turned into ``route`` (in place), as the tools do it: ``tools/test.py
+    --fuse-conv-bn`` / ``--compile`` for inference (:func:`~mmsnn.deploy.convert_for_inference`,
+    :func:`~mmsnn.engine.compile.compile_for_inference`), ``nn.Module.compile`` of backbone
+    and neck for a train step. A bare backbone is compiled whole."""
+    parts = ['backbone', 'neck'] if hasattr(model, 'backbone') else []
+    parts = [name for name in parts if getattr(model, name, None) is not None]
     if 'fast' in route:
         from mmsnn.deploy import convert_for_inference
-        # compiled: without the Winograd convs, whose NNPACK op has no fake-tensor kernel
-        # (dynamo fails tracing it: 'Mismatched Tensor types in NNPack convolutionOutput')
-        convert_for_inference(model, winograd='compiled' not in route)
+        if 'compiled' in route and parts:
+            # the compiled parts as they are, the hand-written rewrites on the eager heads
+            convert_for_inference(model, leave=tuple(parts))
+        else:
+            # a bare backbone: all rewrites, then compiled, without the Winograd convs
+            # (dynamo fails tracing NNPACK: 'Mismatched Tensor types in NNPack ...')
+            convert_for_inference(model, winograd='compiled' not in route)
     if 'compiled' in route:
-        parts = [model] if not hasattr(model, 'backbone') else (
-            [model.backbone] + ([model.neck] if getattr(model, 'neck', None) is not None
-                                else []))
-        for part in parts:
-            part.compile()  # nn.Module.compile: torch.compile in place, keys unchanged
+        if mode == 'infer':
+            from mmsnn.engine.compile import compile_for_inference
+            compile_for_inference(model)
+        else:  # as compile=True in a training run (mmsnn's inductor settings)
+            from mmsnn.engine.compile import compile_kwargs
+            for part in [getattr(model, name) for name in parts] or [model]:
+                part.compile(**compile_kwargs())  # in place: state-dict keys unchanged
     return model
 
 
@@ -176,7 +192,7 @@ def measure_cell(model_name, size, mode, route, T=1, with_cp=False, calls=2, pro
     from mmsnn.analysis.benchmark.processes import peak_of_first_step
     model = build(model_name, T, with_cp)
     batch = make_inputs(model_name, model, size)
-    apply_route(model, route)
+    apply_route(model, route, mode)
     fn = step_fn(model_name, model, mode, batch)
     t0 = time.perf_counter()
     # the first call compiles; its peak is the cell's (glibc's mmap threshold fixed for it)
@@ -239,7 +255,7 @@ def check_equal(model_name, size, mode, route, T=1):
     other = build(model_name, T, dtype=torch.float64)
     other.load_state_dict(eager.state_dict())
     batch = make_inputs(model_name, eager, size, dtype=torch.float64)
-    apply_route(other, route)
+    apply_route(other, route, mode)
     if mode == 'infer':
         eager.eval()
         other.eval()
@@ -277,8 +293,13 @@ def _infer_recording(model_name, model, batch):
 # ----------------------------------------------------------------------------- driver
 
 def child_command(cell, calls, profile=False, python=sys.executable):
-    """The command line of one measuring process (``benchmark_compile.py --cell``)."""
-    return [python, osp.join(REPO, 'tools/analysis/benchmark_compile.py'), '--cell',
+    """The command line of one measuring process (``benchmark_compile.py --cell``): this
+    checkout's script, or that of the other checkout the cell names (``checkout``, with
+    ``--baseline``; the same interpreter and packages, that checkout's mmsnn)."""
+    cell = dict(cell)
+    repo = cell.pop('checkout', None) or REPO
+    cell.pop('baseline', None)
+    return [python, osp.join(repo, 'tools/analysis/benchmark_compile.py'), '--cell',
             json.dumps(dict(cell, calls=calls, profile=profile))]
 
 
@@ -330,9 +351,10 @@ def run_rounds(cells, rounds, calls, log=print):
 
 
 def eager_of(name, summary):
+    """The eager cell of the same model, size, mode and T, in the same checkout."""
     c = summary[name]['cell']
     return summary.get(cell_name(c['model'], c['size'], c['mode'], 'eager', c.get('T', 1),
-                                 False))
+                                 False, c.get('baseline')))
 
 
 def format_table(summary, cpu):

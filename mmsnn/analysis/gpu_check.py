@@ -50,7 +50,7 @@ def detector_row(device, size, mode, compiled, amp, T=1, calls=2):
     batch = make_inputs('maskrcnn', model, size)
     batch = (batch[0].to(device), [s.to(device) for s in batch[1]])
     if compiled:
-        apply_route(model, 'compiled')
+        apply_route(model, 'compiled', mode)
     fn = step_fn('maskrcnn', model, mode, batch)
     if amp:
         inner = fn

@@ -68,8 +68,8 @@ def parse_args(argv=None):
     parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
                         help='torch.compile the backbone and neck (BACKEND, default inductor; '
                         'the heads stay eager): the first batch pays the compilation, minutes '
-                        'on a CPU. With --fuse-conv-bn the 3x3 convs stay off Winograd, '
-                        'which the compiler cannot trace')
+                        'on a CPU. With --fuse-conv-bn the fast path rewrites only the eager '
+                        'heads: the compiler fuses the backbone and neck better itself')
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help='CPU only: make this process reuse the memory it frees instead '
                         'of returning it to the OS (a process-wide glibc setting, '
@@ -154,11 +154,17 @@ def test(args):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if args.fuse_conv_bn:
             from mmsnn.deploy import convert_for_inference
+            from mmsnn.engine.compile import compiled_parts
             runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
-            model = convert_for_inference(model, winograd=not args.compile)
-            print(f'--fuse-conv-bn: inference fast path on, {len(model.folded_bn)} BatchNorm '
-                  f'layers folded into their convs, {len(model.winograd_convs)} 3x3 convs by '
-                  f'Winograd (float32 CPU)')
+            # with --compile the parts to be compiled stay as built: the compiler fuses BN,
+            # quantiser and residual sums itself, and the hand-written forms made the compiled
+            # graph slower (docs/en/benchmarks.md); the eager heads get the rewrites
+            leave = tuple(compiled_parts(model)) if args.compile else ()
+            model = convert_for_inference(model, leave=leave)
+            print(f'--fuse-conv-bn: inference fast path on'
+                  + (f' except in {" and ".join(leave)} (compiled)' if leave else '')
+                  + f', {len(model.folded_bn)} BatchNorm layers folded into their convs, '
+                  f'{len(model.winograd_convs)} 3x3 convs by Winograd (float32 CPU)')
         if args.compile:
             from mmsnn.engine.compile import compile_for_inference
             parts = compile_for_inference(model, backend=args.compile)

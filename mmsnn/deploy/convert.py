@@ -105,7 +105,7 @@ def switch_to_deploy(model):
     return model
 
 
-def convert_for_inference(model, reuse_memory=False, winograd=True):
+def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
     """Turn ``model`` (in place) into its inference fast path and return it in eval mode.
 
     Any nn.Module containing mmsnn parts: a ``MetaSDT``, ``Spikformer``, ``SDTv1`` or
@@ -126,24 +126,41 @@ def convert_for_inference(model, reuse_memory=False, winograd=True):
         winograd (bool): compute the 3x3 convolutions by Winograd's algorithm on the CPU in
             float32 (:mod:`mmsnn.ops.winograd`, NNPACK): the same linear map, with a float32
             rounding about 10x coarser than the direct convolution's. Default: True.
+        leave (tuple[str]): names of children of ``model`` to leave as they are, e.g.
+            ``('backbone', 'neck')`` when they are compiled next (``tools/test.py
+            --fuse-conv-bn --compile``): the compiler fuses BN, quantiser and residual sums
+            itself, and the hand-written forms slow the compiled graph down (in-place
+            writes; NNPACK cannot be traced), so only the parts that stay eager are
+            rewritten. Default: none.
     """
     cpu = on_cpu(model)
     if reuse_memory and cpu:
         keep_freed_memory()
     if getattr(model, 'fused_for_inference', False):
         return model
+    missing = [name for name in leave if not isinstance(getattr(model, name, None), nn.Module)]
+    if missing:
+        raise MMSNNUserError(f'convert_for_inference(leave={tuple(leave)}): {type(model).__name__}'
+                             f' has no part named {", ".join(missing)}; name children of it, '
+                             f'e.g. {", ".join(n for n, _ in model.named_children())}')
     model.eval()
     bns = {name for name, m in model.named_modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    fold_conv_bn(model)
-    model.winograd_convs = to_winograd(model) if winograd and cpu else []
-    switch_to_deploy(model)  # the mmsnn blocks and neurons rewrite themselves
-    if cpu:
-        for m in model.modules():
-            if isinstance(m, BaseSegmentor):
+    # (prefix, module) pairs to rewrite: the whole model, or its children not left out
+    parts = [(f'{name}.', child) for name, child in model.named_children()
+             if name not in leave] if leave else [('', model)]
+    model.winograd_convs, model.separable_roi_aligns = [], []
+    for prefix, part in parts:
+        fold_conv_bn(part)
+        if winograd and cpu:
+            model.winograd_convs += [prefix + name for name in to_winograd(part)]
+        switch_to_deploy(part)  # the mmsnn blocks and neurons rewrite themselves
+        if cpu:  # mmcv RoIAlign (avg) -> SeparableRoIAlign; names of the replaced modules
+            model.separable_roi_aligns += [prefix + name for name in swap_roi_align(part)]
+    if cpu:  # the segmentor's prediction step (the top model's method: never left out)
+        for m in itertools.chain([model], *(part.modules() for _, part in parts)):
+            if isinstance(m, BaseSegmentor):  # install twice is harmless (one method bound)
                 seg_postprocess.install(m)
-    # mmcv RoIAlign (avg) -> SeparableRoIAlign; names of the replaced modules
-    model.separable_roi_aligns = swap_roi_align(model) if cpu else []
     left = {name for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     model.fused_for_inference = True

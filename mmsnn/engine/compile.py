@@ -66,11 +66,31 @@ class EagerParamUpdateHook(Hook):
         keep_param_update_eager(runner.optim_wrapper)
 
 
+#: inductor settings for mmsnn models (each can be overridden through ``compile.options``).
+#: ``layout_optimization`` off: inductor would run the convolutions channels-last and make
+#: every fused neuron kernel transpose between layouts (its bool window mask and spikes
+#: written through ``transpose_mxn``); the s-SRB backbone's compiled train step at 800x1216
+#: took 5.42 s with it and 4.57 s without (Xeon, one thread; docs/en/benchmarks.md)
+INDUCTOR_OPTIONS = {'layout_optimization': False}
+
+
+def compile_kwargs(compile_cfg=True):
+    """``torch.compile`` keyword arguments from a ``compile`` setting (True or a dict of them):
+    with the inductor backend (the default), :data:`INDUCTOR_OPTIONS` under the given
+    ``options``."""
+    kwargs = {} if compile_cfg is True else dict(compile_cfg)
+    if kwargs.get('backend', 'inductor') == 'inductor':
+        kwargs['options'] = {**INDUCTOR_OPTIONS, **dict(kwargs.get('options') or {})}
+    return kwargs
+
+
 def add_compile_hooks(cfg):
     """With ``compile`` set in ``cfg``: add :class:`EagerParamUpdateHook` to
-    ``cfg.custom_hooks`` (once). Returns ``cfg``."""
+    ``cfg.custom_hooks`` (once) and the inductor settings for mmsnn models
+    (:func:`compile_kwargs`) to ``cfg.compile``. Returns ``cfg``."""
     if not cfg.get('compile'):
         return cfg
+    cfg.compile = compile_kwargs(cfg.compile)
     hooks = list(cfg.get('custom_hooks', None) or [])
     if not any(isinstance(h, dict) and h.get('type') in ('EagerParamUpdateHook',
                                                           EagerParamUpdateHook)
@@ -78,6 +98,12 @@ def add_compile_hooks(cfg):
         hooks.append(dict(type='EagerParamUpdateHook'))
     cfg.custom_hooks = hooks
     return cfg
+
+
+def compiled_parts(model):
+    """The names of the parts :func:`compile_for_inference` compiles: ``backbone`` and
+    ``neck``, those ``model`` has."""
+    return [name for name in ('backbone', 'neck') if getattr(model, name, None) is not None]
 
 
 def compile_for_inference(model, backend='inductor', **options):
@@ -88,16 +114,19 @@ def compile_for_inference(model, backend='inductor', **options):
     would prefix every key with ``_orig_mod.``). The heads stay eager: their post-processing
     (RPN proposals, NMS, RoI selection, resizing each prediction to its image) has shapes that
     depend on the data, which would mean a graph break or a recompilation per image, and the
-    time is in the backbone and the neck.
+    time is in the backbone and the neck. A model with neither (a bare backbone) is compiled
+    whole; the name returned is then its class name.
     """
-    compiled = []
-    for name in ('backbone', 'neck'):
-        part = getattr(model, name, None)
-        if part is not None:
-            part.compile(backend=backend, **options)
-            compiled.append(name)
+    kwargs = compile_kwargs(dict(options, backend=backend))
+    compiled = compiled_parts(model)
+    for name in compiled:
+        getattr(model, name).compile(**kwargs)
+    if not compiled:
+        model.compile(**kwargs)
+        compiled = [type(model).__name__]
     return compiled
 
 
-__all__ = ['EagerParamUpdateHook', 'add_compile_hooks', 'compile_for_inference',
+__all__ = ['INDUCTOR_OPTIONS', 'EagerParamUpdateHook', 'add_compile_hooks', 'compile_kwargs',
+           'compile_for_inference', 'compiled_parts',
            'keep_param_update_eager']

@@ -51,3 +51,27 @@ def test_check_fast_path_equal_in_float64():
     assert res['spikes'] > 0 and res['spikes_compared'] == res['spikes']
     assert res['spike_mismatch'] == 0
     assert res['output_err'] < 1e-12
+
+
+def test_baseline_cells_run_the_other_checkouts_script(tmp_path):
+    """``--baseline CHECKOUT``: every cell also in that checkout (its own script, the same
+    interpreter), named by its commit and compared with its own eager cell; a folder that is
+    no mmsnn checkout is refused in one line."""
+    from mmsnn.analysis import compile_benchmark as cb
+    from mmsnn.utils.errors import MMSNNUserError
+    tool = _tool()
+    cells = tool.cells_of(tool.parse_args(['--models', 'backbone-s', '--size', '32x32',
+                                           '--modes', 'infer', '--routes', 'eager', 'fast',
+                                           '--baseline', ROOT]))
+    assert len(cells) == 4
+    base = [c for c in cells if c.get('baseline')]
+    assert len(base) == 2 and all(c['checkout'] == ROOT for c in base)
+    cmd = cb.child_command(base[1], calls=1)
+    assert cmd[1] == osp.join(ROOT, 'tools/analysis/benchmark_compile.py')
+    assert 'checkout' not in json.loads(cmd[3]) and 'baseline' not in json.loads(cmd[3])
+    summary = {cb.cell_name(**c): dict(cell=c, time_s=t) for c, t in zip(cells, [4, 8, 2, 2])}
+    fast_base = cb.cell_name(**base[1])
+    assert fast_base.endswith('@' + base[1]['baseline'])
+    assert cb.eager_of(fast_base, summary)['time_s'] == 8  # its own checkout's eager
+    with pytest.raises(MMSNNUserError, match='no tools/analysis/benchmark_compile.py there'):
+        tool.cells_of(tool.parse_args(['--models', 'backbone-s', '--baseline', str(tmp_path)]))

@@ -150,6 +150,46 @@ def test_fused_detector_heads_float64():
         assert (a - b).abs().max().item() < 1e-6
 
 
+def test_leave_keeps_the_parts_to_be_compiled_as_built():
+    """``leave=('backbone', 'neck')`` (``tools/test.py --fuse-conv-bn --compile``): backbone
+    and neck untouched (their BNs, plain quantisers), the heads fused; in float64 the same
+    spikes and outputs as the unconverted model. A name that is no part: one clear error."""
+    from mmsnn.utils.errors import MMSNNUserError
+    model = _build(DET_DEMO, 'mmdet')
+    bns = lambda m: [n for n, c in m.named_modules()  # noqa: E731
+                     if isinstance(c, nn.modules.batchnorm._BatchNorm)]
+    fused = convert_for_inference(copy.deepcopy(model), leave=('backbone', 'neck'))
+    kept = [n for n in bns(model) if n.startswith(('backbone.', 'neck.'))]
+    assert kept and bns(fused) == kept  # exactly the heads' BNs were folded
+    assert fused.folded_bn and not any(n.startswith(('backbone.', 'neck.'))
+                                       for n in fused.folded_bn)
+    assert not any(getattr(m, 'fast', False) for m in fused.backbone.modules())
+    assert any(getattr(m, 'fast', False) for m in fused.roi_head.modules())
+    assert all(n.startswith('roi_head.') for n in fused.separable_roi_aligns)
+    assert fused.separable_roi_aligns
+    x = torch.rand(1, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    rois = torch.tensor([[0, 4., 6., 50., 40.]], dtype=torch.float64)
+
+    def heads(m):
+        feats = m.extract_feat(x)
+        mask = m.roi_head._mask_forward(feats, rois)['mask_preds']
+        return list(feats) + [m.roi_head._bbox_forward(feats, rois)['cls_score'], mask]
+
+    results = []
+    for m in (model, fused):
+        spikes, handles = record_spikes(m)
+        with torch.no_grad():
+            results.append((heads(m), spikes))
+        for h in handles:
+            h.remove()
+    (ref, ref_spikes), (out, spikes) = results
+    assert_same_spikes(ref_spikes, spikes)
+    for a, b in zip(ref, out):
+        assert (a - b).abs().max().item() < 1e-6
+    with pytest.raises(MMSNNUserError, match='has no part named backbone2'):
+        convert_for_inference(copy.deepcopy(model), leave=('backbone2',))
+
+
 @pytest.mark.slow
 def test_fused_segmentor_float64():
     model = _build(SEG_DEMO, 'mmseg')

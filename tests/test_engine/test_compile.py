@@ -13,6 +13,7 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import mmsnn  # noqa: F401  (registers mmsnn's modules)
+from mmsnn.engine.compile import add_compile_hooks, compile_kwargs
 from mmsnn.models import MetaSDT
 from mmsnn.registry import get_registry
 from mmsnn.utils.compile import eager_module
@@ -207,7 +208,7 @@ def inductor_pair(request):
     # graph compiled in a process without ATEN_CPU_CAPABILITY=avx2 and loaded in one with it
     # gave uninitialised values in one SRB spike output (.notes/compile.md)
     with torch._inductor.config.patch(fx_graph_cache=False):
-        yield model, torch.compile(model)
+        yield model, torch.compile(model, **compile_kwargs())  # mmsnn's inductor settings
     torch._dynamo.reset()
 
 
@@ -246,6 +247,24 @@ def _tiny_train_setup():
         optimizer=dict(type='AdamW', lr=1e-3),
         paramwise_cfg=dict(custom_keys={'backbone.downsample1_1': dict(lr_mult=2.0)})))
     return model, optim_wrapper
+
+
+def test_compile_settings_for_mmsnn_models():
+    """``compile=True`` (and ``tools/test.py --compile``) compile with inductor's channels-last
+    layout choice off, unless the config says otherwise; other backends get no inductor
+    options. torch.compile checks the option names as it wraps (no compilation here)."""
+    from mmengine.config import Config
+    cfg = add_compile_hooks(Config(dict(compile=True)))
+    assert cfg.compile == dict(options=dict(layout_optimization=False))
+    assert [h['type'] for h in cfg.custom_hooks] == ['EagerParamUpdateHook']
+    torch.compile(torch.nn.Identity(), **cfg.compile)  # option names torch knows
+    mine = add_compile_hooks(Config(dict(compile=dict(
+        mode='max-autotune-no-cudagraphs', options=dict(layout_optimization=True)))))
+    assert mine.compile == dict(mode='max-autotune-no-cudagraphs',
+                                options=dict(layout_optimization=True))
+    other = add_compile_hooks(Config(dict(compile=dict(backend='aot_eager'))))
+    assert other.compile == dict(backend='aot_eager')
+    assert add_compile_hooks(Config(dict(compile=False))).get('custom_hooks') is None
 
 
 def test_compiled_train_step_fails_in_the_optimizer_without_the_hook():

@@ -31,6 +31,30 @@ def test_quantiser_equals_spikingjelly_multilevel_spike_count():
     assert torch.equal(ours, ref) and torch.equal(g_ours, g_ref)
 
 
+def test_quantiser_counts_for_compact_storage():
+    """Inside compact_spike_storage() the quantiser hands its uint8 counts to the conv that
+    saves its spikes (no second packing); a spike tensor changed in place since is packed
+    from its new values; outside the context no counts are made."""
+    from mmsnn.models import neurons
+    q = build_neuron(dict(type='MultiSpike', max_value=4, norm=4.0))
+    u = (torch.randn(2, 3, 5, 5) * 3).requires_grad_(True)
+    assert not hasattr(q(u), '_mmsnn_spike_counts')
+    with neurons.compact_spike_storage():
+        s = q(u)
+        fresh = q(u)
+    counts, norm, dtype = neurons._pack_spikes(s)
+    assert counts is s._mmsnn_spike_counts[0] and counts.dtype == torch.uint8
+    assert norm == 4.0 and dtype == torch.float32
+    # the oracle: the spec's counts round(clamp(u, 0, 4)), not the quantiser's output
+    assert torch.equal(counts, torch.round(torch.clamp(u.detach(), 0, 4)).to(torch.uint8))
+    assert torch.equal(neurons._unpack_spikes((counts, norm, dtype)), s.detach())
+    with torch.no_grad():
+        fresh.mul_(0.5)  # a later in-place change: the cached counts are stale now
+    stale, _, _ = neurons._pack_spikes(fresh)
+    assert stale is not fresh._mmsnn_spike_counts[0]
+    assert torch.equal(stale, torch.round(fresh.detach() * 4).to(torch.uint8))
+
+
 def test_quantiser_same_in_train_and_eval():
     q = build_neuron(None)
     u = torch.randn(1000) * 3

@@ -45,6 +45,10 @@ def parse_args(argv=None):
                    help='float64 equality of every route with eager instead of timing')
     p.add_argument('--profile', help='print the top ops of one step of this cell (its name '
                    'as the table prints it) and exit')
+    p.add_argument('--baseline', metavar='CHECKOUT',
+                   help='also measure every cell in this other checkout of mmsnn (e.g. '
+                   '`git worktree add --detach /tmp/base HEAD~3`), alternating with this one '
+                   'in every round; its rows are named "@<its commit>"')
     p.add_argument('--records', default=osp.join(REPO, 'benchmarks'))
     p.add_argument('--no-record', action='store_true')
     p.add_argument('--cell', help=argparse.SUPPRESS)
@@ -66,6 +70,16 @@ def cells_of(args):
                             continue  # checkpointing only changes an eager train step
                         cells.append(dict(model=model, size=list(size), mode=mode,
                                           route=route, T=T, with_cp=cp))
+    if args.baseline:
+        from mmsnn.analysis.benchmark_record import git_commit
+        script = osp.join(args.baseline, 'tools', 'analysis', 'benchmark_compile.py')
+        if not osp.isfile(script):
+            raise MMSNNUserError(f'--baseline {args.baseline}: no tools/analysis/'
+                                 'benchmark_compile.py there; give the root of another mmsnn '
+                                 'checkout (git worktree add --detach DIR COMMIT)')
+        base = git_commit(args.baseline)
+        cells = [c for cell in cells
+                 for c in (cell, dict(cell, checkout=osp.abspath(args.baseline), baseline=base))]
     return cells
 
 
@@ -89,7 +103,7 @@ def main(argv=None):
     if args.check:
         print(f'float64 equality with eager, CPU: {cpu}')
         for c in cells:
-            if c['route'] == 'eager' or c['with_cp']:
+            if c['route'] == 'eager' or c['with_cp'] or c.get('baseline'):
                 continue
             res = cb.check_equal(c['model'], tuple(c['size']), c['mode'], c['route'], c['T'])
             print(f'{cb.cell_name(**c):<52} spikes {res["spikes"]} '
