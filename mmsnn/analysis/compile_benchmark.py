@@ -54,12 +54,13 @@ def route_applies(route, mode):
     return mode == 'infer' or 'fast' not in route
 
 
-def cell_name(model, size, mode, route, T=1, with_cp=False, baseline=None, checkout=None):
+def cell_name(model, size, mode, route, T=1, with_cp=False, baseline=None, checkout=None,
+              keep_freed=False):
     """The cell's name in the table and the record; ``baseline``: the commit of the other
     checkout (``checkout``) a cell ran in (``--baseline``)."""
     return (f'{model} {size[0]}x{size[1]} {mode} {route}'
             + (f' T={T}' if T != 1 else '') + (' with_cp' if with_cp else '')
-            + (f' @{baseline}' if baseline else ''))
+            + (' keep-freed' if keep_freed else '') + (f' @{baseline}' if baseline else ''))
 
 
 # ----------------------------------------------------------------------------- building
@@ -182,11 +183,14 @@ def step_fn(model_name, model, mode, batch):
 
 # ----------------------------------------------------------------------------- one cell
 
-def measure_cell(model_name, size, mode, route, T=1, with_cp=False, calls=2, profile=False):
+def measure_cell(model_name, size, mode, route, T=1, with_cp=False, calls=2, profile=False,
+                 keep_freed=False):
     """In this (fresh) process: build, warm up (= compile), time ``calls`` calls. Returns
     dict(time_s: median call, first_s: the warm-up call, compile_s, peak_mib of the warm-up
     call above the RSS after building, profile: top ops' table or None). The timed calls run
-    with glibc's allocator as in a user's run (``peak_of_first_step``)."""
+    with glibc's allocator as in a user's run (``peak_of_first_step``), or with
+    ``keep_freed``, as in ``tools/train.py`` / ``tools/test.py --keep-freed-memory``
+    (:func:`mmsnn.deploy.keep_freed_memory`, then one more untimed call to grow the heap)."""
     import torch
 
     from mmsnn.analysis.benchmark.processes import peak_of_first_step
@@ -198,6 +202,10 @@ def measure_cell(model_name, size, mode, route, T=1, with_cp=False, calls=2, pro
     # the first call compiles; its peak is the cell's (glibc's mmap threshold fixed for it)
     peak = peak_of_first_step(fn, torch.device('cpu'))
     first = time.perf_counter() - t0
+    if keep_freed:
+        from mmsnn.deploy import keep_freed_memory
+        keep_freed_memory()
+        fn()
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
@@ -354,7 +362,7 @@ def eager_of(name, summary):
     """The eager cell of the same model, size, mode and T, in the same checkout."""
     c = summary[name]['cell']
     return summary.get(cell_name(c['model'], c['size'], c['mode'], 'eager', c.get('T', 1),
-                                 False, c.get('baseline')))
+                                 False, c.get('baseline')))  # the default allocator's
 
 
 def format_table(summary, cpu):

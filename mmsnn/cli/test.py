@@ -29,7 +29,9 @@ import sys
 
 from mmsnn.analysis.test_metrics import (PredictionCounter, dump_metric, save_metrics,
                                          zero_detection_metrics)
-from mmsnn.cli.arguments import add_launcher_args, parse_with_local_rank
+from mmsnn.cli.arguments import (add_keep_freed_memory_arg, add_launcher_args,
+                                 apply_keep_freed_memory, check_keep_freed_memory,
+                                 parse_with_local_rank)
 from mmsnn.utils import data_checks, paths, runtime
 from mmsnn.utils.checkpoint_io import (check_checkpoint_file, check_checkpoint_fits,
                                     mmengine_checkpoint_globals)
@@ -70,26 +72,12 @@ def parse_args(argv=None):
                         'the heads stay eager): the first batch pays the compilation, minutes '
                         'on a CPU. With --fuse-conv-bn the fast path rewrites only the eager '
                         'heads: the compiler fuses the backbone and neck better itself')
-    parser.add_argument('--keep-freed-memory', action='store_true',
-                        help='CPU only: make this process reuse the memory it frees instead '
-                        'of returning it to the OS (a process-wide glibc setting, '
-                        'mmsnn.deploy.keep_freed_memory): faster on large images, but the '
-                        'process keeps its peak memory until it exits')
+    add_keep_freed_memory_arg(parser, 'faster on large images')
     parser.add_argument(
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. test_dataloader.batch_size=1')
     add_launcher_args(parser, 'dist_test.sh')
     return parse_with_local_rank(parser, argv)
-
-
-def check_keep_freed_memory(flag):
-    """``--keep-freed-memory`` is a setting of this process's CPU heap: refused where the model
-    would run on a GPU, where it would only hold host memory back."""
-    import torch
-    if flag and torch.cuda.is_available():
-        raise MMSNNUserError('--keep-freed-memory concerns CPU inference, but this run uses '
-                             'the GPU; drop the flag (or run on the CPU with '
-                             'CUDA_VISIBLE_DEVICES= to use it)')
 
 
 def check_compile_flags(args):
@@ -170,10 +158,7 @@ def test(args):
             parts = compile_for_inference(model, backend=args.compile)
             print(f'--compile: {" and ".join(parts)} compiled with torch.compile '
                   f'(backend {args.compile}); the first batch compiles them')
-        if args.keep_freed_memory:
-            from mmsnn.deploy import keep_freed_memory
-            print('--keep-freed-memory: ' + ('this process keeps freed memory for reuse' if
-                  keep_freed_memory() else 'allocator unchanged (the C library is not glibc)'))
+        apply_keep_freed_memory(args.keep_freed_memory)
         metrics = runner.test()
     main_process = is_main_process()  # asked before the process group closes
     runtime.stop_distributed()

@@ -3,7 +3,7 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                           [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
-                          [--overwrite] [--check-data]
+                          [--overwrite] [--check-data] [--keep-freed-memory]
     tools/dist_train.sh CONFIG NPROC [same options]        # several processes (torchrun)
 
 The config's ``default_scope`` ('mmdet' or 'mmseg') decides which toolbox runs it; mmsnn is
@@ -19,7 +19,9 @@ import os
 import os.path as osp
 import sys
 
-from mmsnn.cli.arguments import add_launcher_args, parse_with_local_rank
+from mmsnn.cli.arguments import (add_keep_freed_memory_arg, add_launcher_args,
+                                 apply_keep_freed_memory, check_keep_freed_memory,
+                                 parse_with_local_rank)
 from mmsnn.datasets import checks as dataset_checks
 from mmsnn.datasets import guard_train_dataset
 from mmsnn.engine.compile import add_compile_hooks
@@ -59,6 +61,8 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the total batch size (needs '
                         'auto_scale_lr in the config)')
+    add_keep_freed_memory_arg(parser, 'faster train steps on large images '
+                              '(docs/en/benchmarks.md)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=cfg_options_action(), metavar='KEY=VALUE',
         help='override config entries, e.g. train_dataloader.batch_size=2 '
@@ -84,6 +88,7 @@ def check_dataset_content(cfg, loaders, config):
 
 def train(args):
     check_config_file(args.config)
+    check_keep_freed_memory(args.keep_freed_memory, 'training')
     if args.resume not in (None, 'auto'):
         check_checkpoint_file(args.resume, '--resume checkpoint')
     cfg = load_config(args.config, args.cfg_options)
@@ -158,6 +163,7 @@ def train(args):
     check_checkpoint_fits(runner.model, cfg.get('load_from'),
                           'resume' if cfg.resume else 'load_from', checkpoint=checkpoint)
     del checkpoint
+    apply_keep_freed_memory(args.keep_freed_memory)  # after the runner has built everything
     with mmengine_checkpoint_globals():  # mmengine's torch.load of its own checkpoints
         runner.train()
     runtime.stop_distributed()

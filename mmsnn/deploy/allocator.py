@@ -1,4 +1,4 @@
-"""Let a CPU inference process reuse the memory it frees instead of handing it back to the OS.
+"""Let a CPU process (inference or training) reuse the memory it frees instead of returning it.
 
 glibc's ``malloc`` serves every request above its mmap threshold (which it raises after large
 frees, but never above 32 MiB) with fresh pages from ``mmap`` and returns them with ``munmap``
@@ -16,8 +16,9 @@ its heap grows to fit the requests' sizes) the process reuses its own, already m
 The numbers computed do not change. The cost is memory: the process keeps its peak heap until
 it exits, but for what exceeds 2 GiB free at the top (the benchmarks print the peak RSS with
 and without). The setting is process-wide and cannot be undone for the process, so nothing
-turns it on by default: ``tools/test.py --keep-freed-memory`` (CPU runs only) and the ``fast``
-variant of the fast-path benchmarks ask for it. Processes forked after it (DataLoader workers)
+turns it on by default: ``tools/test.py --keep-freed-memory`` and ``tools/train.py
+--keep-freed-memory`` (CPU runs only) and the ``fast`` variant of the fast-path benchmarks
+ask for it. Processes forked after it (DataLoader workers)
 get glibc's default limits back (:func:`_give_back_in_child`): they do not run the model, and
 each would otherwise keep its own peak heap. The environment variables
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<bytes>`` have the same effect for any process
@@ -96,7 +97,8 @@ def _give_back_in_child():
 
 def keep_freed_memory():
     """Make glibc keep and reuse freed memory in this process (see the module docstring).
-    Only for CPU inference processes; call it yourself, nothing calls it by default.
+    For CPU processes (``tools/test.py`` / ``tools/train.py --keep-freed-memory``); nothing
+    calls it by default.
 
     Returns True if the setting is on (now or from an earlier call), False where the C
     library is not glibc (macOS, Windows, musl), where nothing is changed.

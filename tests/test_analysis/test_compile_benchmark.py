@@ -75,3 +75,19 @@ def test_baseline_cells_run_the_other_checkouts_script(tmp_path):
     assert cb.eager_of(fast_base, summary)['time_s'] == 8  # its own checkout's eager
     with pytest.raises(MMSNNUserError, match='no tools/analysis/benchmark_compile.py there'):
         tool.cells_of(tool.parse_args(['--models', 'backbone-s', '--baseline', str(tmp_path)]))
+
+
+def test_keep_freed_cells_are_named_and_compared_with_default_eager():
+    from mmsnn.analysis import compile_benchmark as cb
+    tool = _tool()
+    cells = tool.cells_of(tool.parse_args(['--models', 'backbone-s', '--size', '32x32',
+                                           '--modes', 'train', '--routes', 'eager', 'compiled',
+                                           '--keep-freed-memory', 'both', '--baseline', ROOT]))
+    kept = [c for c in cells if c.get('keep_freed')]
+    assert len(kept) == 2 and not any(c.get('baseline') for c in kept)  # not in the baseline
+    assert len(cells) == 2 + 2 + 2  # default and keep-freed here, default in the baseline
+    name = cb.cell_name(**kept[1])
+    assert name == 'backbone-s 32x32 train compiled keep-freed'
+    summary = {cb.cell_name(**c): dict(cell=c, time_s=1.0) for c in cells}
+    assert cb.eager_of(name, summary)['cell'] == dict(
+        model='backbone-s', size=[32, 32], mode='train', route='eager', T=1, with_cp=False)

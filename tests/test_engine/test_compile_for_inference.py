@@ -56,9 +56,11 @@ def test_test_tool_compile_flag(tmp_path, run_tool):
     opts = tiny_seg_demo_options(root)
     config = 'configs/seg/demo/sdt_srb_demo.py'
     work = tmp_path / 'work'
-    res = run_tool('tools/train.py', config, '--work-dir', work, '--cfg-options', *opts,
-                   timeout=600)
+    # (the training also runs with --keep-freed-memory: the CPU training's allocator flag)
+    res = run_tool('tools/train.py', config, '--work-dir', work, '--keep-freed-memory',
+                   '--cfg-options', *opts, timeout=600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert '--keep-freed-memory: this process keeps freed memory for reuse' in res.stdout
     scalars = [json.loads(line) for line in
                open(next(work.glob('*/vis_data/scalars.json'))) if '"mIoU"' in line]
     val_miou = scalars[-1]['mIoU']
@@ -81,3 +83,13 @@ def test_test_tool_refuses_compile_with_energy(tmp_path):
     assert args.compile == 'inductor'
     with pytest.raises(Exception, match='--compile and --energy together'):
         test_cli.check_compile_flags(args)
+
+
+def test_keep_freed_memory_is_refused_where_the_model_runs_on_a_gpu(monkeypatch):
+    from mmsnn.cli.arguments import check_keep_freed_memory
+    from mmsnn.utils.errors import MMSNNUserError
+    check_keep_freed_memory(True, 'training')  # no GPU here: accepted
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    check_keep_freed_memory(False, 'training')
+    with pytest.raises(MMSNNUserError, match='--keep-freed-memory concerns CPU training'):
+        check_keep_freed_memory(True, 'training')

@@ -39,6 +39,10 @@ def parse_args(argv=None):
                    help='time steps; T > 1 uses I-LIF neurons in the backbone')
     p.add_argument('--with-cp', choices=('off', 'on', 'both'), default='off',
                    help='backbone activation checkpointing (MetaSDT with_cp)')
+    p.add_argument('--keep-freed-memory', choices=('off', 'on', 'both'), default='off',
+                   help="glibc keeps freed memory for reuse in the timed calls (as tools/"
+                   "train.py and tools/test.py --keep-freed-memory); the x eager column stays "
+                   "against eager with the default allocator")
     p.add_argument('--rounds', type=int, default=3)
     p.add_argument('--calls', type=int, default=2, help='timed calls per process')
     p.add_argument('--check', action='store_true',
@@ -57,6 +61,7 @@ def parse_args(argv=None):
 
 def cells_of(args):
     cps = dict(off=[False], on=[True], both=[False, True])[args.with_cp]
+    allocators = dict(off=[False], on=[True], both=[False, True])[args.keep_freed_memory]
     cells = []
     for model in args.models:
         size = args.size or cb.MODELS[model][1]
@@ -68,8 +73,10 @@ def cells_of(args):
                     for cp in cps:
                         if cp and (mode != 'train' or 'compiled' in route):
                             continue  # checkpointing only changes an eager train step
-                        cells.append(dict(model=model, size=list(size), mode=mode,
-                                          route=route, T=T, with_cp=cp))
+                        for keep in allocators:
+                            cell = dict(model=model, size=list(size), mode=mode,
+                                        route=route, T=T, with_cp=cp)
+                            cells.append(dict(cell, keep_freed=True) if keep else cell)
     if args.baseline:
         from mmsnn.analysis.benchmark_record import git_commit
         script = osp.join(args.baseline, 'tools', 'analysis', 'benchmark_compile.py')
@@ -78,8 +85,10 @@ def cells_of(args):
                                  'benchmark_compile.py there; give the root of another mmsnn '
                                  'checkout (git worktree add --detach DIR COMMIT)')
         base = git_commit(args.baseline)
-        cells = [c for cell in cells
-                 for c in (cell, dict(cell, checkout=osp.abspath(args.baseline), baseline=base))]
+        # (the keep-freed cells only here: an older checkout's child may not know the option)
+        cells = [c for cell in cells for c in (
+            [cell] + ([] if cell.get('keep_freed') else
+                      [dict(cell, checkout=osp.abspath(args.baseline), baseline=base)]))]
     return cells
 
 
@@ -103,7 +112,7 @@ def main(argv=None):
     if args.check:
         print(f'float64 equality with eager, CPU: {cpu}')
         for c in cells:
-            if c['route'] == 'eager' or c['with_cp'] or c.get('baseline'):
+            if c['route'] == 'eager' or c['with_cp'] or c.get('baseline') or c.get('keep_freed'):
                 continue
             res = cb.check_equal(c['model'], tuple(c['size']), c['mode'], c['route'], c['T'])
             print(f'{cb.cell_name(**c):<52} spikes {res["spikes"]} '
