@@ -69,8 +69,8 @@ class EagerParamUpdateHook(Hook):
 #: inductor settings for mmsnn models (each can be overridden through ``compile.options``).
 #: ``layout_optimization`` off: inductor would run the convolutions channels-last and make
 #: every fused neuron kernel transpose between layouts (its bool window mask and spikes
-#: written through ``transpose_mxn``); the s-SRB backbone's compiled train step at 800x1216
-#: took 5.42 s with it and 4.57 s without (Xeon, one thread; docs/en/benchmarks.md)
+#: written through ``transpose_mxn``), which made the compiled train step slower
+#: (docs/en/user_guides/compile.md)
 INDUCTOR_OPTIONS = {'layout_optimization': False}
 
 
