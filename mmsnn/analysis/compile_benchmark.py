@@ -123,8 +123,8 @@ def apply_route(model, route, mode='infer'):
     --fuse-conv-bn`` / ``--compile`` for inference (:func:`~mmsnn.deploy.convert_for_inference`,
     :func:`~mmsnn.engine.compile.compile_for_inference`), ``nn.Module.compile`` of backbone
     and neck for a train step. A bare backbone is compiled whole."""
-    parts = ['backbone', 'neck'] if hasattr(model, 'backbone') else []
-    parts = [name for name in parts if getattr(model, name, None) is not None]
+    from mmsnn.engine.compile import compiled_parts
+    parts = compiled_parts(model)  # what tools/test.py --compile compiles; none: a backbone
     if 'fast' in route:
         from mmsnn.deploy import convert_for_inference
         if 'compiled' in route and parts:
