@@ -226,6 +226,36 @@ def test_inductor_float64_spikes_and_outputs_equal_eager(inductor_pair):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
 
 
+def test_inductor_float64_train_step_equals_eager():
+    """The compiled train step's generated kernels, forward and backward (the quantiser's
+    surrogate gradient, BN with batch statistics, the SRB mixer): in float64 the taps and the
+    gradients of the input and of every parameter equal eager's (to summation-order
+    rounding: inductor's reductions add in another order)."""
+    eager = _build('MetaSDT-srb-early').train()
+    twin = _build('MetaSDT-srb-early').train()  # the same seeded init, its own BN statistics
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(fx_graph_cache=False):  # (see inductor_pair)
+        compiled = torch.compile(twin, **compile_kwargs())
+        x = _image(6)
+        taps_e, gx_e, gp_e = _step(eager, x)
+        taps_c, gx_c, gp_c = _step(compiled, x)
+    torch._dynamo.reset()
+    assert len(gp_c) == len(gp_e) > 20
+    for a, b in zip(taps_e, taps_c):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+    grads_e, grads_c = [gx_e, *gp_e], [gx_c, *gp_c]
+    scale = max(g.abs().max() for g in grads_e)
+    # (a conv bias before a train-mode BN has a gradient of 0 up to rounding: measured
+    # against the largest gradient, not its own)
+    reached = [g.abs().max() > 1e-6 * scale for g in grads_e]
+    assert reached[0] and sum(reached) > 0.8 * len(reached)  # surrogate gradients flow
+    for a, b in zip(grads_e, grads_c):
+        assert (b - a).abs().max() <= 1e-9 * scale
+    for m_e, m_c in zip(eager.modules(), twin.modules()):  # the batch statistics it ran on
+        if isinstance(m_e, torch.nn.modules.batchnorm._BatchNorm):
+            torch.testing.assert_close(m_c.running_mean, m_e.running_mean, rtol=0, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- runner option
 def _tiny_train_setup():
     from mmengine.config import ConfigDict
