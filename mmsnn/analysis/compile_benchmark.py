@@ -85,6 +85,10 @@ def build(model_name, T=1, with_cp=False, dtype=None):
         init_default_scope(cfg.default_scope)
         bb = cfg.model.backbone
         bb.update(T=T, neuron_cfg=neuron, keep_time=T > 1, with_cp=with_cp)
+        if with_cp:  # the spiking neck and RPN head hold T steps of activations too
+            cfg.model.neck.with_cp = True
+            if 'rpn_head' in cfg.model:
+                cfg.model.rpn_head.with_cp = True
         if cfg.default_scope == 'mmseg':
             cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)  # no SyncBN
         registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS

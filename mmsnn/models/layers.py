@@ -5,12 +5,10 @@ so a reference checkpoint loads with only a prefix change (see ``reference_conve
 All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know about T.
 ``neuron`` arguments are zero-argument factories returning a fresh neuron module.
 """
-import contextlib
-
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 
+from .activation_checkpoint import checkpoint
 from .neurons import overwrite_input_when_deployed
 
 
@@ -105,20 +103,6 @@ def drop_path_or_identity(drop_prob):
     return TimeFoldedDropPath(drop_prob) if drop_prob > 0 else nn.Identity()
 
 
-@contextlib.contextmanager
-def buffers_restored(module):
-    """Within it ``module``'s buffers (BN running statistics) may change; after it they hold
-    what they held before."""
-    buffers = list(module.buffers())
-    kept = [b.clone() for b in buffers]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, k in zip(buffers, kept):
-                b.copy_(k)
-
-
 class ResidualBranches(nn.Module):
     """A block that is a chain of residual branches: ``x = x + drop_path(branch(x))`` for each
     of ``branch_names`` (its submodules or methods) in turn.
@@ -144,16 +128,8 @@ class ResidualBranches(nn.Module):
 
     def _residual(self, branch, x):
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._dropped_branch, branch, x, use_reentrant=False,
-                                 context_fn=self._checkpoint_contexts)
+            return checkpoint(self, self._dropped_branch, branch, x)
         return self._dropped_branch(branch, x)
-
-    def _checkpoint_contexts(self):
-        # the recompute is the same batch again: the BNs' running statistics must not count
-        # it a second time. (A compiled graph updates them once; its recompute is AOTAutograd's.)
-        if torch.compiler.is_compiling():
-            return cp.noop_context_fn()
-        return contextlib.nullcontext(), buffers_restored(self)
 
     def _dropped_branch(self, branch, x):
         return self.drop_path(branch(x))

@@ -3,6 +3,7 @@ import torch.nn as nn
 from mmdet.models.dense_heads import RPNHead
 
 from ...registry import register
+from ..activation_checkpoint import checkpoint, wants_checkpoint
 from ..head_units import SpikeConvBN, head_neuron
 from ..time_axis import fold, set_neuron_steps, mean_over_time
 
@@ -24,12 +25,16 @@ class SpikingRPNHead(RPNHead):
         with_bn (bool): a norm layer after each hidden conv (default True); False gives
             biased convs without norm (the reference's released detectors).
         norm_cfg (dict | None): that norm layer (default ``dict(type='BN')``).
+        with_cp (bool): activation checkpointing of each level in training: the head keeps
+            the level's features for the backward pass and recomputes its convs there (with
+            T steps its activations are T times a one-step model's).
         Other arguments: as :class:`mmdet.models.RPNHead`.
     """
 
     def __init__(self, in_channels, num_classes=1, neuron_cfg=None, with_bn=True, norm_cfg=None,
-                 **kwargs):
+                 with_cp=False, **kwargs):
         # _init_layers runs inside RPNHead.__init__, so set what it needs first
+        self.with_cp = with_cp
         self.neuron_cfg = neuron_cfg
         self.with_bn = with_bn
         self.norm_cfg = norm_cfg
@@ -47,6 +52,11 @@ class SpikingRPNHead(RPNHead):
     def forward_single(self, x):
         x, T = fold(x)
         set_neuron_steps(self, T)
+        if wants_checkpoint(self.with_cp, [x]):
+            return checkpoint(self, self._predict, x, T)
+        return self._predict(x, T)
+
+    def _predict(self, x, T):
         x = self.spike(self.rpn_conv(x))
         cls_score = mean_over_time(self.rpn_cls(x), T)
         bbox_pred = mean_over_time(self.rpn_reg(x), T)

@@ -7,12 +7,15 @@ The quantiser is the reference's integer counts 0..4 (``norm=1``), the same in t
 (the reference's released detectors binarise in eval: ``configs/det/reference``).
 
 Time: a 5-D input ``[T, B, C, H, W]`` (backbone with ``keep_time=True``) is folded into the
-batch, processed, and returned 5-D, so the heads can average their logits over T.
+batch, processed, and returned 5-D, so the heads can average their logits over T. With T
+steps the neck keeps T times the activations for the backward pass; ``with_cp`` recomputes
+them instead (for multi-step training at full size, beside the backbone's ``with_cp``).
 """
 import torch.nn as nn
 from mmdet.models.necks import FPN
 
 from ...registry import register
+from ..activation_checkpoint import checkpoint, wants_checkpoint
 from ..head_units import SpikeConvBN
 from ..time_axis import fold_time, set_neuron_steps, unfold_time
 
@@ -31,11 +34,14 @@ class SpikingFPN(FPN):
         conv_bias (bool | str): 'auto' (bias only without norm) or True (bias, then norm: the
             reference segmentor's neck).
         norm_cfg (dict | None): the norm layer, default ``dict(type='BN')``.
+        with_cp (bool): activation checkpointing of the whole neck in training: it keeps its
+            inputs for the backward pass and recomputes the rest there (the same outputs,
+            gradients and BN statistics; the recompute costs a second forward of the neck).
     """
 
     def __init__(self, in_channels, out_channels, num_outs, start_level=0, end_level=-1,
                  add_extra_convs=False, neuron_cfg=None, with_bn=True, conv_bias='auto',
-                 norm_cfg=None, upsample_cfg=dict(mode='nearest'),
+                 norm_cfg=None, upsample_cfg=dict(mode='nearest'), with_cp=False,
                  init_cfg=dict(type='Kaiming', layer='Conv2d', distribution='uniform')):
         in_channels = list(in_channels)
         if add_extra_convs not in (False, True, 'on_input', 'on_lateral', 'on_output'):
@@ -48,6 +54,8 @@ class SpikingFPN(FPN):
         super().__init__(in_channels, out_channels, num_outs, start_level=start_level,
                          end_level=end_level, add_extra_convs=add_extra_convs,
                          upsample_cfg=upsample_cfg, init_cfg=init_cfg)
+
+        self.with_cp = with_cp
 
         def unit(i, o, k, s=1):
             return SpikeConvBN(i, o, k, s, neuron_cfg, with_bn, conv_bias, norm_cfg)
@@ -66,4 +74,8 @@ class SpikingFPN(FPN):
                              f'{len(self.in_channels)} entries; match the backbone out_indices')
         inputs, T = fold_time(inputs)
         set_neuron_steps(self, T)
-        return unfold_time(super().forward(inputs), T)
+        if wants_checkpoint(self.with_cp, inputs):
+            outs = checkpoint(self, super().forward, inputs)
+        else:
+            outs = super().forward(inputs)
+        return unfold_time(outs, T)

@@ -8,10 +8,8 @@ tensor bytes stays near the one-step model's, because the backward recomputes on
 branch at a time."""
 import pytest
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
+from mmsnn.analysis.benchmark.tensor_bytes import PeakTensorBytes
 from mmsnn.models import MetaSDT
 from mmsnn.models.layers import ResidualBranches
 
@@ -74,41 +72,13 @@ def test_with_cp_keeps_saved_spikes_compact(T, neuron, monkeypatch):
     assert packed and set(packed) == {torch.uint8}
 
 
-class _PeakTensorBytes(TorchDispatchMode):
-    """The peak, over the ops run under it, of the bytes of the tensor storages that are
-    alive (made under it, not yet freed), after each op. Counted at the dispatcher, so
-    deterministic: the same ops make the same tensors on every CPU."""
-
-    def __init__(self, ignore=()):
-        super().__init__()
-        self.ignore = {t.untyped_storage().data_ptr() for t in ignore}
-        self.alive, self.now, self.peak = {}, 0, 0
-
-    def _forget_freed(self):
-        for ptr in [p for p, (ref, _) in self.alive.items() if ref.expired()]:
-            self.now -= self.alive.pop(ptr)[1]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self._forget_freed()  # also frees an address before a new storage reuses it
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                ptr = storage.data_ptr()
-                if ptr and ptr not in self.alive and ptr not in self.ignore:
-                    self.alive[ptr] = (StorageWeakRef(storage), storage.nbytes())
-                    self.now += storage.nbytes()
-        self.peak = max(self.peak, self.now)
-        return out
-
-
 def _train_step_peak_bytes(mixer, T, with_cp):
     torch.manual_seed(0)
     model = MetaSDT(**TINY, mixer=mixer, T=T, with_cp=with_cp,
                     neuron_cfg=dict(type='ILIF') if T > 1 else None).train()
     x = torch.randn(2, 3, 32, 32)
     # parameters, buffers and the input exist before the step in every variant alike
-    with _PeakTensorBytes(ignore=[x, *model.parameters(), *model.buffers()]) as counter:
+    with PeakTensorBytes(ignore=[x, *model.parameters(), *model.buffers()]) as counter:
         sum(t.mean() for t in model(x)).backward()
     return counter.peak
 

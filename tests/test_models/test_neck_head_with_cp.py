@@ -1,0 +1,110 @@
+"""``with_cp`` of the spiking neck (``SpikingFPN``) and RPN head (``SpikingRPNHead``): with T
+steps folded into the batch they hold T times a one-step model's activations, which the
+backbone's ``with_cp`` alone left in a multi-step Mask R-CNN (its T = 4 train step at COCO
+size peaked at 2.1x the T = 1 step's memory). Checkpointed, they give the plain numbers
+(outputs, gradients, BN running statistics; float64) and hold far fewer bytes at the peak
+(counted at the dispatcher: the same on every CPU)."""
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+
+import mmsnn  # noqa: F401  (registers the mmsnn modules)
+from mmsnn.analysis.benchmark.tensor_bytes import PeakTensorBytes
+from mmsnn.models.det_heads import SpikingRPNHead
+from mmsnn.models.necks import SpikingFPN
+
+T, B = 4, 2
+ILIF = dict(type='ILIF', norm=1.0)
+
+
+def _neck(with_cp, neuron_cfg=None):
+    torch.manual_seed(0)
+    # num_outs 5 from 3 levels: one extra output conv and mmdet's max-pooled level
+    return SpikingFPN([8, 16, 32], 16, num_outs=5, add_extra_convs='on_output',
+                      neuron_cfg=neuron_cfg, with_cp=with_cp).double().train()
+
+
+def _rpn(with_cp, neuron_cfg=None):
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    return SpikingRPNHead(
+        16, feat_channels=16, neuron_cfg=neuron_cfg, with_cp=with_cp,
+        anchor_generator=dict(type='AnchorGenerator', scales=[8], ratios=[0.5, 1.0, 2.0],
+                              strides=[4, 8, 16, 32, 64])).double().train()
+
+
+def _feats(size=32, dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.rand(T, B, c, size // 2**i, size // 2**i, generator=g, dtype=dtype) * 3)
+            .requires_grad_(True) for i, c in enumerate((8, 16, 32))]
+
+
+def _weighted_sum(tensors):
+    # a fixed non-uniform weighting: every element's gradient path counts
+    return sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype).reshape(t.shape)).sum()
+               for t in tensors)
+
+
+def _neck_and_rpn_step(neck, rpn, feats):
+    outs = neck(feats)
+    cls, reg = rpn(outs)
+    _weighted_sum([*outs, *cls, *reg]).backward()
+    return [o.detach() for o in [*outs, *cls, *reg]]
+
+
+@pytest.mark.parametrize('neuron_cfg', [None, ILIF], ids=['quantiser', 'ILIF'])
+def test_neck_and_rpn_with_cp_equal_plain_float64(neuron_cfg):
+    plain = _neck(False, neuron_cfg), _rpn(False, neuron_cfg)
+    cp = _neck(True, neuron_cfg), _rpn(True, neuron_cfg)
+    assert cp[0].with_cp and cp[1].with_cp
+    feats_plain, feats_cp = _feats(), _feats()
+    outs_plain = _neck_and_rpn_step(*plain, feats_plain)
+    outs_cp = _neck_and_rpn_step(*cp, feats_cp)
+    for a, b in zip(outs_plain, outs_cp):
+        assert torch.equal(a, b)
+    for a, b in zip(feats_plain, feats_cp):
+        assert a.grad.abs().sum() > 0 and torch.equal(a.grad, b.grad)
+    for part_plain, part_cp in zip(plain, cp):
+        params = list(zip(part_plain.parameters(), part_cp.parameters()))
+        assert sum(int(p.grad.abs().sum() > 0) for p, _ in params) > len(params) // 2
+        for p, q in params:
+            assert torch.equal(p.grad, q.grad)
+        # the recompute is not a second batch: BN statistics as after one plain step
+        buffers = list(zip(part_plain.buffers(), part_cp.buffers()))
+        assert buffers
+        for a, b in buffers:
+            assert torch.equal(a, b)
+
+
+def test_neck_and_rpn_with_cp_not_in_inference():
+    neck, rpn = _neck(True), _rpn(True)
+    with torch.no_grad():  # nothing to recompute for: the plain forward
+        outs = neck([f.detach() for f in _feats()])
+        rpn(outs)
+    assert not any(o.requires_grad for o in outs)
+
+
+def _held_and_peak_bytes(with_cp):
+    """(bytes alive after the forward: what is kept for the backward, peak of the step)."""
+    neck, rpn = _neck(with_cp, ILIF).float(), _rpn(with_cp, ILIF).float()
+    feats = _feats(64, torch.float32)
+    state = [*feats, *neck.parameters(), *neck.buffers(), *rpn.parameters(), *rpn.buffers()]
+    with PeakTensorBytes(ignore=state) as counter:
+        outs = neck(feats)
+        cls, reg = rpn(outs)
+        loss = _weighted_sum([*outs, *cls, *reg])
+        del outs, cls, reg
+        held = counter.now
+        loss.backward()
+    return held, counter.peak
+
+
+def test_neck_and_rpn_with_cp_hold_fewer_bytes():
+    # I-LIF T = 4 train step of neck + RPN head at 64x64: the plain forward keeps every
+    # level's spikes, windows and BN inputs for T steps; checkpointed, the neck keeps its
+    # inputs and the head each level's features, and the backward recomputes one part at a
+    # time (at this size the output gradients, also T steps, are a large part of the peak)
+    held_plain, peak_plain = _held_and_peak_bytes(False)
+    held_cp, peak_cp = _held_and_peak_bytes(True)
+    assert held_cp <= 0.3 * held_plain, (held_cp, held_plain)
+    assert peak_cp <= 0.85 * peak_plain, (peak_cp, peak_plain)
