@@ -108,3 +108,20 @@ def test_neck_and_rpn_with_cp_hold_fewer_bytes():
     held_cp, peak_cp = _held_and_peak_bytes(True)
     assert held_cp <= 0.3 * held_plain, (held_cp, held_plain)
     assert peak_cp <= 0.85 * peak_plain, (peak_cp, peak_plain)
+
+
+def test_with_cp_reaches_neck_and_rpn_head_from_a_config():
+    """The command of configs/det/README.md's multi-step section builds them checkpointed."""
+    import os.path as osp
+
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(repo, 'configs/det/sdt_srb_s_coco.py'))
+    cfg.merge_from_dict({'model.backbone.T': 4, 'model.backbone.neuron_cfg.type': 'IntegerLIF',
+                         'model.backbone.keep_time': True, 'model.backbone.with_cp': True,
+                         'model.neck.with_cp': True, 'model.rpn_head.with_cp': True})
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    assert model.backbone.with_cp and model.neck.with_cp and model.rpn_head.with_cp
+    assert not SpikingFPN([8], 8, num_outs=1).with_cp  # off unless asked for
