@@ -30,13 +30,13 @@ def buffers_restored(module):
 def checkpoint(module, fn, *args):
     """``fn(*args)`` (``fn`` runs ``module``'s layers) with its activations recomputed in the
     backward pass instead of kept (non-reentrant checkpoint); the recompute leaves
-    ``module``'s buffers unchanged. A compiled graph updates them once by itself (its
-    recompute is AOTAutograd's), so there the buffers are left alone."""
-    def contexts():
-        if torch.compiler.is_compiling():
-            return cp.noop_context_fn()
-        return contextlib.nullcontext(), buffers_restored(module)
-    return cp.checkpoint(fn, *args, use_reentrant=False, context_fn=contexts)
+    ``module``'s buffers unchanged. Under ``torch.compile`` the checkpoint is traced into the
+    graph, whose recompute (AOTAutograd's) replays no buffer update: there it gets no
+    contexts (dynamo cannot trace a ``context_fn``)."""
+    if torch.compiler.is_compiling():
+        return cp.checkpoint(fn, *args, use_reentrant=False)
+    return cp.checkpoint(fn, *args, use_reentrant=False, context_fn=lambda: (
+        contextlib.nullcontext(), buffers_restored(module)))
 
 
 def wants_checkpoint(with_cp, tensors):

@@ -48,6 +48,14 @@ def _register(cls):
     return cls
 
 
+def _tag_spikes(s, norm):
+    """Mark ``s`` as integer spike counts / ``norm``, so that :func:`compact_spike_storage`
+    saves it as uint8. Not when compiling: no saved-tensor hooks run in a compiled graph, and
+    dynamo refuses the tag inside a checkpointed branch (``with_cp``) as a side effect."""
+    if not torch.compiler.is_compiling():
+        s._mmsnn_spike_norm = norm
+
+
 @_register
 class MultiSpikeQuantizer(nn.Module):
     """Integer multi-spike quantiser: ``round(clamp(u, 0, max_value)) / norm``.
@@ -83,7 +91,7 @@ class MultiSpikeQuantizer(nn.Module):
             return quantize_no_grad(x, top, self.norm, self.inplace)
         s = quantize(x, top, self.norm)
         if s.requires_grad and top <= 255:
-            s._mmsnn_spike_norm = self.norm  # lets compact_spike_storage() save it as uint8
+            _tag_spikes(s, self.norm)
         return s
 
     def switch_to_deploy(self):
@@ -120,7 +128,7 @@ class _MultiStepNeuron(nn.Module):
         self.node.reset()  # drop the graph-holding state once the sequence is done
         out = out / self.norm if self.norm != 1.0 else out
         if out.requires_grad and self.max_value <= 255:
-            out._mmsnn_spike_norm = self.norm  # integer counts / norm: uint8-compactable
+            _tag_spikes(out, self.norm)
         return out
 
     def extra_repr(self):
@@ -165,7 +173,7 @@ class IntegerLIF(_MultiStepNeuron):
             float(node.surrogate_function.grad_min), float(node.surrogate_function.grad_max),
             bool(node.detach_reset), self.norm).reshape(x.shape)
         if self.max_value <= 255:
-            s._mmsnn_spike_norm = self.norm  # compact_spike_storage() keeps it as uint8
+            _tag_spikes(s, self.norm)
         return s
 
 

@@ -95,6 +95,72 @@ def test_every_family_compiles_one_graph_and_trains_like_eager(name):
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize('T', [1, 4])
+def test_with_cp_compiles_one_graph_and_trains_like_plain_eager(T):
+    """``with_cp`` under compile (aot_eager): dynamo keeps the checkpointed branches in one
+    graph, and in float64 taps, gradients and BN running statistics (counted once: the
+    recompute inside the graph is AOTAutograd's) equal the plain eager model's."""
+    kw = dict(EARLY, mixer='srb', T=T, neuron_cfg=ILIF if T > 1 else None)
+    torch.manual_seed(0)
+    plain = MetaSDT(**kw).double().train()
+    checkpointed = MetaSDT(**kw, with_cp=True).double().train()
+    checkpointed.load_state_dict(plain.state_dict())
+    counter = CompileCounterWithBackend('aot_eager')
+    torch._dynamo.reset()
+    compiled = torch.compile(checkpointed, backend=counter)
+    x = _image(7)
+    taps_e, gx_e, gp_e = _step(plain, x)
+    taps_c, gx_c, gp_c = _step(compiled, x)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+    for a, b in zip(taps_e, taps_c):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+    torch.testing.assert_close(gx_c, gx_e, rtol=0, atol=1e-10)
+    assert gx_e.abs().sum() > 0
+    for a, b in zip(gp_e, gp_c):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+    for (name, a), b in zip(plain.named_buffers(), checkpointed.buffers()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12, msg=name)
+
+
+def test_checkpointed_neck_and_rpn_head_compile_one_graph():
+    """The neck's and the RPN head's ``with_cp`` under compile: one graph, the plain numbers."""
+    from mmengine.registry import init_default_scope
+
+    from mmsnn.models.det_heads import SpikingRPNHead
+    from mmsnn.models.necks import SpikingFPN
+    init_default_scope('mmdet')
+
+    class NeckRPN(torch.nn.Module):
+        def __init__(self, with_cp):
+            super().__init__()
+            torch.manual_seed(0)
+            self.neck = SpikingFPN([8, 16], 16, num_outs=3, with_cp=with_cp)
+            self.rpn = SpikingRPNHead(16, feat_channels=16, with_cp=with_cp, anchor_generator=dict(
+                type='AnchorGenerator', scales=[8], ratios=[1.0], strides=[4, 8, 16]))
+
+        def forward(self, x):  # one image's two levels, T = 2 (time-first)
+            feats = [x.reshape(2, 1, 8, 16, 16), torch.nn.functional.avg_pool2d(
+                x.repeat(1, 2, 1, 1), 2).reshape(2, 1, 16, 8, 8)]
+            outs = self.neck(feats)
+            cls, reg = self.rpn(outs)
+            return [*outs, *cls, *reg]
+
+    plain, checkpointed = NeckRPN(False).double().train(), NeckRPN(True).double().train()
+    counter = CompileCounterWithBackend('aot_eager')
+    torch._dynamo.reset()
+    compiled = torch.compile(checkpointed, backend=counter)
+    x = torch.rand(2, 8, 16, 16, generator=torch.Generator().manual_seed(3),
+                   dtype=torch.float64) * 3
+    taps_e, gx_e, gp_e = _step(plain, x)
+    taps_c, gx_c, gp_c = _step(compiled, x)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+    for a, b in zip([*taps_e, gx_e, *gp_e], [*taps_c, gx_c, *gp_c]):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+    assert gx_e.abs().sum() > 0
+
+
 # --------------------------------------------------------------------------- graph breaks
 class _BackboneNeck(torch.nn.Module):
     """Backbone + spiking neck, the part of a detector/segmentor mmsnn owns."""
