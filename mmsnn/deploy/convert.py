@@ -158,8 +158,8 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
         if cpu:  # mmcv RoIAlign (avg) -> SeparableRoIAlign; names of the replaced modules
             model.separable_roi_aligns += [prefix + name for name in swap_roi_align(part)]
     if cpu:  # the segmentor's prediction step (the top model's method: never left out)
-        for m in itertools.chain([model], *(part.modules() for _, part in parts)):
-            if isinstance(m, BaseSegmentor):  # install twice is harmless (one method bound)
+        for m in model.modules():
+            if isinstance(m, BaseSegmentor):
                 seg_postprocess.install(m)
     left = {name for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm)}

@@ -8,7 +8,7 @@ All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know ab
 import torch
 import torch.nn as nn
 
-from .activation_checkpoint import checkpoint
+from .activation_checkpoint import checkpoint, wants_checkpoint
 from .neurons import overwrite_input_when_deployed
 
 
@@ -127,7 +127,7 @@ class ResidualBranches(nn.Module):
         return x
 
     def _residual(self, branch, x):
-        if self.with_cp and x.requires_grad:
+        if wants_checkpoint(self.with_cp, [x]):
             return checkpoint(self, self._dropped_branch, branch, x)
         return self._dropped_branch(branch, x)
 

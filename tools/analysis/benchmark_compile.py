@@ -38,7 +38,8 @@ def parse_args(argv=None):
     p.add_argument('--T', type=int, nargs='+', default=[1],
                    help='time steps; T > 1 uses I-LIF neurons in the backbone')
     p.add_argument('--with-cp', choices=('off', 'on', 'both'), default='off',
-                   help='backbone activation checkpointing (MetaSDT with_cp)')
+                   help='activation checkpointing of the backbone (MetaSDT with_cp) and, in '
+                   'a detector or segmentor, of its spiking neck and RPN head')
     p.add_argument('--keep-freed-memory', choices=('off', 'on', 'both'), default='off',
                    help="glibc keeps freed memory for reuse in the timed calls (as tools/"
                    "train.py and tools/test.py --keep-freed-memory); the x eager column stays "
