@@ -13,8 +13,9 @@ eager cell of the same model/size/mode/T. Routes:
                     (``nn.Module.compile``: state-dict keys unchanged); heads stay eager
     compiled+fast   inference only: a detector/segmentor's backbone and neck compiled as
                     built, the fast path's rewrites on its eager heads (``tools/test.py
-                    --fuse-conv-bn --compile``); a bare backbone fused without the Winograd
-                    convs (NNPACK's op cannot be traced by dynamo), then compiled
+                    --fuse-conv-bn --compile``); a bare backbone: every rewrite, then
+                    compiled (its Winograd convs stay in the graph as the custom op
+                    ``mmsnn::nnpack_conv2d``: dynamo cannot trace NNPACK's call itself)
 
 Every cell also reports its first call's extra time (the warm-up call minus a steady one): for
 a compiled cell its compile time, tracing and code generation (the table shows the first
@@ -135,9 +136,9 @@ def apply_route(model, route, mode='infer'):
             # the compiled parts as they are, the hand-written rewrites on the eager heads
             convert_for_inference(model, leave=tuple(parts))
         else:
-            # a bare backbone: all rewrites, then compiled, without the Winograd convs
-            # (dynamo fails tracing NNPACK: 'Mismatched Tensor types in NNPack ...')
-            convert_for_inference(model, winograd='compiled' not in route)
+            # a bare backbone: all rewrites, then compiled (the Winograd convs stay in the
+            # graph as one op each, mmsnn::nnpack_conv2d)
+            convert_for_inference(model)
     if 'compiled' in route:
         if mode == 'infer':
             from mmsnn.engine.compile import compile_for_inference

@@ -129,9 +129,9 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
         leave (tuple[str]): names of children of ``model`` to leave as they are, e.g.
             ``('backbone', 'neck')`` when they are compiled next (``tools/test.py
             --fuse-conv-bn --compile``): the compiler fuses BN, quantiser and residual sums
-            itself, and the hand-written forms slow the compiled graph down (in-place
-            writes; NNPACK cannot be traced), so only the parts that stay eager are
-            rewritten. Default: none.
+            itself, and the hand-written forms slowed the compiled graph down on the Xeon
+            (in-place writes), so only the parts that stay eager are rewritten. Default:
+            none.
     """
     cpu = on_cpu(model)
     if reuse_memory and cpu:

@@ -12,7 +12,7 @@ heads' choice among them.
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 
-from .neurons import build_neuron
+from .neurons import build_neuron, conv_of_spikes
 
 #: the heads' default neuron: the reference's integer counts 0..4, not divided by 4
 HEAD_NEURON = dict(type='MultiSpikeQuantizer', max_value=4, norm=1.0)
@@ -52,3 +52,9 @@ class SpikeConvBN(nn.Sequential):
                               bias=conv_bias)
         if with_bn:
             self.bn = build_norm_layer(norm_cfg or dict(type='BN'), out_ch)[1]
+
+    def forward(self, x):
+        # nn.Sequential's loop, with the conv keeping its input spikes as uint8 in training
+        for module in self:
+            x = conv_of_spikes(module, x) if module is self.conv else module(x)
+        return x

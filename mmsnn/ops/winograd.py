@@ -20,7 +20,9 @@ kernel, stride 1, no dilation, one group, zero padding, and NNPACK not switched 
 (``torch.backends.nnpack.flags(enabled=False)``, honoured also when set after the
 conversion). Everywhere else -- float64 (the
 golden tests), CUDA (cuDNN chooses its own algorithm), training, ERF probes -- it is the
-ordinary ``nn.Conv2d``.
+ordinary ``nn.Conv2d``. Under ``torch.compile`` the Winograd call is the custom op
+``mmsnn::nnpack_conv2d`` (torch >= 2.4), which dynamo keeps in the graph as one opaque op:
+``_nnpack_spatial_convolution`` itself has no fake-tensor kernel and cannot be traced.
 """
 import torch
 import torch.nn as nn
@@ -49,6 +51,13 @@ class WinogradConv2d(nn.Conv2d):
     nnpack_failed = False
 
     def forward(self, x):
+        if torch.compiler.is_compiling():
+            # traced as one opaque op (dynamo cannot trace NNPACK's call); the conditions
+            # read at run time are checked inside it
+            if (_nnpack_conv2d is not None and x.device.type == 'cpu'
+                    and x.dtype == torch.float32 and x.dim() == 4 and not torch.is_grad_enabled()):
+                return _nnpack_conv2d(x, self.weight, self.bias, list(self.padding))
+            return super().forward(x)
         # the NNPACK switch is read per call: a user may turn it off after the conversion
         if (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() == 4
                 and not torch.is_grad_enabled() and not self.nnpack_failed
@@ -59,6 +68,41 @@ class WinogradConv2d(nn.Conv2d):
             except RuntimeError:  # NNPACK has size limits of its own; the result is the same
                 self.nnpack_failed = True
         return super().forward(x)
+
+
+def _nnpack_or_direct(x, weight, bias, padding):
+    if torch._C._get_nnpack_enabled():
+        try:
+            return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, padding)
+        except RuntimeError:  # NNPACK's own size limits
+            pass
+    return torch.nn.functional.conv2d(x, weight, bias, padding=padding)
+
+
+def _define_compiled_op():
+    """``mmsnn::nnpack_conv2d``: the Winograd convolution as a custom op, so that a compiled
+    graph keeps it (inductor calls it as an external kernel between its generated ones).
+    None where this torch has no ``torch.library.custom_op`` (before 2.4): the compiled
+    graph then computes those convs directly."""
+    if not hasattr(torch.library, 'custom_op'):
+        return None
+    from typing import List, Optional
+
+    @torch.library.custom_op('mmsnn::nnpack_conv2d', mutates_args=())
+    def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                      padding: List[int]) -> torch.Tensor:
+        return _nnpack_or_direct(x, weight, bias, padding)
+
+    @nnpack_conv2d.register_fake
+    def _(x, weight, bias, padding):
+        # 3x3, stride 1: each side grows by twice its padding and shrinks by 2
+        return x.new_empty(x.shape[0], weight.shape[0], x.shape[2] + 2 * padding[0] - 2,
+                           x.shape[3] + 2 * padding[1] - 2)
+
+    return nnpack_conv2d
+
+
+_nnpack_conv2d = _define_compiled_op()
 
 
 def to_winograd(model):

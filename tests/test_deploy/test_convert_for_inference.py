@@ -690,3 +690,29 @@ def test_deploy_names_no_model_class():
                 assert not module.startswith('mmsnn.models'), (path, module)
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith('mmsnn.models') for a in node.names), path
+
+
+def test_winograd_convs_stay_in_a_compiled_graph(monkeypatch):
+    """Compiled, a ``WinogradConv2d`` is one op of the graph (``mmsnn::nnpack_conv2d``; dynamo
+    cannot trace NNPACK's call itself): no graph break, NNPACK still computes it, and the
+    compiled output equals the eager Winograd output."""
+    from mmsnn.ops import winograd
+    if not winograd.winograd_available():
+        pytest.skip('this torch build has no NNPACK')
+    if winograd._nnpack_conv2d is None:
+        pytest.skip('torch.library.custom_op needs torch >= 2.4')
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Conv2d(8, 4, 1)).eval()
+    assert winograd.to_winograd(model) == ['0', '2']
+    x = torch.rand(2, 4, 12, 20, generator=torch.Generator().manual_seed(1))
+    calls = _count_nnpack_calls(monkeypatch)
+    with torch.no_grad():
+        eager = model(x)
+        assert len(calls) == 2
+        explained = torch._dynamo.explain(model)(x)
+        assert explained.graph_count == 1 and explained.graph_break_count == 0
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend='aot_eager')(x)
+    assert len(calls) > 2  # the compiled graph called NNPACK too
+    assert torch.equal(compiled, eager)
