@@ -347,6 +347,16 @@ def _has_forward_hooks(module):
                 or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
 
 
+def _autocast_on(device_type):
+    # under autocast the conv casts its inputs where autograd records the casts; inside the
+    # function it would not, and the backward would meet mixed dtypes
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return (torch.is_autocast_cpu_enabled() if device_type == 'cpu'
+                else torch.is_autocast_enabled())
+
+
 def conv_of_spikes(conv, s):
     """``conv(s)`` (an ``nn.Conv2d``) that keeps a neuron's spikes ``s`` for the backward pass
     as uint8 counts where they would be kept as float32: in training, outside
@@ -357,7 +367,7 @@ def conv_of_spikes(conv, s):
     if (getattr(s, '_mmsnn_spike_norm', None) is None or type(conv) is not nn.Conv2d
             or not (s.requires_grad and torch.is_grad_enabled()) or _compact_depth
             or conv.padding_mode != 'zeros' or isinstance(conv.padding, str)
-            or _has_forward_hooks(conv)):
+            or _has_forward_hooks(conv) or _autocast_on(s.device.type)):
         return conv(s)
     return _ConvOfSpikes.apply(s, conv.weight, conv.bias, conv.stride, conv.padding,
                                conv.dilation, conv.groups)

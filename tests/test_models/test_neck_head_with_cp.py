@@ -179,3 +179,25 @@ def test_unit_conv_keeps_its_spikes_as_uint8_with_autograds_gradients(neuron_cfg
     # plain: the conv's input and the BN's input in float; compact: the BN's input only
     assert saved_plain.count(spikes) == 2 and saved_compact.count(spikes) == 1
     assert saved_compact.count((torch.uint8, spikes[1])) == 1
+
+
+def test_unit_conv_under_autocast_is_the_plain_conv(monkeypatch):
+    # autocast casts the conv's inputs where autograd records the casts: there the unit takes
+    # the plain conv (the compact function's backward would meet bfloat16 gradients and
+    # float32 spikes); GPU users train with AMP (tools/analysis/gpu_check.py)
+    from mmsnn.models import head_units
+
+    def step():
+        torch.manual_seed(0)
+        unit = head_units.SpikeConvBN(8, 8, 3).train()
+        x = torch.randn(2, 8, 16, 16, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y = unit(x)
+        _weighted_sum([y.float()]).backward()
+        return [y.detach(), x.grad, *[p.grad for p in unit.parameters()]]
+
+    compact = step()
+    monkeypatch.setattr(head_units, 'conv_of_spikes', lambda conv, s: conv(s))
+    for a, b in zip(compact, step()):
+        assert torch.equal(a, b)
