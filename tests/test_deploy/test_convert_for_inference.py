@@ -200,25 +200,37 @@ def test_fused_demo_detector_predictions():
     """float32, end to end through ``predict``. The folded BN and the Winograd convolutions
     round differently from the plain model, and whether that moves a spike lying next to a
     quantiser level depends on the CPU's kernels (NNPACK, oneDNN's AVX-512 / AVX2), not on the
-    fast path. Where no spike moved, the detections must be the same; where some did, they may
-    be only the few that lay at a level: on this project's AMD EPYC 4406 (native kernels) and
-    3531 (AVX2 kernels) of 28.4 M spike elements, all in the RoI heads, where a wrong fold moves
-    most of them. The same heads are compared exactly in float64 by
-    ``test_fused_detector_heads_float64`` (mmcv's NMS has no float64)."""
+    fast path. Up to the proposals (backbone, neck, RPN head) a moved spike can only be one that
+    lay at a level: a few in a thousand at the very most, where a wrong fold moves most of them.
+    The RoI heads then see the proposals ranked by float32 scores: one moved spike can swap two
+    of them and change every RoI spike after it (on an AMD EPYC [avx2], 0.6-0.9 M of 28.4 M
+    spike elements for two of eight random models), so they are compared exactly in float64 by
+    ``test_fused_detector_heads_float64`` (mmcv's NMS has no float64) and here only where no
+    spike moved: then the detections must be the same."""
+    torch.manual_seed(0)  # the model's initial weights: the same whatever ran before
     model = _build(DET_DEMO, 'mmdet').float()
     model.test_cfg.rcnn.score_thr = 0.0
     from mmdet.testing import demo_mm_inputs
     data = model.data_preprocessor(demo_mm_inputs(2, [(3, 128, 128)] * 2, num_classes=3),
                                    False)
-    (ref, ref_spikes), (out, spikes) = run_both(
-        model, lambda m: m.predict(data['inputs'], data['data_samples']))
+    fused = convert_for_inference(copy.deepcopy(model))
+    results = []
+    for m in (model, fused):
+        recorded = [record_spikes(getattr(m, part)) for part in ('backbone', 'neck', 'rpn_head')]
+        with torch.no_grad():
+            out = m.predict(data['inputs'], data['data_samples'])
+        for _, handles in recorded:
+            for h in handles:
+                h.remove()
+        results.append((out, [s for spikes, _ in recorded for s in spikes]))
+    (ref, ref_spikes), (out, spikes) = results
     assert len(ref_spikes) == len(spikes) > 0
     assert all(a.shape == b.shape for a, b in zip(ref_spikes, spikes))
+    assert sum(s.count_nonzero().item() for s in ref_spikes) > 0  # not a comparison of zeros
     moved = sum((a != b).sum().item() for a, b in zip(ref_spikes, spikes))
-    if moved:  # rounding at a quantiser level: a few in a thousand at the very most
-        assert moved < 1e-3 * sum(a.numel() for a in ref_spikes), moved
+    assert moved < 1e-3 * sum(a.numel() for a in ref_spikes), moved
+    if moved:
         return
-    assert_same_spikes(ref_spikes, spikes)
     for r, o in zip(ref, out):
         r, o = r.pred_instances, o.pred_instances
         assert len(r) == len(o) > 0
@@ -226,7 +238,6 @@ def test_fused_demo_detector_predictions():
         torch.testing.assert_close(o.scores, r.scores, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(o.bboxes, r.bboxes, rtol=1e-5, atol=1e-3)
         assert torch.equal(o.masks, r.masks)
-
 
 
 def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool_each, venv_python, tool_env):
