@@ -28,6 +28,7 @@ batch into the next (spikingjelly would otherwise keep ``v`` between calls).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules import module as _torch_module  # the global forward hooks
 from mmengine.registry import Registry
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
@@ -342,9 +343,8 @@ class _ConvOfSpikes(torch.autograd.Function):
 
 
 def _has_forward_hooks(module):
-    from torch.nn.modules import module as torch_module
     return bool(module._forward_hooks or module._forward_pre_hooks
-                or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
+                or _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
 
 
 def _autocast_on(device_type):

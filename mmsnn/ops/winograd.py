@@ -51,17 +51,16 @@ class WinogradConv2d(nn.Conv2d):
     nnpack_failed = False
 
     def forward(self, x):
+        nnpack_input = (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() == 4
+                        and not torch.is_grad_enabled())
         if torch.compiler.is_compiling():
-            # traced as one opaque op (dynamo cannot trace NNPACK's call); the conditions
-            # read at run time are checked inside it
-            if (_nnpack_conv2d is not None and x.device.type == 'cpu'
-                    and x.dtype == torch.float32 and x.dim() == 4 and not torch.is_grad_enabled()):
+            # traced as one opaque op (dynamo cannot trace NNPACK's call); the NNPACK switch
+            # and its size limits are checked inside it, at run time
+            if nnpack_input and _nnpack_conv2d is not None:
                 return _nnpack_conv2d(x, self.weight, self.bias, list(self.padding))
             return super().forward(x)
         # the NNPACK switch is read per call: a user may turn it off after the conversion
-        if (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() == 4
-                and not torch.is_grad_enabled() and not self.nnpack_failed
-                and torch._C._get_nnpack_enabled()):
+        if nnpack_input and not self.nnpack_failed and torch._C._get_nnpack_enabled():
             try:
                 return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias,
                                                          list(self.padding))
