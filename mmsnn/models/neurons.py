@@ -307,8 +307,13 @@ def _pack_spikes(t):
     counts = getattr(t, '_mmsnn_spike_counts', None)
     if counts is not None and counts[1] == t._version:  # made with the spikes, unchanged since
         return counts[0], norm, t.dtype
-    # spikes are k / norm with integer k in [0, max_value]: uint8 holds them exactly
-    return torch.round(t * norm).to(torch.uint8), norm, t.dtype
+    # spikes are k / norm with integer k in [0, max_value]: uint8 holds them exactly. With
+    # norm 1 they are the integers themselves (the cast is exact); else k / norm * norm may
+    # miss k by a rounding error. One float temporary at most: the two that round(t * norm)
+    # made were the peak of a checkpointed T = 4 neck + RPN head alone (dispatcher counts)
+    if norm == 1.0:
+        return t.to(torch.uint8), norm, t.dtype
+    return torch.mul(t, norm).round_().to(torch.uint8), norm, t.dtype
 
 
 def _unpack_spikes(packed):
