@@ -4,7 +4,8 @@ PY ?= .venv/bin/python
 PYTEST_ARGS ?=
 # `make test` runs the suite in two processes (pytest-xdist), one thread each (tests/conftest.py),
 # one test file per process at a time (--dist loadfile): a file's trained model (a module
-# fixture) is then trained once, not once per process. TEST_WORKERS=0 runs it in one process.
+# fixture) is then trained once, not once per process; the longest files first, in the order
+# tests/conftest.py gives them (--no-loadscope-reorder). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-unit bench
@@ -15,7 +16,7 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # the unit tests alone (no process started, no training): for a developer's edit-test loop
 test-unit: setup

@@ -177,10 +177,33 @@ PROCESS_FIXTURES = frozenset({'run_tool', 'run_tool_each', 'venv_python', 'tool_
                               'pinned_kernel_env', 'free_port'})
 
 
+#: the test files that take longest (seconds of their slowest tests in one run of
+#: `pytest --durations=60` on a 2-core AMD EPYC [avx2], the slowest machine of this kind):
+#: `make test` hands these out first (`--no-loadscope-reorder` keeps this order), so that the
+#: two workers end together instead of one running a long file alone at the end
+LONGEST_FILES = {
+    'test_engine/test_compile.py': 354, 'test_engine/test_distributed.py': 141,
+    'test_models/test_detector.py': 126, 'test_datasets/test_custom_dataset.py': 124,
+    'test_engine/test_checkpoint_resume.py': 115, 'test_datasets/test_bad_data.py': 110,
+    'test_tools/test_front_door.py': 84, 'test_models/test_segmentor.py': 67,
+    'test_analysis/test_cost_of_spiking.py': 59, 'test_tools/test_install.py': 55,
+    'test_analysis/test_erf.py': 52, 'test_analysis/test_energy.py': 51,
+    'test_tools/test_train_test.py': 50, 'test_analysis/test_seed_sweep.py': 43,
+    'test_analysis/test_gpu_check.py': 39, 'test_deploy/test_convert_for_inference.py': 38,
+    'test_engine/test_compile_for_inference.py': 34, 'test_analysis/test_erf_models.py': 33,
+}
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark the end-to-end tests ``slow`` (``pytest -m "not slow"`` runs the unit tests alone,
     ``make test`` and CI run everything): every test that starts a process, and the in-process
-    trainings marked by hand with ``@pytest.mark.slow``."""
+    trainings marked by hand with ``@pytest.mark.slow``. Then order the files longest first
+    (:data:`LONGEST_FILES`; the others keep their order after them)."""
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, 'fixturenames', ())):
             item.add_marker(pytest.mark.slow)
+
+    def weight(item):
+        path = osp.relpath(str(item.fspath), osp.join(REPO_ROOT, 'tests')).replace(osp.sep, '/')
+        return -LONGEST_FILES.get(path, 0)
+    items.sort(key=weight)  # stable: a file's tests keep their order

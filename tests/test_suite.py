@@ -76,3 +76,24 @@ def test_run_tool_each_keeps_each_runs_status_and_output_apart(tmp_path, run_too
     assert good.stdout == 'logged by good\nprinted by good\n' and good.stderr == ''
     assert bad.stdout == 'logged by bad\n' and bad.stderr == 'error: bad input\n'
     assert again.stdout == 'logged by again\nprinted by again\n'
+
+
+def test_longest_files_are_handed_out_first():
+    """`make test` keeps the collection order (no reordering by test count), and the conftest
+    puts the longest files first, each file's tests in their order; the list names real files."""
+    import types
+
+    import conftest
+    recipe, _ = _make_target('test')
+    assert '--no-loadscope-reorder' in recipe
+    for path in conftest.LONGEST_FILES:
+        assert osp.isfile(osp.join(REPO, 'tests', path)), path
+
+    def item(path, name):
+        return types.SimpleNamespace(fspath=osp.join(REPO, 'tests', path), fixturenames=(),
+                                     name=name, add_marker=lambda marker: None)
+    items = [item('test_registry.py', 'a'), item('test_tools/test_front_door.py', 'b'),
+             item('test_registry.py', 'c'), item('test_engine/test_compile.py', 'd'),
+             item('test_tools/test_front_door.py', 'e')]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [i.name for i in items] == ['d', 'b', 'e', 'a', 'c']
