@@ -27,16 +27,38 @@ def buffers_restored(module):
                 b.copy_(k)
 
 
+@contextlib.contextmanager
+def _recomputing(module):
+    module._mmsnn_recomputing = True
+    try:
+        yield
+    finally:
+        module._mmsnn_recomputing = False
+
+
+def in_recompute(module):
+    """Whether ``module``'s layers run in the backward pass's recompute of :func:`checkpoint`
+    (whose outputs nobody reads: only what autograd saves there is used)."""
+    return getattr(module, '_mmsnn_recomputing', False)
+
+
+@contextlib.contextmanager
+def _recompute_context(module):
+    with buffers_restored(module), _recomputing(module):
+        yield
+
+
 def checkpoint(module, fn, *args):
     """``fn(*args)`` (``fn`` runs ``module``'s layers) with its activations recomputed in the
     backward pass instead of kept (non-reentrant checkpoint); the recompute leaves
-    ``module``'s buffers unchanged. Under ``torch.compile`` the checkpoint is traced into the
+    ``module``'s buffers unchanged, and :func:`in_recompute` tells ``module`` where it
+    is. Under ``torch.compile`` the checkpoint is traced into the
     graph, whose recompute (AOTAutograd's) replays no buffer update: there it gets no
     contexts (dynamo cannot trace a ``context_fn``)."""
     if torch.compiler.is_compiling():
         return cp.checkpoint(fn, *args, use_reentrant=False)
     return cp.checkpoint(fn, *args, use_reentrant=False, context_fn=lambda: (
-        contextlib.nullcontext(), buffers_restored(module)))
+        contextlib.nullcontext(), _recompute_context(module)))
 
 
 def wants_checkpoint(with_cp, tensors):

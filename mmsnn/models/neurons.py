@@ -323,17 +323,49 @@ def _unpack_spikes(packed):
     return counts.to(dtype).div_(norm)
 
 
+#: the most bytes of float spikes that a conv of spikes reads at once in training: a larger
+#: input runs in slices of its batch (T * B samples), at least one sample each. oneDNN copies
+#: a plain (NCHW) tensor into its blocked layout before it convolves: in the backward pass the
+#: spikes and the output gradient both, each as large as the tensor. At T = 4 and COCO size
+#: those copies of a 256-channel P2 map (2 x 262 MiB) were the peak of the checkpointed Mask
+#: R-CNN step, above every live tensor (per-op peak RSS, ``VmHWM``); in slices they are a
+#: slice's size. A slice of the batch changes no output element and no input gradient; the
+#: weight and bias gradients are the sum of the slices' sums (rounding-level differences
+#: from one sum over the batch).
+CONV_SLICE_BYTES = 64 * 2**20
+
+
+def _batch_slices(s):
+    """Slices of the batch dimension of ``s`` (one slice: the whole batch)."""
+    per_sample = s[0].numel() * s.element_size() if s.shape[0] else 0
+    step = max(1, CONV_SLICE_BYTES // max(per_sample, 1))
+    return [slice(i, i + step) for i in range(0, s.shape[0], step)]
+
+
 class _ConvOfSpikes(torch.autograd.Function):
     """``F.conv2d(s, weight, bias, ...)`` of spikes ``s`` that keeps ``s`` for the backward
     pass as uint8 counts, without saved-tensor hooks. The backward is autograd's own
-    (``aten.convolution_backward`` with the same arguments), on the spikes rebuilt exactly."""
+    (``aten.convolution_backward`` with the same arguments), on the spikes rebuilt exactly.
+    A large input runs in batch slices, forward and backward (:data:`CONV_SLICE_BYTES`)."""
 
     @staticmethod
     def forward(ctx, s, weight, bias, stride, padding, dilation, groups):
         counts, ctx.norm, ctx.dtype = _pack_spikes(s)
+        if getattr(s, '_mmsnn_spike_counts', None) is None:
+            # another conv of the same spikes (the RPN head's two predictors) keeps these too
+            s._mmsnn_spike_counts = (counts, s._version)
         ctx.conv = (stride, padding, dilation, groups, None if bias is None else list(bias.shape))
+        ctx.slices = _batch_slices(s)
         ctx.save_for_backward(counts, weight)
-        return F.conv2d(s, weight, bias, stride, padding, dilation, groups)
+        if len(ctx.slices) == 1:
+            return F.conv2d(s, weight, bias, stride, padding, dilation, groups)
+        first = F.conv2d(s[ctx.slices[0]], weight, bias, stride, padding, dilation, groups)
+        out = first.new_empty((s.shape[0], *first.shape[1:]))
+        out[ctx.slices[0]] = first
+        del first
+        for part in ctx.slices[1:]:
+            out[part] = F.conv2d(s[part], weight, bias, stride, padding, dilation, groups)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -341,9 +373,26 @@ class _ConvOfSpikes(torch.autograd.Function):
         stride, padding, dilation, groups, bias_shape = ctx.conv
         wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
                   bias_shape is not None and ctx.needs_input_grad[2]]
-        grad_s, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad, _unpack_spikes((counts, ctx.norm, ctx.dtype)), weight, bias_shape, stride,
-            padding, dilation, False, [0] * len(stride), groups, wanted)
+
+        def backward_of(part):
+            return torch.ops.aten.convolution_backward(
+                grad[part], _unpack_spikes((counts[part], ctx.norm, ctx.dtype)), weight,
+                bias_shape, stride, padding, dilation, False, [0] * len(stride), groups, wanted)
+
+        if len(ctx.slices) == 1:
+            grad_s, grad_w, grad_b = backward_of(slice(None))
+            return grad_s, grad_w, grad_b, None, None, None, None
+        grad_s = counts.new_empty(counts.shape, dtype=ctx.dtype) if wanted[0] else None
+        grad_w = grad_b = None
+        for part in ctx.slices:
+            gs, gw, gb = backward_of(part)
+            if grad_s is not None:
+                grad_s[part] = gs
+            del gs
+            if gw is not None:
+                grad_w = gw if grad_w is None else grad_w.add_(gw)
+            if gb is not None:
+                grad_b = gb if grad_b is None else grad_b.add_(gb)
         return grad_s, grad_w, grad_b, None, None, None, None
 
 

@@ -32,6 +32,7 @@ FAMILIES = {
     'MetaSDT-srb': lambda: MetaSDT(**TINY, mixer='srb'),
     'MetaSDT-srb-early': lambda: MetaSDT(**EARLY, mixer='srb'),
     'MetaSDT-srb-ILIF-T4': lambda: MetaSDT(**EARLY, mixer='srb', T=4, neuron_cfg=ILIF),
+    'MetaSDT-srb-ILIF-T2': lambda: MetaSDT(**EARLY, mixer='srb', T=2, neuron_cfg=ILIF),
     'Spikformer': lambda: _transformer('Spikformer', depth=1),
     'SDTv1': lambda: _transformer('SDTv1', depth=1),
     'QKFormer': lambda: _transformer('QKFormer', depth=4),
@@ -74,7 +75,8 @@ def _step(model, x):
 
 
 # --------------------------------------------------------------------------- every family
-@pytest.mark.parametrize('name', sorted(set(FAMILIES) - {'MetaSDT-srb-early'}))
+@pytest.mark.parametrize('name', sorted(set(FAMILIES) - {'MetaSDT-srb-early',
+                                                          'MetaSDT-srb-ILIF-T2'}))
 def test_every_family_compiles_one_graph_and_trains_like_eager(name):
     """Compiled (aot_eager) train-mode forward and backward: one graph (no graph break) and,
     in float64, the taps and every gradient equal eager's."""
@@ -243,10 +245,12 @@ class _WithSpikes(torch.nn.Module):
         return tuple(taps), tuple(self._spikes)
 
 
-# Meta-SDT (quantiser, then I-LIF T=4) only: the transformers' LIF neurons and attention
+# Meta-SDT (quantiser, then I-LIF) only: the transformers' LIF neurons and attention
 # compile to one aot_eager graph that equals eager in float64, forward and backward
 # (test_every_family_compiles_one_graph...), and an inductor SDTv1 took 30 s of the suite.
-@pytest.fixture(scope='module', params=['MetaSDT-srb-early', 'MetaSDT-srb-ILIF-T4'])
+# I-LIF at T = 2: the membrane carried from step to step is the same generated code at any
+# T > 1, and T = 4 took twice as long to compile (53 against 24 s on a 2-core AMD EPYC)
+@pytest.fixture(scope='module', params=['MetaSDT-srb-early', 'MetaSDT-srb-ILIF-T2'])
 def inductor_pair(request):
     """(eager, inductor-compiled) float64 model with spike taps, eval mode."""
     model = _WithSpikes(_build(request.param)).eval()

@@ -1,5 +1,5 @@
 """What the benchmark scripts (``tools/analysis/benchmark.py``, ``benchmark_backbone.py``,
-``spike_agreement.py``) are made of, one module per concept:
+``spike_agreement.py``, ``peak_rss_by_op.py``) are made of, one module per concept:
 
 * :mod:`.processes` -- one measurement per process: the driver that runs a measuring process
   and reads its JSON line, and the peak-memory reading inside it;
@@ -7,5 +7,9 @@
   activation range, fixed RoIs);
 * :mod:`.cost_of_spiking` -- the configs and variants compared, the ratios, the result block;
 * :mod:`.fast_path` -- before/after timing of the inference fast path;
-* :mod:`.docs_block` -- the marked block of ``docs/en/benchmarks.md`` the results go into.
+* :mod:`.docs_block` -- the marked block of ``docs/en/benchmarks.md`` the results go into;
+* :mod:`.tensor_bytes` -- the peak of live tensor bytes at the dispatcher (the same on every
+  CPU: what tests assert on);
+* :mod:`.rss_by_op` -- the peak RSS while each op ran, kernels' own memory included
+  (``tools/analysis/peak_rss_by_op.py``).
 """

@@ -52,31 +52,53 @@ def print_result(result):
     print(json.dumps(result))
 
 
+_PAGE_MIB = os.sysconf('SC_PAGE_SIZE') / 2**20 if hasattr(os, 'sysconf') else 0.0
+
+
+def rss_mib():
+    """This process's resident memory now (MiB)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * _PAGE_MIB
+
+
+def reset_peak_rss_mark():
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process to its RSS now (OSError where
+    the kernel does not offer it)."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # VmHWM := the current RSS
+
+
+def peak_rss_mark_mib():
+    """The kernel's peak-RSS mark (VmHWM) of this process (MiB)."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024  # kB
+    raise OSError('no VmHWM in /proc/self/status')
+
+
 def memory_base(device):
     """What is in use before a measurement: CUDA allocations, or this process's RSS (MiB)."""
     import torch
     if device.type == 'cuda':
         return torch.cuda.memory_allocated()
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+    return rss_mib()
 
 
 def _reset_peak_rss():
     """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS, where the kernel offers it
     (elsewhere the peak read after it covers the whole process)."""
     try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
+        reset_peak_rss_mark()
     except OSError:
         pass
 
 
 def _vm_hwm_mib():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) / 1024  # kB
-    return peak_rss_mib()
+    try:
+        return peak_rss_mark_mib()
+    except OSError:
+        return peak_rss_mib()
 
 
 def peak_of_first_step(step, device, manage_allocator=True):

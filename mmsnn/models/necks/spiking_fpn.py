@@ -2,7 +2,9 @@
 
 mmdet's ``FPN`` with another conv unit: every lateral / output / extra conv is a
 :class:`~mmsnn.models.head_units.SpikeConvBN` (``quantiser -> conv -> BN``), so every conv
-sees spikes. The topology, the top-down pass and the extra levels are mmdet's own code.
+sees spikes. The topology is mmdet's; the forward (:meth:`SpikingFPN.pyramid`) is mmdet's
+``FPN.forward`` op for op, written out so that it can let go of tensors early (tested equal
+to mmdet's, outputs and gradients, for every extra-level mode).
 The quantiser is the reference's integer counts 0..4 (``norm=1``), the same in train and eval
 (the reference's released detectors binarise in eval: ``configs/det/reference``).
 
@@ -12,10 +14,11 @@ steps the neck keeps T times the activations for the backward pass; ``with_cp`` 
 them instead (for multi-step training at full size, beside the backbone's ``with_cp``).
 """
 import torch.nn as nn
+import torch.nn.functional as F
 from mmdet.models.necks import FPN
 
 from ...registry import register
-from ..activation_checkpoint import checkpoint, wants_checkpoint
+from ..activation_checkpoint import checkpoint, in_recompute, wants_checkpoint
 from ..head_units import SpikeConvBN
 from ..time_axis import fold_time, set_neuron_steps, unfold_time
 
@@ -75,7 +78,52 @@ class SpikingFPN(FPN):
         inputs, T = fold_time(inputs)
         set_neuron_steps(self, T)
         if wants_checkpoint(self.with_cp, inputs):
-            outs = checkpoint(self, super().forward, inputs)
+            outs = checkpoint(self, self.pyramid, inputs)
         else:
-            outs = super().forward(inputs)
+            outs = self.pyramid(inputs)
         return unfold_time(outs, T)
+
+    def pyramid(self, inputs):
+        """mmdet's ``FPN.forward``, op for op (the same outputs and gradients), that lets go
+        of each top-down sum once its output conv has read it and, in ``with_cp``'s
+        recompute, of each output but the one the extra levels start from: nothing reads the
+        recompute's outputs. At T = 4 and COCO size the end of that recompute held the P2
+        sum and output (2 x 262 MiB) for nothing, at the checkpointed step's peak."""
+        laterals = [conv(inputs[i + self.start_level])
+                    for i, conv in enumerate(self.lateral_convs)]
+        levels = len(laterals)
+        for i in range(levels - 1, 0, -1):
+            if 'scale_factor' in self.upsample_cfg:
+                up = F.interpolate(laterals[i], **self.upsample_cfg)
+            else:
+                up = F.interpolate(laterals[i], size=laterals[i - 1].shape[2:],
+                                   **self.upsample_cfg)
+            laterals[i - 1] = laterals[i - 1] + up
+            del up
+        extra = self.num_outs > levels
+        keep_outputs = not in_recompute(self)
+        outs = []
+        for i in range(levels):
+            outs.append(self.fpn_convs[i](laterals[i]))
+            if not (extra and self.add_extra_convs == 'on_lateral' and i == levels - 1):
+                laterals[i] = None
+            if not keep_outputs and i < levels - 1:
+                outs[i] = None
+        if not extra:
+            return tuple(outs)
+        if not self.add_extra_convs:  # max pool on the last output (Faster / Mask R-CNN)
+            for _ in range(self.num_outs - levels):
+                outs.append(F.max_pool2d(outs[-1], 1, stride=2))
+            return tuple(outs)
+        if self.add_extra_convs == 'on_input':
+            source = inputs[self.backbone_end_level - 1]
+        elif self.add_extra_convs == 'on_lateral':
+            source = laterals[-1]
+        else:  # 'on_output'
+            source = outs[-1]
+        outs.append(self.fpn_convs[levels](source))
+        del source
+        for i in range(levels + 1, self.num_outs):
+            last = F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
+            outs.append(self.fpn_convs[i](last))
+        return tuple(outs)
