@@ -337,8 +337,9 @@ CONV_SLICE_BYTES = 64 * 2**20
 
 def _batch_slices(s):
     """Slices of the batch dimension of ``s`` (one slice: the whole batch)."""
-    per_sample = s[0].numel() * s.element_size() if s.shape[0] else 0
-    step = max(1, CONV_SLICE_BYTES // max(per_sample, 1))
+    if s.shape[0] <= 1:
+        return [slice(None)]
+    step = max(1, CONV_SLICE_BYTES // max(s[0].numel() * s.element_size(), 1))
     return [slice(i, i + step) for i in range(0, s.shape[0], step)]
 
 
