@@ -27,7 +27,7 @@ def _sync(device):
 
 
 def time_step(fn, device, calls):
-    """(first call s, median of ``calls`` further calls s)."""
+    """(first call s, median of ``calls`` further calls s; None for ``calls=0``)."""
     t0 = time.perf_counter()
     fn()
     _sync(device)
@@ -38,7 +38,7 @@ def time_step(fn, device, calls):
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+    return first, statistics.median(times) if times else None
 
 
 def detector_row(device, size, mode, compiled, amp, T=1, calls=2):
@@ -87,6 +87,12 @@ def spike_agreement(device, size=(64, 96)):
     return equal / total
 
 
+def _step_time(row):
+    if row['time_s'] is None:
+        return f'first call {row["first_s"]:.3f} s (--calls 0: no timed call)'
+    return f'{row["time_s"]:.3f} s/step (first call {row["first_s"]:.1f} s)'
+
+
 def run_check(size=SIZE, calls=2, spike_size=(64, 96), log=print):
     """Every row of the check; returns the rows ``[(what, result text)]``."""
     import torch
@@ -110,7 +116,7 @@ def run_check(size=SIZE, calls=2, spike_size=(64, 96), log=print):
                 what += '' if cuda else ' on CPU'
                 try:
                     r = detector_row(device, size, mode, compiled, amp, calls=calls)
-                    add(what, f'{r["time_s"]:.3f} s/step (first call {r["first_s"]:.1f} s)'
+                    add(what, _step_time(r)
                         + (f', peak {r["peak_mib"]:.0f} MiB' if cuda else ''))
                 except Exception as e:  # report and go on: the table is the product
                     add(what, f'FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}')
@@ -118,8 +124,8 @@ def run_check(size=SIZE, calls=2, spike_size=(64, 96), log=print):
             + ('' if cuda else ' on CPU'))
     try:
         r = detector_row(device, size, 'train', False, False, T=4, calls=calls)
-        add(what, f'{r["time_s"]:.3f} s/step' + (f', peak {r["peak_mib"]:.0f} MiB' if cuda
-                                                 else ' (no CUDA peak memory on CPU)'))
+        add(what, _step_time(r) + (f', peak {r["peak_mib"]:.0f} MiB' if cuda
+                                   else ' (no CUDA peak memory on CPU)'))
     except Exception as e:
         add(what, f'FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}')
     what = f'spikes {device.type} float32 vs CPU float64, backbone {spike_size[0]}x{spike_size[1]}'

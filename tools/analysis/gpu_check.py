@@ -16,7 +16,7 @@ sys.path.insert(0, REPO)
 
 from mmsnn.analysis.gpu_check import SIZE, format_rows, run_check  # noqa: E402
 from mmsnn.cli.arguments import image_size  # noqa: E402
-from mmsnn.utils.errors import run_tool  # noqa: E402
+from mmsnn.utils.errors import MMSNNUserError, run_tool  # noqa: E402
 
 
 def main(argv=None):
@@ -24,8 +24,11 @@ def main(argv=None):
     p.add_argument('--size', type=image_size, default=SIZE, help='detector input, HxW')
     p.add_argument('--spike-size', type=image_size, default=(64, 96),
                    help='backbone input of the spike agreement, HxW')
-    p.add_argument('--calls', type=int, default=2, help='timed calls per row after a warm-up')
+    p.add_argument('--calls', type=int, default=2, help='timed calls per row after a warm-up '
+                   '(0: each row runs once, its first call: a smoke run)')
     args = p.parse_args(argv)
+    if args.calls < 0:
+        raise MMSNNUserError(f'--calls {args.calls}: give 0 (each row once) or more timed calls')
     from mmsnn.utils.machine import cpu_description
     rows = run_check(args.size, args.calls, args.spike_size, log=lambda *a: None)
     print(f'GPU readiness check (CPU: {cpu_description()})')
