@@ -60,18 +60,21 @@ def test_measuring_processes_keep_glibcs_default_allocator(monkeypatch):
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc allocator settings')
-def test_fixed_mmap_threshold_faults_in_every_large_tensor(tmp_path, run_tool):
+def test_fixed_mmap_threshold_faults_in_every_large_tensor(tmp_path, run_tool_each):
     """The cause of the reported training slowdown, shown with the benchmark's own
     ``--allocator``: with the mmap threshold fixed at 128 KiB (how the benchmarks timed from
     eb84168 on) a train step faults in far more fresh pages than under glibc's default, where
     freed blocks are reused (10x at 96x96 here). Page-fault counts come from the kernel and
     glibc, not from the CPU's speed."""
+    allocators = ('default', 'fixed-mmap-threshold')
+    # one driver process for both (each measurement runs in a child process of its own)
+    runs = run_tool_each([('tools/analysis/benchmark_backbone.py', [
+        '--arch', 's', '--sizes', '96x96', '--modes', 'train', '--orders', 'linear', '--repeats',
+        '1', '--device', 'cpu', '--allocator', allocator, '--json', tmp_path / f'{allocator}.json'])
+        for allocator in allocators], timeout=600)
     faults = {}
-    for allocator in ('default', 'fixed-mmap-threshold'):
-        out_json = tmp_path / f'{allocator}.json'
-        res = run_tool('tools/analysis/benchmark_backbone.py', '--arch', 's', '--sizes', '96x96',
-                       '--modes', 'train', '--orders', 'linear', '--repeats', '1', '--device',
-                       'cpu', '--allocator', allocator, '--json', out_json, timeout=600)
+    for allocator, res in zip(allocators, runs):
         assert res.returncode == 0, res.stderr[-2000:]
-        faults[allocator] = json.loads(out_json.read_text())[0]['linear']['minor_faults']
+        faults[allocator] = json.loads((tmp_path / f'{allocator}.json').read_text())[0][
+            'linear']['minor_faults']
     assert faults['fixed-mmap-threshold'] > 3 * faults['default'], faults
