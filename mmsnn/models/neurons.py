@@ -300,6 +300,12 @@ class _MultiSpikeFunction(torch.autograd.Function):
 _compact_depth = 0
 
 
+def _keep_counts(s, counts):
+    """Let later packings of the spikes ``s`` reuse their uint8 ``counts`` (while ``s`` is
+    not changed in place)."""
+    s._mmsnn_spike_counts = (counts, s._version)
+
+
 def _pack_spikes(t):
     norm = getattr(t, '_mmsnn_spike_norm', None)
     if norm is None:
@@ -354,18 +360,19 @@ class _ConvOfSpikes(torch.autograd.Function):
         counts, ctx.norm, ctx.dtype = _pack_spikes(s)
         if getattr(s, '_mmsnn_spike_counts', None) is None:
             # another conv of the same spikes (the RPN head's two predictors) keeps these too
-            s._mmsnn_spike_counts = (counts, s._version)
+            _keep_counts(s, counts)
         ctx.conv = (stride, padding, dilation, groups, None if bias is None else list(bias.shape))
         ctx.slices = _batch_slices(s)
         ctx.save_for_backward(counts, weight)
         if len(ctx.slices) == 1:
             return F.conv2d(s, weight, bias, stride, padding, dilation, groups)
-        first = F.conv2d(s[ctx.slices[0]], weight, bias, stride, padding, dilation, groups)
-        out = first.new_empty((s.shape[0], *first.shape[1:]))
-        out[ctx.slices[0]] = first
-        del first
-        for part in ctx.slices[1:]:
-            out[part] = F.conv2d(s[part], weight, bias, stride, padding, dilation, groups)
+        out = None
+        for part in ctx.slices:
+            y = F.conv2d(s[part], weight, bias, stride, padding, dilation, groups)
+            if out is None:  # the first slice tells the output's shape
+                out = y.new_empty((s.shape[0], *y.shape[1:]))
+            out[part] = y
+            del y
         return out
 
     @staticmethod
@@ -481,7 +488,7 @@ def quantize(x, max_value=4, norm=4.0):
         # inside compact_spike_storage(): the uint8 counts come with the spikes, for the
         # conv that saves them (a compiled graph saves what AOTAutograd chooses instead)
         s, counts = _MultiSpikeFunction.apply(x, max_value, norm, True)
-        s._mmsnn_spike_counts = (counts, s._version)
+        _keep_counts(s, counts)
         return s
     return _MultiSpikeFunction.apply(x, max_value, norm)
 

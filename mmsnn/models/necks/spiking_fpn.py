@@ -122,7 +122,6 @@ class SpikingFPN(FPN):
         else:  # 'on_output'
             source = outs[-1]
         outs.append(self.fpn_convs[levels](source))
-        del source
         for i in range(levels + 1, self.num_outs):
             last = F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
             outs.append(self.fpn_convs[i](last))
