@@ -8,6 +8,7 @@ All blocks take time-folded tensors ``[T*B, C, H, W]``; only the neurons know ab
 import torch
 import torch.nn as nn
 
+from ..ops.depthwise_conv import DepthwiseConv2d, depthwise_applies
 from .activation_checkpoint import checkpoint, wants_checkpoint
 from .neurons import overwrite_input_when_deployed
 
@@ -22,10 +23,14 @@ def residual_add(x, branch, inplace=False):
 
 
 def conv_bn(in_ch, out_ch, kernel_size=1, stride=1, padding=0, groups=1, bias=False):
-    """Conv + BN in an ``nn.Sequential`` (keys ``.0.weight`` / ``.1.weight`` as in the reference)."""
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=bias),
-        nn.BatchNorm2d(out_ch))
+    """Conv + BN in an ``nn.Sequential`` (keys ``.0.weight`` / ``.1.weight`` as in the reference).
+    A depthwise conv is a :class:`~mmsnn.ops.DepthwiseConv2d` (an ``nn.Conv2d`` with a faster
+    weight gradient on the CPU)."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=bias)
+    if depthwise_applies(conv):
+        conv = DepthwiseConv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups,
+                               bias=bias)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_ch))
 
 
 class SpikeDownsample(nn.Module):

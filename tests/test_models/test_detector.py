@@ -447,7 +447,11 @@ def test_trained_demo_reaches_a_map_a_broken_head_would_miss(trained_demo, demo_
     # float32: a folded BN rounds differently from conv + BN, which can move a spike whose
     # input lies next to a quantiser level, so the fused mAP may move a little (0.005 seen,
     # torch's fuse_conv_bn_weights); in float64 every spike is equal
-    # (tests/test_deploy/test_convert_for_inference.py)
+    # (tests/test_deploy/test_convert_for_inference.py). The breakdowns (by object size, at
+    # IoU 0.75) average over a few objects each, where one box crossing an IoU threshold
+    # moves the AP by more (0.012 seen in bbox_mAP_s)
     assert runs['fused'].keys() == metrics.keys()
+    headline = ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP_50')
     for key, value in metrics.items():
-        assert abs(runs['fused'][key] - value) <= 0.01, (key, runs['fused'], metrics)
+        bound = 0.01 if key in headline else 0.03
+        assert abs(runs['fused'][key] - value) <= bound, (key, runs['fused'], metrics)

@@ -1,5 +1,6 @@
 """What the benchmark scripts (``tools/analysis/benchmark.py``, ``benchmark_backbone.py``,
-``spike_agreement.py``, ``peak_rss_by_op.py``) are made of, one module per concept:
+``spike_agreement.py``, ``peak_rss_by_op.py``,
+``benchmark_depthwise_grad.py``) are made of, one module per concept:
 
 * :mod:`.processes` -- one measurement per process: the driver that runs a measuring process
   and reads its JSON line, and the peak-memory reading inside it;
@@ -11,5 +12,7 @@
 * :mod:`.tensor_bytes` -- the peak of live tensor bytes at the dispatcher (the same on every
   CPU: what tests assert on);
 * :mod:`.rss_by_op` -- the peak RSS while each op ran, kernels' own memory included
-  (``tools/analysis/peak_rss_by_op.py``).
+  (``tools/analysis/peak_rss_by_op.py``);
+* :mod:`.depthwise_grad` -- the depthwise convs' weight gradient, oneDNN's against mmsnn's
+  (``tools/analysis/benchmark_depthwise_grad.py``).
 """
