@@ -295,7 +295,10 @@ class _MultiSpikeFunction(torch.autograd.Function):
         # mask.to(...)`` made two, and each new tensor of a large map is paid in page faults
         # where the freed memory went back to the OS (a 62 MB map: 95 ms against 58 ms on
         # an AMD EPYC [avx2]); torch.where(mask, grad, 0) was slower still
-        grad = mask.to(grad.dtype).mul_(grad)
+        try:
+            grad = mask.to(grad.dtype).mul_(grad)
+        except RuntimeError:  # vmap (the ST-ERF's batched gradients) refuses a batched grad
+            grad = mask.to(grad.dtype) * grad  # in place into an unbatched tensor
         return (grad.mul_(ctx.scale) if ctx.scale != 1.0 else grad), None, None, None
 
 

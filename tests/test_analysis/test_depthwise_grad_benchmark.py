@@ -10,12 +10,11 @@ from mmsnn.analysis.benchmark.depthwise_grad import depthwise_shapes
 from mmsnn.utils.errors import MMSNNUserError
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(REPO, 'tools', 'analysis', 'benchmark_depthwise_grad.py')
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_depthwise_grad', osp.join(REPO, 'tools', 'analysis',
-                                             'benchmark_depthwise_grad.py'))
+    spec = importlib.util.spec_from_file_location('depthwise_grad_tool', TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool
