@@ -33,8 +33,8 @@ from mmengine.registry import Registry
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
-from ..ops.depthwise_conv import autocast_on
 from ..ops.lean_ilif import LeanILIF, ilif_steps
+from ..utils.runtime import autocast_on
 
 NEURONS = Registry('spiking neuron', scope='mmsnn')
 
@@ -297,8 +297,10 @@ class _MultiSpikeFunction(torch.autograd.Function):
         # an AMD EPYC [avx2]); torch.where(mask, grad, 0) was slower still
         try:
             grad = mask.to(grad.dtype).mul_(grad)
-        except RuntimeError:  # vmap (the ST-ERF's batched gradients) refuses a batched grad
-            grad = mask.to(grad.dtype) * grad  # in place into an unbatched tensor
+        except RuntimeError:
+            # vmap (the ST-ERF's batched gradients) refuses to write a batched grad in place
+            # into the unbatched mask: a new tensor there
+            grad = mask.to(grad.dtype) * grad
         return (grad.mul_(ctx.scale) if ctx.scale != 1.0 else grad), None, None, None
 
 

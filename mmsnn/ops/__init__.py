@@ -10,12 +10,13 @@
 The models use the kernels through their modules (:class:`~mmsnn.models.neurons.IntegerLIF`)
 or get them installed by :func:`mmsnn.deploy.convert_for_inference`.
 """
-from .depthwise_conv import (DepthwiseConv2d, depthwise_applies, depthwise_conv2d,  # noqa: F401
-                             depthwise_weight_grad)
+from .depthwise_conv import (DepthwiseConv2d, aten_depthwise_backward,  # noqa: F401
+                             depthwise_applies, depthwise_conv2d, depthwise_weight_grad,
+                             is_stride1_depthwise)
 from .lean_ilif import LeanILIF, ilif_steps  # noqa: F401
 from .roi_align import SeparableRoIAlign, separable_roi_align, swap_roi_align  # noqa: F401
 from .winograd import WinogradConv2d, to_winograd, winograd_applies, winograd_available  # noqa: F401
 
-__all__ = ['DepthwiseConv2d', 'depthwise_applies', 'depthwise_conv2d', 'depthwise_weight_grad',
-           'LeanILIF', 'ilif_steps', 'SeparableRoIAlign', 'separable_roi_align', 'swap_roi_align',
+__all__ = ['DepthwiseConv2d', 'aten_depthwise_backward', 'depthwise_applies', 'depthwise_conv2d',
+           'depthwise_weight_grad', 'is_stride1_depthwise', 'LeanILIF', 'ilif_steps', 'SeparableRoIAlign', 'separable_roi_align', 'swap_roi_align',
            'WinogradConv2d', 'to_winograd', 'winograd_applies', 'winograd_available']

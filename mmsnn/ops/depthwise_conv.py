@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.runtime import autocast_on
+
 
 def depthwise_weight_grad(x, grad, kernel_size, padding):
     """The weight gradient ``[C, 1, kh, kw]`` of a stride-1 depthwise convolution of ``x``
@@ -38,6 +40,15 @@ def depthwise_weight_grad(x, grad, kernel_size, padding):
                    padding=padding, groups=n * c)
     out = out.view(n, c, kh, kw)
     return (out[0] if n == 1 else out.sum(0)).unsqueeze(1)
+
+
+def aten_depthwise_backward(grad, x, weight, padding, output_mask):
+    """aten's own gradients (input, weight, bias: those ``output_mask`` asks for) of the
+    stride-1 depthwise ``F.conv2d(x, weight, None, 1, padding, 1, groups=C)``: what autograd
+    computes for it."""
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], list(padding), [1, 1], False, [0, 0], weight.shape[0],
+        output_mask)
 
 
 class _DepthwiseConv2dFunction(torch.autograd.Function):
@@ -57,9 +68,8 @@ class _DepthwiseConv2dFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0],
-                weight.shape[0], [True, False, False])[0]
+            grad_x = aten_depthwise_backward(grad, x, weight, ctx.padding,
+                                             [True, False, False])[0]
         if ctx.needs_input_grad[1]:
             grad_w = depthwise_weight_grad(x, grad, weight.shape[2:], ctx.padding)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -74,26 +84,20 @@ def depthwise_conv2d(x, weight, bias=None, padding=(0, 0)):
     return _DepthwiseConv2dFunction.apply(x, weight, bias, tuple(padding))
 
 
-def depthwise_applies(conv):
-    """Whether :class:`DepthwiseConv2d` takes ``conv``'s (an ``nn.Conv2d``) shape: depthwise,
-    stride 1, no dilation, zero padding, and a kernel larger than 3x3. oneDNN has a
-    depthwise weight-gradient kernel of its own for 3x3, a little faster than the rewrite
-    (0.8-0.9x, ``tools/analysis/benchmark_depthwise_grad.py``); from 5x5 on it takes GEMM."""
+def is_stride1_depthwise(conv):
+    """Whether ``conv`` (an ``nn.Conv2d``) is depthwise (one filter per channel) with stride 1,
+    no dilation and explicit zero padding: the convs :func:`depthwise_weight_grad` computes."""
     return (conv.groups == conv.in_channels == conv.out_channels and conv.stride == (1, 1)
             and conv.dilation == (1, 1) and conv.padding_mode == 'zeros'
-            and isinstance(conv.padding, tuple)
-            and conv.kernel_size[0] * conv.kernel_size[1] > 9)
+            and isinstance(conv.padding, tuple))
 
 
-def autocast_on(device_type):
-    """Whether autocast is on for ``device_type``."""
-    # under autocast the conv casts its inputs where autograd records the casts; inside an
-    # autograd function it would not, and the backward would meet mixed dtypes
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: no device argument
-        return (torch.is_autocast_cpu_enabled() if device_type == 'cpu'
-                else torch.is_autocast_enabled())
+def depthwise_applies(conv):
+    """Whether :class:`DepthwiseConv2d` takes ``conv``'s (an ``nn.Conv2d``) shape: a stride-1
+    depthwise conv (:func:`is_stride1_depthwise`) with a kernel larger than 3x3. oneDNN has a
+    depthwise weight-gradient kernel of its own for 3x3, a little faster than the rewrite
+    (0.8-0.9x, ``tools/analysis/benchmark_depthwise_grad.py``); from 5x5 on it takes GEMM."""
+    return is_stride1_depthwise(conv) and conv.kernel_size[0] * conv.kernel_size[1] > 9
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -110,5 +114,5 @@ class DepthwiseConv2d(nn.Conv2d):
         return super()._conv_forward(x, weight, bias)
 
 
-__all__ = ['DepthwiseConv2d', 'autocast_on', 'depthwise_applies', 'depthwise_conv2d',
-           'depthwise_weight_grad']
+__all__ = ['DepthwiseConv2d', 'aten_depthwise_backward', 'depthwise_applies',
+           'depthwise_conv2d', 'depthwise_weight_grad', 'is_stride1_depthwise']

@@ -139,6 +139,18 @@ def _enable_amp(cfg, cuda):
         optim.pop('loss_scale', None)
 
 
+def autocast_on(device_type):
+    """Whether autocast (AMP) is on for ``device_type``. mmsnn's autograd functions (the
+    convs of spikes, the depthwise conv) step aside under it: autocast casts a conv's inputs
+    where autograd records the casts, inside a function it would not, and the backward would
+    meet mixed dtypes."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return (torch.is_autocast_cpu_enabled() if device_type == 'cpu'
+                else torch.is_autocast_enabled())
+
+
 def __getattr__(name):
     # deprecated names kept for one release (PEP 562: resolved, and warned about, on use)
     moved = {'CPUAmpOptimWrapper': 'optim_wrappers', 'CPUDistributedDataParallel': 'model_wrappers'}

@@ -19,7 +19,7 @@ def depthwise_shapes(arch, size, T=1):
     import torch.nn as nn
 
     from mmsnn.models import MetaSDT
-    from mmsnn.ops import DepthwiseConv2d
+    from mmsnn.ops import DepthwiseConv2d, is_stride1_depthwise
     model = MetaSDT(arch=arch, mixer='srb', out_indices=(1, 2, 3, 4), T=T,
                     neuron_cfg=dict(type='ILIF') if T > 1 else None).eval()
     shapes = []
@@ -29,8 +29,7 @@ def depthwise_shapes(arch, size, T=1):
                        isinstance(module, DepthwiseConv2d)))
 
     handles = [m.register_forward_hook(record) for m in model.modules()
-               if isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
-               and m.stride == (1, 1) and m.dilation == (1, 1) and isinstance(m.padding, tuple)]
+               if isinstance(m, nn.Conv2d) and is_stride1_depthwise(m)]
     with torch.no_grad():
         model(torch.zeros(1, 3, *size))
     for h in handles:
@@ -40,9 +39,8 @@ def depthwise_shapes(arch, size, T=1):
 
 def onednn_weight_grad(x, grad, weight, padding):
     """The weight gradient as autograd computes it for ``F.conv2d``."""
-    return torch.ops.aten.convolution_backward(
-        grad, x, weight, None, [1, 1], list(padding), [1, 1], False, [0, 0], weight.shape[0],
-        [False, True, False])[1]
+    from mmsnn.ops import aten_depthwise_backward
+    return aten_depthwise_backward(grad, x, weight, padding, [False, True, False])[1]
 
 
 def time_weight_grads(shape, weight_shape, padding, repeats=5, seed=0):
