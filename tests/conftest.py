@@ -93,11 +93,86 @@ def pinned_kernel_env(tool_env):
     return dict(tool_env, **PINNED_KERNELS)
 
 
-@pytest.fixture(scope='session')
-def run_tool(venv_python, tool_env):
-    """run_tool('tools/train.py', *args, timeout=...) -> CompletedProcess (cwd: repo root)."""
+#: runs tool command lines as programs, fresh or in a warm interpreter (see its docstring)
+TOOL_RUNS = osp.join(TEST_DATA, 'tool_runs.py')
 
-    def run(script, *args, timeout=300, env=None):
+
+class _WarmTools:
+    """This worker's warm interpreter (``tool_runs.py --serve``), started at its first use;
+    each request is done by a forked child of it."""
+
+    def __init__(self, venv_python, env):
+        self.venv_python, self.env, self.proc = venv_python, env, None
+
+    def run(self, runs, timeout):
+        """[(abs script, argv), ...] -> [[status, stdout, stderr], ...]; raises
+        subprocess.TimeoutExpired past ``timeout`` seconds (the runs' process group killed)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen([self.venv_python, TOOL_RUNS, '--serve'],
+                                         cwd=REPO_ROOT, env=self.env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)
+            assert self._reply() == 'ready'
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            result = osp.join(tmp, 'result.json')
+            self.proc.stdin.write(json.dumps(dict(runs=runs, cwd=REPO_ROOT, timeout=timeout,
+                                                  result=result)) + '\n')
+            self.proc.stdin.flush()
+            status = self._reply()
+            if status == 'timeout':
+                raise subprocess.TimeoutExpired([r[0] for r in runs], timeout)
+            assert status == 'done', f'the forked tool process died ({status}): {runs}'
+            with open(result) as f:
+                return json.load(f)
+
+    def _reply(self):
+        line = self.proc.stdout.readline()
+        assert line, 'the warm tool interpreter exited'
+        return json.loads(line)['status']
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope='session')
+def warm_tools(venv_python, tool_env):
+    """This worker's warm tool interpreter: ``run_tool`` and ``run_tool_each`` use it for
+    runs in ``tool_env``; a run in another environment (pinned kernels, say: torch reads them
+    as it starts) gets a fresh process."""
+    tools = _WarmTools(venv_python, tool_env)
+    yield tools
+    tools.close()
+
+
+def _tool_runs(runs, timeout, env, venv_python, warm_tools):
+    """(script, argv) runs -> [CompletedProcess, ...]: all in one fork of the warm
+    interpreter, or with an ``env`` in one new process."""
+    runs = [(script if script.startswith('-m ') else osp.join(REPO_ROOT, script),
+             [str(a) for a in argv]) for script, argv in runs]
+    if env is None:
+        results = warm_tools.run(runs, timeout)
+    else:
+        cmd = [venv_python, TOOL_RUNS, json.dumps(runs)]
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [subprocess.CompletedProcess([script] + argv, code, out, err)
+            for (script, argv), (code, out, err) in zip(runs, results)]
+
+
+@pytest.fixture(scope='session')
+def run_tool(venv_python, tool_env, warm_tools):
+    """run_tool('tools/train.py', *args, timeout=..., env=None, fresh=False) ->
+    CompletedProcess (cwd: repo root): the script run as a program, in a fork of this
+    worker's warm interpreter (~7 s less start-up per run), or with ``fresh=True`` or an
+    ``env`` in a new ``python`` process, as a user starts it."""
+
+    def run(script, *args, timeout=300, env=None, fresh=False):
+        if env is None and not fresh:
+            return _tool_runs([(script, args)], timeout, None, venv_python, warm_tools)[0]
         cmd = [venv_python, osp.join(REPO_ROOT, script)] + [str(a) for a in args]
         return subprocess.run(cmd, cwd=REPO_ROOT, env=env or tool_env, capture_output=True,
                               text=True, timeout=timeout)
@@ -105,60 +180,16 @@ def run_tool(venv_python, tool_env):
     return run
 
 
-#: runs each [script, argv] of a JSON list as a program (``__main__``; ``-m NAME`` a module as
-#: ``python -m`` does) in this one interpreter and prints, as the last line, a JSON list of
-#: [exit status, stdout, stderr] per run. sys.path[0] is what ``python`` gives a script (its
-#: folder) or a module (the cwd). The output is redirected at the file descriptors, so that
-#: loggers and C code that hold the original streams are caught too.
-_EACH_RUN = r'''
-import json, os, runpy, sys, tempfile, traceback
-saved, results = (os.dup(1), os.dup(2)), []
-for script, argv in json.loads(sys.argv[1]):
-    files = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
-    sys.stdout.flush(), sys.stderr.flush()
-    os.dup2(files[0].fileno(), 1), os.dup2(files[1].fileno(), 2)
-    sys.argv = [script] + argv
-    sys.path[0] = os.getcwd() if script.startswith('-m ') else os.path.dirname(script)
-    try:
-        if script.startswith('-m '):
-            runpy.run_module(script[3:], run_name='__main__', alter_sys=True)
-        else:
-            runpy.run_path(script, run_name='__main__')
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush(), sys.stderr.flush()
-    os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-    for f in files:
-        f.seek(0)
-    results.append([code, files[0].read(), files[1].read()])
-print(json.dumps(results))
-'''
-
-
 @pytest.fixture(scope='session')
-def run_tool_each(venv_python, tool_env):
+def run_tool_each(venv_python, tool_env, warm_tools):
     """run_tool_each([(script, argv), ...], env=None) -> [CompletedProcess, ...]: each script
     (a path under the repo, or ``-m module``) run as a program with its argv, in this order,
-    all in one new process (cwd: repo root; env: ``tool_env`` unless given): checks of several
-    command lines pay the start-up of torch and the toolboxes once. Only for runs that leave
-    no state behind that a later run would read."""
+    all in one process (a fork of the warm interpreter; with ``env``, a new process; cwd:
+    repo root): checks of several command lines pay the start-up once. Only for runs that
+    leave no state behind that a later run would read."""
 
     def run(runs, timeout=300, env=None):
-        runs = [(script if script.startswith('-m ') else osp.join(REPO_ROOT, script),
-                 [str(a) for a in argv]) for script, argv in runs]
-        proc = subprocess.run([venv_python, '-c', _EACH_RUN, json.dumps(runs)], cwd=REPO_ROOT,
-                              env=env or tool_env, capture_output=True, text=True,
-                              timeout=timeout)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results = json.loads(proc.stdout.strip().splitlines()[-1])
-        return [subprocess.CompletedProcess([script] + argv, code, out, err)
-                for (script, argv), (code, out, err) in zip(runs, results)]
+        return _tool_runs(runs, timeout, env, venv_python, warm_tools)
 
     return run
 
@@ -173,24 +204,27 @@ def free_port():
 
 #: fixtures that start a process (a tool, torchrun, a build) or train through one: a test that
 #: uses one (directly or through another fixture) is an end-to-end test
-PROCESS_FIXTURES = frozenset({'run_tool', 'run_tool_each', 'venv_python', 'tool_env',
-                              'pinned_kernel_env', 'free_port'})
+PROCESS_FIXTURES = frozenset({'run_tool', 'run_tool_each', 'warm_tools', 'venv_python',
+                              'tool_env', 'pinned_kernel_env', 'free_port'})
 
 
-#: the test files that take longest (seconds of their slowest tests in one run of
-#: `pytest --durations=60` on a 2-core AMD EPYC [avx2], the slowest machine of this kind):
+#: the test files that take longest (seconds of their tests, setup included, in one run of
+#: `pytest --durations=0` on a 2-core AMD EPYC [avx2], the slowest machine of this kind):
 #: `make test` hands these out first (`--no-loadscope-reorder` keeps this order), so that the
 #: two workers end together instead of one running a long file alone at the end
 LONGEST_FILES = {
-    'test_engine/test_compile.py': 354, 'test_engine/test_distributed.py': 141,
-    'test_models/test_detector.py': 126, 'test_datasets/test_custom_dataset.py': 124,
-    'test_engine/test_checkpoint_resume.py': 115, 'test_datasets/test_bad_data.py': 110,
-    'test_tools/test_front_door.py': 84, 'test_models/test_segmentor.py': 67,
-    'test_analysis/test_cost_of_spiking.py': 59, 'test_tools/test_install.py': 55,
-    'test_analysis/test_erf.py': 52, 'test_analysis/test_energy.py': 51,
-    'test_tools/test_train_test.py': 50, 'test_analysis/test_seed_sweep.py': 43,
-    'test_analysis/test_gpu_check.py': 39, 'test_deploy/test_convert_for_inference.py': 38,
-    'test_engine/test_compile_for_inference.py': 34, 'test_analysis/test_erf_models.py': 33,
+    'test_engine/test_compile.py': 281, 'test_engine/test_distributed.py': 166,
+    'test_models/test_detector.py': 146, 'test_engine/test_checkpoint_resume.py': 86,
+    'test_models/test_segmentor.py': 69, 'test_datasets/test_custom_dataset.py': 69,
+    'test_tools/test_install.py': 48, 'test_datasets/test_bad_data.py': 47,
+    'test_tools/test_front_door.py': 46, 'test_analysis/test_seed_sweep.py': 44,
+    'test_models/test_reference_conversion.py': 35, 'test_analysis/test_cost_of_spiking.py': 35,
+    'test_deploy/test_convert_for_inference.py': 32,
+    'test_configs/test_spiking_transformer_configs.py': 31,
+    'test_models/test_backbones/test_with_cp.py': 31,
+    'test_engine/test_compile_for_inference.py': 29, 'test_suite.py': 26,
+    'test_analysis/test_benchmark_processes.py': 25, 'test_tools/test_train_test.py': 25,
+    'test_analysis/test_gpu_check.py': 21
 }
 
 

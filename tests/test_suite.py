@@ -97,3 +97,64 @@ def test_longest_files_are_handed_out_first():
              item('test_tools/test_front_door.py', 'e')]
     conftest.pytest_collection_modifyitems(None, items)
     assert [i.name for i in items] == ['d', 'b', 'e', 'a', 'c']
+
+
+def test_warm_tool_runs_start_like_a_fresh_process(tmp_path, run_tool_each, run_tool):
+    """A run in a fork of the warm interpreter finds the third-party toolboxes imported, but
+    not mmsnn or the tests' toy modules (their import-time registration is part of what the
+    tool tests check), and nothing an earlier run did: each request is a new fork, which ends
+    as an interpreter does (its atexit functions run)."""
+    script = tmp_path / 'probe.py'
+    script.write_text(textwrap.dedent('''
+        import os, sys
+        print(sorted(m for m in ('mmsnn', 'mmsnn_toy', 'mmdet.models', 'torch')
+                     if m in sys.modules))
+        print(os.environ.get('PROBE_LEFT_BY_A_RUN'), os.getcwd(), sys.argv[1:])
+        os.environ['PROBE_LEFT_BY_A_RUN'] = 'yes'
+        import atexit, mmsnn, mmsnn_toy  # noqa
+        atexit.register(lambda: open(sys.argv[0] + '.' + sys.argv[1], 'w').close())
+    '''))
+    first, second = run_tool_each([(str(script), ['a']), (str(script), ['b'])])
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "['mmdet.models', 'torch']", f"None {REPO} ['a']"]
+    # the second run of one request shares its process (run_tool_each's contract) ...
+    assert second.stdout.splitlines()[1] == f"yes {REPO} ['b']"
+    # ... a new request does not
+    again = run_tool(str(script), 'c')
+    assert again.stdout.splitlines() == ["['mmdet.models', 'torch']", f"None {REPO} ['c']"]
+    # the interpreter's exit ran (what a tool leaves to atexit is there when the run returns)
+    assert sorted(p.name for p in tmp_path.glob('probe.py.*')) == ['probe.py.b', 'probe.py.c']
+
+
+def test_warm_tool_run_past_its_timeout_is_killed_with_its_children(tmp_path, run_tool):
+    """A run past its timeout raises TimeoutExpired as subprocess.run does, its process group
+    (a process it started too) is killed, and the next run works."""
+    import time
+
+    import pytest
+    pid_file = tmp_path / 'child.pid'
+    (tmp_path / 'slow.py').write_text(textwrap.dedent(f'''
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])
+        open({str(pid_file)!r}, 'w').write(str(child.pid))
+        time.sleep(600)
+    '''))
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_tool(str(tmp_path / 'slow.py'), timeout=4)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _is_running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed; then reaped by init
+    assert not _is_running(child)
+    (tmp_path / 'ok.py').write_text('print("ok")\n')
+    assert run_tool(str(tmp_path / 'ok.py')).stdout == 'ok\n'
+
+
+def _is_running(pid):
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False

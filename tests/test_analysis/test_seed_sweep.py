@@ -2,7 +2,6 @@
 the summary, and one toy sweep end to end."""
 import json
 import os.path as osp
-import subprocess
 
 import pytest
 import torch
@@ -72,13 +71,10 @@ def test_toy_sweep_trains_tests_and_reuses_finished_runs(tmp_path, repo_root, ve
     assert again['metrics']['toy/accuracy'] == -1.0
 
 
-def test_tool_refuses_unknown_family_before_any_work(tmp_path, repo_root, venv_python,
-                                                     tool_env):
+def test_tool_refuses_unknown_family_before_any_work(tmp_path, run_tool):
     work = tmp_path / 'sweep'
-    proc = subprocess.run([venv_python, osp.join(repo_root, 'tools', 'analysis',
-                                                 'seed_sweep.py'), TOY, '--families', 'avx3',
-                           '--work-dir', str(work)], env=tool_env, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_tool('tools/analysis/seed_sweep.py', TOY, '--families', 'avx3', '--work-dir',
+                    work, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count('error: ') == 1 and 'Traceback' not in proc.stderr
     assert "unknown kernel family 'avx3'" in proc.stderr and 'native, avx2' in proc.stderr

@@ -128,11 +128,10 @@ def test_out_stores_masks_rle_encoded(trained_custom, custom_coco, run_tool, tmp
 
 @pytest.mark.parametrize('toolbox', ['mmdet', 'mmseg'])
 def test_toolbox_own_train_script_runs_an_mmsnn_config(toolbox, custom_coco, tmp_path,
-                                                       run_tool, venv_python, tool_env):
+                                                       run_tool):
     """The README's promise: mmdet's / mmseg's own tools/train.py (shipped in the package)
     trains an mmsnn config through custom_imports."""
     import importlib
-    import subprocess
     script = osp.join(osp.dirname(importlib.import_module(toolbox).__file__), '.mim', 'tools',
                       'train.py')
     assert osp.isfile(script), script
@@ -157,8 +156,7 @@ def test_toolbox_own_train_script_runs_an_mmsnn_config(toolbox, custom_coco, tmp
             args += [f'{split}_dataloader.dataset.data_root={root}']
         expect = 'iter_2.pth'
     work = tmp_path / 'work'
-    proc = subprocess.run([venv_python, script, *args[:1], '--work-dir', str(work), *args[1:]],
-                          cwd=REPO, env=tool_env, capture_output=True, text=True, timeout=300)
+    proc = run_tool(script, *args[:1], '--work-dir', work, *args[1:])
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (work / expect).is_file()
     assert 'AtomicCheckpointHook' in (work / osp.basename(args[0])).read_text()

@@ -240,13 +240,12 @@ def test_fused_demo_detector_predictions():
         assert torch.equal(o.masks, r.masks)
 
 
-def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool_each, venv_python, tool_env):
+def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool_each, run_tool):
     """``tools/test.py --fuse-conv-bn`` (run as a program, on the toy config): the model it
     tests is fused, and predictions and metrics are those of the plain run. The allocator
     setting is asked for by ``--keep-freed-memory`` only, and refused before any work where a
     GPU would run the model."""
     import pickle
-    import subprocess
     import sys
 
     sys.path.insert(0, osp.join(REPO, 'tests', 'data'))
@@ -280,12 +279,12 @@ def test_tools_test_fuse_conv_bn_flag(tmp_path, run_tool_each, venv_python, tool
     assert runs['plain_metrics'] == runs['fused_metrics'] == runs['fast_metrics']
 
     # the tool as a program in a process that sees a GPU (torch.cuda.is_available patched)
-    gpu = ('import runpy, sys, torch; torch.cuda.is_available = lambda: True; '
-           f'sys.argv = ["tools/test.py"] + sys.argv[1:]; '
-           f'runpy.run_path({osp.join(REPO, "tools", "test.py")!r}, run_name="__main__")')
-    proc = subprocess.run([venv_python, '-c', gpu, cfg.filename, str(ckpt), '--work-dir',
-                           str(tmp_path / 'gpu'), '--keep-freed-memory'], env=tool_env,
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    gpu = tmp_path / 'test_on_a_gpu.py'
+    gpu.write_text('import runpy, sys, torch; torch.cuda.is_available = lambda: True; '
+                   f'sys.argv[0] = "tools/test.py"; '
+                   f'runpy.run_path({osp.join(REPO, "tools", "test.py")!r}, run_name="__main__")')
+    proc = run_tool(str(gpu), cfg.filename, ckpt, '--work-dir', tmp_path / 'gpu',
+                    '--keep-freed-memory')
     assert proc.returncode == 2
     assert '--keep-freed-memory concerns CPU inference' in proc.stderr
     assert 'keeps freed memory' not in proc.stdout and not (tmp_path / 'gpu').exists()

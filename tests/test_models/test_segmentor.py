@@ -330,14 +330,12 @@ def test_demo_generator(tmp_path):
         generate_demo_ade(str(tmp_path / 'c'), num_classes=len(DEMO_CLASSES) + 1)
 
 
-def test_demo_generator_cli_as_the_readme_runs_it(tmp_path, venv_python, tool_env):
+def test_demo_generator_cli_as_the_readme_runs_it(tmp_path, run_tool):
     """``python -m mmsnn.datasets.demo_ade``: the module is imported by ``import mmsnn`` and
     then run again as __main__; its dataset class must not be registered twice."""
-    import subprocess
     out = tmp_path / 'ade'
-    proc = subprocess.run([venv_python, '-m', 'mmsnn.datasets.demo_ade', '--out', str(out),
-                           '--num-train', '1', '--num-val', '1', '--size', '32', '32'],
-                          env=tool_env, capture_output=True, text=True, timeout=120)
+    proc = run_tool('-m mmsnn.datasets.demo_ade', '--out', out, '--num-train', 1,
+                    '--num-val', 1, '--size', 32, 32, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list((out / 'annotations' / 'training').iterdir())) == 1
 

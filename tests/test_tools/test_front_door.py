@@ -202,7 +202,8 @@ def coco_like(tmp_path_factory):
 
 def test_front_door_trains_and_tests(coco_like, tmp_path, run_tool):
     """``tools/train.py configs/det/sdt_srb_coco.py`` trains and validates, and
-    ``tools/test.py`` on the same config evaluates its checkpoint: exit 0, COCO metrics."""
+    ``tools/test.py`` on the same config evaluates its checkpoint: exit 0, COCO metrics. The
+    training starts as the user starts it, in a new ``python`` process."""
     config = 'configs/det/sdt_srb_coco.py'
     work_dir = tmp_path / 'sdt_srb_coco'
     small = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=1',
@@ -210,7 +211,7 @@ def test_front_door_trains_and_tests(coco_like, tmp_path, run_tool):
              'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
              'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
     proc = run_tool('tools/train.py', config, '--work-dir', work_dir, '--cfg-options',
-                    f'data_root={coco_like}', *small, timeout=900)
+                    f'data_root={coco_like}', *small, timeout=900, fresh=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     checkpoint = work_dir / 'epoch_1.pth'
     assert checkpoint.is_file(), sorted(os.listdir(work_dir))
