@@ -6,6 +6,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -21,7 +22,6 @@ if WORKER:
     # run was given or inductor's default: two workers compiling the same graph at once would
     # otherwise write the same files
     import getpass
-    import tempfile
     _inductor = os.environ.get('TORCHINDUCTOR_CACHE_DIR') or osp.join(
         tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}')
     os.environ['TORCHINDUCTOR_CACHE_DIR'] = osp.join(_inductor, f'xdist_{WORKER}')
@@ -99,41 +99,62 @@ TOOL_RUNS = osp.join(TEST_DATA, 'tool_runs.py')
 
 class _WarmTools:
     """This worker's warm interpreter (``tool_runs.py --serve``), started at its first use;
-    each request is done by a forked child of it."""
+    each request is done by a forked child of it. Not for two threads at once."""
 
     def __init__(self, venv_python, env):
         self.venv_python, self.env, self.proc = venv_python, env, None
 
     def run(self, runs, timeout):
-        """[(abs script, argv), ...] -> [[status, stdout, stderr], ...]; raises
-        subprocess.TimeoutExpired past ``timeout`` seconds (the runs' process group killed)."""
+        """[(abs script, argv), ...] -> (exit status of the child, [[status, stdout, stderr]
+        of each run that started]); raises subprocess.TimeoutExpired past ``timeout`` seconds
+        (the runs' process group killed). A child that died in a run (killed, crashed,
+        ``os._exit``) gives that run its exit status and the output it had written."""
         if self.proc is None or self.proc.poll() is not None:
             self.proc = subprocess.Popen([self.venv_python, TOOL_RUNS, '--serve'],
                                          cwd=REPO_ROOT, env=self.env, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True)
-            assert self._reply() == 'ready'
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            result = osp.join(tmp, 'result.json')
-            self.proc.stdin.write(json.dumps(dict(runs=runs, cwd=REPO_ROOT, timeout=timeout,
-                                                  result=result)) + '\n')
-            self.proc.stdin.flush()
-            status = self._reply()
-            if status == 'timeout':
+            assert self._reply()['status'] == 'ready'
+        with tempfile.TemporaryDirectory() as out_dir:
+            try:
+                self.proc.stdin.write(json.dumps(dict(runs=runs, cwd=REPO_ROOT, timeout=timeout,
+                                                      out_dir=out_dir)) + '\n')
+                self.proc.stdin.flush()
+                reply = self._reply()
+            except BaseException:  # a reply may still come: the next request would read it
+                self.close(kill=True)
+                raise
+            if reply['status'] == 'timeout':
                 raise subprocess.TimeoutExpired([r[0] for r in runs], timeout)
-            assert status == 'done', f'the forked tool process died ({status}): {runs}'
-            with open(result) as f:
-                return json.load(f)
+            if reply['status'] == 'done':
+                with open(osp.join(out_dir, 'result.json')) as f:
+                    return 0, json.load(f)
+            results = []
+            for i in range(len(runs)):
+                if not osp.isfile(osp.join(out_dir, f'{i}.out')):
+                    break
+                outputs = [open(osp.join(out_dir, f'{i}.{k}')).read() for k in ('out', 'err')]
+                results.append([reply['exit'], *outputs])
+            with open(osp.join(out_dir, 'child.log')) as f:
+                child_log = f.read()
+            assert results, f'the forked tool process died ({reply}) before a run:\n{child_log}'
+            return reply['exit'], results
 
     def _reply(self):
         line = self.proc.stdout.readline()
         assert line, 'the warm tool interpreter exited'
-        return json.loads(line)['status']
+        return json.loads(line)
 
-    def close(self):
+    def close(self, kill=False):
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
+            if not kill:
+                self.proc.stdin.close()
+                try:
+                    self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 @pytest.fixture(scope='session')
@@ -148,11 +169,13 @@ def warm_tools(venv_python, tool_env):
 
 def _tool_runs(runs, timeout, env, venv_python, warm_tools):
     """(script, argv) runs -> [CompletedProcess, ...]: all in one fork of the warm
-    interpreter, or with an ``env`` in one new process."""
+    interpreter, or with an ``env`` in one new process. As a new process would, a run that
+    kills its process fails the test."""
     runs = [(script if script.startswith('-m ') else osp.join(REPO_ROOT, script),
              [str(a) for a in argv]) for script, argv in runs]
     if env is None:
-        results = warm_tools.run(runs, timeout)
+        exit_code, results = warm_tools.run(runs, timeout)
+        assert exit_code == 0, f'exit status {exit_code}: {results[-1][2][-3000:]}'
     else:
         cmd = [venv_python, TOOL_RUNS, json.dumps(runs)]
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -171,9 +194,13 @@ def run_tool(venv_python, tool_env, warm_tools):
     ``env`` in a new ``python`` process, as a user starts it."""
 
     def run(script, *args, timeout=300, env=None, fresh=False):
+        args = [str(a) for a in args]
         if env is None and not fresh:
-            return _tool_runs([(script, args)], timeout, None, venv_python, warm_tools)[0]
-        cmd = [venv_python, osp.join(REPO_ROOT, script)] + [str(a) for a in args]
+            script = script if script.startswith('-m ') else osp.join(REPO_ROOT, script)
+            _, results = warm_tools.run([(script, args)], timeout)
+            return subprocess.CompletedProcess([script] + args, *results[0])
+        cmd = [venv_python] + (['-m', script[3:]] if script.startswith('-m ')
+                               else [osp.join(REPO_ROOT, script)]) + args
         return subprocess.run(cmd, cwd=REPO_ROOT, env=env or tool_env, capture_output=True,
                               text=True, timeout=timeout)
 

@@ -99,11 +99,14 @@ def test_longest_files_are_handed_out_first():
     assert [i.name for i in items] == ['d', 'b', 'e', 'a', 'c']
 
 
-def test_warm_tool_runs_start_like_a_fresh_process(tmp_path, run_tool_each, run_tool):
+def test_warm_tool_runs_start_with_no_mmsnn_module_and_new_random_states(tmp_path,
+                                                                         run_tool_each,
+                                                                         run_tool):
     """A run in a fork of the warm interpreter finds the third-party toolboxes imported, but
     not mmsnn or the tests' toy modules (their import-time registration is part of what the
-    tool tests check), and nothing an earlier run did: each request is a new fork, which ends
-    as an interpreter does (its atexit functions run)."""
+    tool tests check), nothing an earlier request did, and random states of its own (an
+    unseeded training draws its seed from numpy); each request is a new fork, which ends as an
+    interpreter does (its atexit functions run)."""
     script = tmp_path / 'probe.py'
     script.write_text(textwrap.dedent('''
         import os, sys
@@ -111,20 +114,44 @@ def test_warm_tool_runs_start_like_a_fresh_process(tmp_path, run_tool_each, run_
                      if m in sys.modules))
         print(os.environ.get('PROBE_LEFT_BY_A_RUN'), os.getcwd(), sys.argv[1:])
         os.environ['PROBE_LEFT_BY_A_RUN'] = 'yes'
-        import atexit, mmsnn, mmsnn_toy  # noqa
+        import atexit, numpy, torch, mmsnn, mmsnn_toy  # noqa
+        print(numpy.random.randint(1 << 30), torch.initial_seed())
         atexit.register(lambda: open(sys.argv[0] + '.' + sys.argv[1], 'w').close())
     '''))
     first, second = run_tool_each([(str(script), ['a']), (str(script), ['b'])])
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == [
+    assert first.stdout.splitlines()[:2] == [
         "['mmdet.models', 'torch']", f"None {REPO} ['a']"]
     # the second run of one request shares its process (run_tool_each's contract) ...
     assert second.stdout.splitlines()[1] == f"yes {REPO} ['b']"
     # ... a new request does not
     again = run_tool(str(script), 'c')
-    assert again.stdout.splitlines() == ["['mmdet.models', 'torch']", f"None {REPO} ['c']"]
+    assert again.stdout.splitlines()[:2] == ["['mmdet.models', 'torch']", f"None {REPO} ['c']"]
+    seeds = [first.stdout.splitlines()[2].split(), again.stdout.splitlines()[2].split()]
+    assert seeds[0][0] != seeds[1][0] and seeds[0][1] != seeds[1][1], seeds
     # the interpreter's exit ran (what a tool leaves to atexit is there when the run returns)
     assert sorted(p.name for p in tmp_path.glob('probe.py.*')) == ['probe.py.b', 'probe.py.c']
+
+
+def test_warm_tool_run_that_kills_its_process_gives_its_status_and_output(tmp_path,
+                                                                         run_tool):
+    """A run that ends its process (``os._exit``, a signal) gives the exit status a new
+    process would, and the output it wrote; the next run works."""
+    script = tmp_path / 'dies.py'
+    script.write_text(textwrap.dedent('''
+        import os, signal, sys
+        print('before', flush=True)
+        sys.stderr.write('last words\\n')
+        sys.stderr.flush()
+        if sys.argv[1] == 'exit':
+            os._exit(5)
+        os.kill(os.getpid(), signal.SIGKILL)
+    '''))
+    exited, killed = run_tool(str(script), 'exit'), run_tool(str(script), 'kill')
+    assert (exited.returncode, exited.stdout, exited.stderr) == (5, 'before\n', 'last words\n')
+    assert (killed.returncode, killed.stdout) == (-9, 'before\n')
+    (tmp_path / 'ok.py').write_text('print("ok")\n')
+    assert run_tool(str(tmp_path / 'ok.py')).stdout == 'ok\n'
 
 
 def test_warm_tool_run_past_its_timeout_is_killed_with_its_children(tmp_path, run_tool):

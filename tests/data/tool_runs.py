@@ -7,16 +7,16 @@
   toolboxes every tool needs (torch, mmengine, mmcv, mmdet, mmseg: ~7 s of each tool's start
   on a 2-core machine), then for each request line forks a child that does the runs. The
   child is a fresh copy of an interpreter that has run nothing: mmsnn and the tests' toy
-  modules are not imported yet (a tool or config that forgets to import them still fails), and
-  nothing one request does is seen by the next. Requests and replies are JSON lines on stdin
-  and stdout.
+  modules are not imported yet (a tool or config that forgets to import them still fails),
+  its random states are new, nothing one request does is seen by the next, and it ends as an
+  interpreter does. Requests and replies are JSON lines on stdin and stdout.
 
 Each run gets ``sys.argv`` and ``sys.path[0]`` as ``python`` gives them to a script (its
 folder) or a module (``-m NAME``: the cwd), and its exit status, stdout and stderr are caught
 at the file descriptors, so that loggers and C code holding the original streams are caught
 too.
 """
-import atexit
+import ctypes
 import json
 import os
 import runpy
@@ -32,12 +32,15 @@ WARM_IMPORTS = ('torch', 'mmengine.runner', 'mmcv.cnn', 'mmcv.ops', 'mmdet.model
                 'mmseg.models')
 
 
-def run_each(runs):
+def run_each(runs, out_dir=None):
     """[(script, argv), ...] -> [[exit status, stdout, stderr], ...]; ``script`` a path, or
-    ``-m NAME`` for a module run as ``python -m NAME`` does."""
+    ``-m NAME`` for a module run as ``python -m NAME`` does. With ``out_dir``, run i's output
+    goes to ``out_dir/i.out`` and ``i.err``, where it can be read if the process dies."""
     saved, results = (os.dup(1), os.dup(2)), []
-    for script, argv in runs:
-        files = tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')
+    for i, (script, argv) in enumerate(runs):
+        files = ((tempfile.TemporaryFile('w+'), tempfile.TemporaryFile('w+')) if out_dir is None
+                 else (open(os.path.join(out_dir, f'{i}.out'), 'w+'),
+                       open(os.path.join(out_dir, f'{i}.err'), 'w+')))
         sys.stdout.flush(), sys.stderr.flush()
         os.dup2(files[0].fileno(), 1), os.dup2(files[1].fileno(), 2)
         sys.argv = [script] + list(argv)
@@ -60,31 +63,46 @@ def run_each(runs):
         for f in files:
             f.seek(0)
         results.append([code, files[0].read(), files[1].read()])
+        for f in files:
+            f.close()
     return results
 
 
 def _child(request):
-    """In the forked child: the runs, their results written to ``request['result']``."""
+    """In the forked child: the runs, their results written to ``out_dir/result.json``; then
+    the interpreter's own exit (threads joined, atexit functions, a last collection)."""
     os.setpgid(0, 0)  # its own group: a timeout kills the tools' own children with it
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # never the server's pipes (fd 1 is its reply channel)
-        os.dup2(null, fd)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the server gone, the child goes too
+    out_dir = request['out_dir']
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    # never the server's pipes (fd 1 is its reply channel): what is printed outside the runs
+    # (at exit, say) goes to a file beside theirs
+    rest = os.open(os.path.join(out_dir, 'child.log'), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.dup2(rest, 1), os.dup2(rest, 2)
+    os.close(rest)
+    # the forked random states would be the same in every run: draw new ones, as a new
+    # process does (Python's ``random`` reseeds itself at fork)
+    import numpy
+    import torch
+    numpy.random.seed()
+    torch.seed()
     os.chdir(request['cwd'])
-    code = 0
     try:
-        results = run_each(request['runs'])
-        with open(request['result'], 'w') as f:
+        results = run_each(request['runs'], out_dir)
+        with open(os.path.join(out_dir, 'result.json'), 'w') as f:
             json.dump(results, f)
-        atexit._run_exitfuncs()  # what the runs left for the interpreter's exit (files, say)
     except BaseException:
-        code = 3
-    finally:
-        os._exit(code)  # not the server's loop: the child ends here
+        traceback.print_exc()
+        sys.exit(3)
+    sys.exit(0)  # leaves the server's loop below: the child ends as an interpreter does
 
 
 def serve():
-    """Answer request lines {"runs", "cwd", "timeout", "result"} with {"status": "done" |
-    "timeout" | "died"} until stdin closes."""
+    """Answer request lines {"runs", "cwd", "timeout", "out_dir"} with {"status": "done" |
+    "timeout" | "died", "exit": the child's exit status} until stdin closes."""
     for name in WARM_IMPORTS:
         __import__(name)
     print(json.dumps({'status': 'ready'}), flush=True)
@@ -93,23 +111,27 @@ def serve():
         pid = os.fork()
         if pid == 0:
             _child(request)
-        try:  # (the child does it too: whichever runs first)
-            os.setpgid(pid, pid)
-        except OSError:  # the child has already exec'd or exited
+        try:
+            os.setpgid(pid, pid)  # (the child does it too: whichever runs first)
+        except OSError:  # the child has already exited
             pass
-        deadline, status = time.monotonic() + request['timeout'], None
-        while status is None:
-            done, wait_status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                ok = os.waitstatus_to_exitcode(wait_status) == 0
-                status = 'done' if ok and os.path.isfile(request['result']) else 'died'
-            elif time.monotonic() > deadline:
+        deadline, status, exit_code = time.monotonic() + request['timeout'], None, None
+        try:
+            while status is None:
+                done, wait_status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    exit_code = os.waitstatus_to_exitcode(wait_status)
+                    status = 'done' if exit_code == 0 else 'died'
+                elif time.monotonic() > deadline:
+                    os.killpg(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    status = 'timeout'
+                else:
+                    time.sleep(0.02)
+        finally:
+            if status is None:  # the server itself interrupted: no run outlives it
                 os.killpg(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                status = 'timeout'
-            else:
-                time.sleep(0.02)
-        print(json.dumps({'status': status}), flush=True)
+        print(json.dumps({'status': status, 'exit': exit_code}), flush=True)
 
 
 if __name__ == '__main__':

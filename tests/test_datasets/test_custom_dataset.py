@@ -156,7 +156,9 @@ def test_toolbox_own_train_script_runs_an_mmsnn_config(toolbox, custom_coco, tmp
             args += [f'{split}_dataloader.dataset.data_root={root}']
         expect = 'iter_2.pth'
     work = tmp_path / 'work'
-    proc = run_tool(script, *args[:1], '--work-dir', work, *args[1:])
+    # a new python, as the user starts it: the toolbox's script imports mmsnn through the
+    # config's custom_imports alone
+    proc = run_tool(script, *args[:1], '--work-dir', work, *args[1:], fresh=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (work / expect).is_file()
     assert 'AtomicCheckpointHook' in (work / osp.basename(args[0])).read_text()
