@@ -105,8 +105,8 @@ def test_warm_tool_runs_start_with_no_mmsnn_module_and_new_random_states(tmp_pat
     """A run in a fork of the warm interpreter finds the third-party toolboxes imported, but
     not mmsnn or the tests' toy modules (their import-time registration is part of what the
     tool tests check), nothing an earlier request did, and random states of its own (an
-    unseeded training draws its seed from numpy); each request is a new fork, which ends as an
-    interpreter does (its atexit functions run)."""
+    unseeded training draws its seed from numpy); each request is a new fork, which ends with
+    an interpreter's exit steps (its atexit functions run)."""
     script = tmp_path / 'probe.py'
     script.write_text(textwrap.dedent('''
         import os, sys

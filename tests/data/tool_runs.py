@@ -8,8 +8,9 @@
   on a 2-core machine), then for each request line forks a child that does the runs. The
   child is a fresh copy of an interpreter that has run nothing: mmsnn and the tests' toy
   modules are not imported yet (a tool or config that forgets to import them still fails),
-  its random states are new, nothing one request does is seen by the next, and it ends as an
-  interpreter does. Requests and replies are JSON lines on stdin and stdout.
+  its random states are new, nothing one request does is seen by the next, and it ends with
+  an interpreter's exit steps (threads joined, atexit functions, a collection). Requests and
+  replies are JSON lines on stdin and stdout.
 
 Each run gets ``sys.argv`` and ``sys.path[0]`` as ``python`` gives them to a script (its
 folder) or a module (``-m NAME``: the cwd), and its exit status, stdout and stderr are caught
