@@ -132,11 +132,10 @@ class _WarmTools:
             for i in range(len(runs)):
                 if not osp.isfile(osp.join(out_dir, f'{i}.out')):
                     break
-                outputs = [open(osp.join(out_dir, f'{i}.{k}')).read() for k in ('out', 'err')]
-                results.append([reply['exit'], *outputs])
-            with open(osp.join(out_dir, 'child.log')) as f:
-                child_log = f.read()
-            assert results, f'the forked tool process died ({reply}) before a run:\n{child_log}'
+                results.append([reply['exit'], _read(out_dir, f'{i}.out'),
+                                _read(out_dir, f'{i}.err')])
+            assert results, (f'the forked tool process died ({reply}) before a run:\n'
+                             + _read(out_dir, 'child.log'))
             return reply['exit'], results
 
     def _reply(self):
@@ -157,6 +156,17 @@ class _WarmTools:
         self.proc = None
 
 
+def _read(*path):
+    with open(osp.join(*path)) as f:
+        return f.read()
+
+
+def _script_path(script):
+    """A tool script as ``tool_runs.py`` takes it: an absolute path (relative ones are under
+    the repo root), or ``-m NAME`` for a module."""
+    return script if script.startswith('-m ') else osp.join(REPO_ROOT, script)
+
+
 @pytest.fixture(scope='session')
 def warm_tools(venv_python, tool_env):
     """This worker's warm tool interpreter: ``run_tool`` and ``run_tool_each`` use it for
@@ -171,8 +181,7 @@ def _tool_runs(runs, timeout, env, venv_python, warm_tools):
     """(script, argv) runs -> [CompletedProcess, ...]: all in one fork of the warm
     interpreter, or with an ``env`` in one new process. As a new process would, a run that
     kills its process fails the test."""
-    runs = [(script if script.startswith('-m ') else osp.join(REPO_ROOT, script),
-             [str(a) for a in argv]) for script, argv in runs]
+    runs = [(_script_path(script), [str(a) for a in argv]) for script, argv in runs]
     if env is None:
         exit_code, results = warm_tools.run(runs, timeout)
         assert exit_code == 0, f'exit status {exit_code}: {results[-1][2][-3000:]}'
@@ -194,13 +203,11 @@ def run_tool(venv_python, tool_env, warm_tools):
     ``env`` in a new ``python`` process, as a user starts it."""
 
     def run(script, *args, timeout=300, env=None, fresh=False):
-        args = [str(a) for a in args]
+        script, args = _script_path(script), [str(a) for a in args]
         if env is None and not fresh:
-            script = script if script.startswith('-m ') else osp.join(REPO_ROOT, script)
             _, results = warm_tools.run([(script, args)], timeout)
             return subprocess.CompletedProcess([script] + args, *results[0])
-        cmd = [venv_python] + (['-m', script[3:]] if script.startswith('-m ')
-                               else [osp.join(REPO_ROOT, script)]) + args
+        cmd = [venv_python] + (['-m', script[3:]] if script.startswith('-m ') else [script]) + args
         return subprocess.run(cmd, cwd=REPO_ROOT, env=env or tool_env, capture_output=True,
                               text=True, timeout=timeout)
 

@@ -18,5 +18,6 @@ from .roi_align import SeparableRoIAlign, separable_roi_align, swap_roi_align  #
 from .winograd import WinogradConv2d, to_winograd, winograd_applies, winograd_available  # noqa: F401
 
 __all__ = ['DepthwiseConv2d', 'aten_depthwise_backward', 'depthwise_applies', 'depthwise_conv2d',
-           'depthwise_weight_grad', 'is_stride1_depthwise', 'LeanILIF', 'ilif_steps', 'SeparableRoIAlign', 'separable_roi_align', 'swap_roi_align',
-           'WinogradConv2d', 'to_winograd', 'winograd_applies', 'winograd_available']
+           'depthwise_weight_grad', 'is_stride1_depthwise', 'LeanILIF', 'ilif_steps',
+           'SeparableRoIAlign', 'separable_roi_align', 'swap_roi_align', 'WinogradConv2d',
+           'to_winograd', 'winograd_applies', 'winograd_available']
