@@ -28,8 +28,9 @@ def conv_bn(in_ch, out_ch, kernel_size=1, stride=1, padding=0, groups=1, bias=Fa
     weight gradient on the CPU)."""
     conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=bias)
     if depthwise_applies(conv):
-        conv = DepthwiseConv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups,
-                               bias=bias)
+        # the same module, parameters and state dict: only the backward differs. Built once,
+        # so a seeded model draws the initialisation a plain nn.Conv2d would
+        conv.__class__ = DepthwiseConv2d
     return nn.Sequential(conv, nn.BatchNorm2d(out_ch))
 
 

@@ -120,3 +120,18 @@ def test_meta_sdt_sepconv_uses_it():
     assert type(block.dwconv[0]) is DepthwiseConv2d
     assert type(block.pwconv1[0]) is nn.Conv2d and type(block.pwconv2[0]) is nn.Conv2d
     assert type(InvertedSepConv(8, kernel_size=3, neuron=build_neuron).dwconv[0]) is nn.Conv2d
+
+
+def test_sepconv_draws_the_initialisation_of_plain_convs():
+    """A seeded SepConv gets the weights, and leaves the random state, that the same SepConv
+    of plain ``nn.Conv2d`` + BN layers would: the class adds no random draw."""
+    from mmsnn.models.layers import conv_bn
+    torch.manual_seed(3)
+    ours = conv_bn(8, 8, 7, padding=3, groups=8)
+    ours_next = torch.rand(4)
+    torch.manual_seed(3)
+    theirs = nn.Sequential(nn.Conv2d(8, 8, 7, padding=3, groups=8, bias=False), nn.BatchNorm2d(8))
+    theirs_next = torch.rand(4)
+    assert type(ours[0]) is DepthwiseConv2d
+    torch.testing.assert_close(ours[0].weight, theirs[0].weight, rtol=0, atol=0)
+    torch.testing.assert_close(ours_next, theirs_next, rtol=0, atol=0)
