@@ -378,8 +378,10 @@ def format_table(summary, cpu):
             lines.append(f'{name:<52} FAILED: {rec["error"]}')
             continue
         base = eager_of(name, summary)
-        speed = (base['time_s'] / rec['time_s']) if base and 'time_s' in base else float('nan')
-        lines.append(f'{name:<52} {rec["time_s"]:8.3f} {speed:8.2f} '
+        # '-' where the run has no eager cell with the default allocator to compare with
+        # (e.g. --keep-freed-memory on)
+        speed = f'{base["time_s"] / rec["time_s"]:8.2f}' if base and 'time_s' in base else '-'
+        lines.append(f'{name:<52} {rec["time_s"]:8.3f} {speed:>8} '
                      f'{rec["compile_cold_s"]:11.1f} {rec["peak_mib"]:9.0f}')
     return '\n'.join(lines)
 

@@ -144,13 +144,15 @@ def test(args):
             from mmsnn.deploy import convert_for_inference
             from mmsnn.engine.compile import compiled_parts
             runner.load_or_resume()  # folding needs the trained BN statistics; test() won't reload
-            # with --compile the parts to be compiled stay as built: the compiler fuses BN,
-            # quantiser and residual sums itself, and the hand-written forms made the compiled
-            # graph slower (docs/en/benchmarks.md); the eager heads get the rewrites
+            # with --compile the parts to be compiled keep their structure: the compiler fuses
+            # BN, quantiser and residual sums itself, and the hand-written forms made the
+            # compiled graph slower (docs/en/benchmarks.md); only their convolution kernel is
+            # chosen (Winograd), and the eager heads get every rewrite
             leave = tuple(compiled_parts(model)) if args.compile else ()
             model = convert_for_inference(model, leave=leave)
             print(f'--fuse-conv-bn: inference fast path on'
-                  + (f' except in {" and ".join(leave)} (compiled)' if leave else '')
+                  + (f' (in {" and ".join(leave)}, to be compiled, only the Winograd convs)'
+                     if leave else '')
                   + f', {len(model.folded_bn)} BatchNorm layers folded into their convs, '
                   f'{len(model.winograd_convs)} 3x3 convs by Winograd (float32 CPU)')
         if args.compile:

@@ -126,12 +126,15 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
         winograd (bool): compute the 3x3 convolutions by Winograd's algorithm on the CPU in
             float32 (:mod:`mmsnn.ops.winograd`, NNPACK): the same linear map, with a float32
             rounding about 10x coarser than the direct convolution's. Default: True.
-        leave (tuple[str]): names of children of ``model`` to leave as they are, e.g.
-            ``('backbone', 'neck')`` when they are compiled next (``tools/test.py
+        leave (tuple[str]): names of children of ``model`` whose structure stays as built,
+            e.g. ``('backbone', 'neck')`` when they are compiled next (``tools/test.py
             --fuse-conv-bn --compile``): the compiler fuses BN, quantiser and residual sums
             itself, and the hand-written forms slowed the compiled graph down on the Xeon
-            (in-place writes), so only the parts that stay eager are rewritten. Default:
-            none.
+            (in-place writes), so rewrites 1-3 and 5-6 apply only to the parts that stay
+            eager. The convolution kernel (4, Winograd) is chosen in these parts too: the
+            compiler calls whatever conv it is given, and without Winograd in the neck the
+            compiled Mask R-CNN was 1.4x slower than the fast path alone on an AMD EPYC
+            [avx2] (docs/en/benchmarks.md). Default: none.
     """
     cpu = on_cpu(model)
     if reuse_memory and cpu:
@@ -161,6 +164,9 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
         for m in model.modules():
             if isinstance(m, BaseSegmentor):
                 seg_postprocess.install(m)
+    if winograd and cpu:  # the kernel choice also in the parts left as built (see leave)
+        for name in leave:
+            model.winograd_convs += [f'{name}.{conv}' for conv in to_winograd(getattr(model, name))]
     left = {name for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     model.fused_for_inference = True

@@ -91,3 +91,19 @@ def test_keep_freed_cells_are_named_and_compared_with_default_eager():
     summary = {cb.cell_name(**c): dict(cell=c, time_s=1.0) for c in cells}
     assert cb.eager_of(name, summary)['cell'] == dict(
         model='backbone-s', size=[32, 32], mode='train', route='eager', T=1, with_cp=False)
+
+
+def test_table_without_a_default_allocator_eager_cell_has_no_ratio():
+    """With ``--keep-freed-memory on`` no cell runs with the default allocator: the x eager
+    column says '-' (it said nan), and a run that has the eager cell gives its ratio."""
+    from mmsnn.analysis import compile_benchmark as cb
+    cell = dict(model='backbone-s', size=[32, 32], mode='infer', T=1, with_cp=False)
+    summary = {cb.cell_name(**cell, route=r, keep_freed=True):
+               dict(cell=dict(cell, route=r, keep_freed=True), time_s=t, compile_cold_s=0.0,
+                    peak_mib=1.0) for r, t in (('eager', 2.0), ('fast', 1.0))}
+    rows = cb.format_table(summary, 'a CPU').splitlines()[2:]
+    assert [row.split()[-3] for row in rows] == ['-', '-'] and 'nan' not in ''.join(rows)
+    summary[cb.cell_name(**cell, route='eager')] = dict(
+        cell=dict(cell, route='eager'), time_s=3.0, compile_cold_s=0.0, peak_mib=1.0)
+    rows = cb.format_table(summary, 'a CPU').splitlines()[2:]
+    assert [row.split()[-3] for row in rows] == ['1.50', '3.00', '1.00']

@@ -154,8 +154,9 @@ def test_fused_detector_heads_float64():
 
 def test_leave_keeps_the_parts_to_be_compiled_as_built():
     """``leave=('backbone', 'neck')`` (``tools/test.py --fuse-conv-bn --compile``): backbone
-    and neck untouched (their BNs, plain quantisers), the heads fused; in float64 the same
-    spikes and outputs as the unconverted model. A name that is no part: one clear error."""
+    and neck keep their structure (their BNs, plain quantisers) and get only the Winograd
+    convs, the heads fused; in float64 the same spikes and outputs as the unconverted model.
+    A name that is no part: one clear error."""
     from mmsnn.utils.errors import MMSNNUserError
     model = _build(DET_DEMO, 'mmdet')
     bns = lambda m: [n for n, c in m.named_modules()  # noqa: E731
@@ -169,6 +170,15 @@ def test_leave_keeps_the_parts_to_be_compiled_as_built():
     assert any(getattr(m, 'fast', False) for m in fused.roi_head.modules())
     assert all(n.startswith('roi_head.') for n in fused.separable_roi_aligns)
     assert fused.separable_roi_aligns
+    # the kernel choice is made in the left parts too: the neck's 3x3 output convs
+    from mmsnn.ops.winograd import WinogradConv2d, winograd_available
+    neck_3x3 = sorted(f'neck.{n}' for n, m in model.neck.named_modules()
+                      if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
+    if winograd_available():
+        assert neck_3x3 and set(neck_3x3) <= set(fused.winograd_convs)
+        assert all(type(fused.get_submodule(n)) is WinogradConv2d for n in neck_3x3)
+    else:
+        assert not fused.winograd_convs
     x = torch.rand(1, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     rois = torch.tensor([[0, 4., 6., 50., 40.]], dtype=torch.float64)
 
