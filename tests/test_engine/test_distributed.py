@@ -23,6 +23,13 @@ def _dist_env(tool_env, venv_python, port):
     return env
 
 
+def _output(proc):
+    """The ends of a run's stdout (where the ranks log how far they got) and stderr, for a
+    failed assertion: stderr alone does not say whether a rank stopped mid-run or at exit."""
+    return (f'--- stdout (end) ---\n{proc.stdout[-3000:]}\n'
+            f'--- stderr (end) ---\n{proc.stderr[-5000:]}')
+
+
 def test_two_process_training_then_single_process_resume(repo_root, venv_python, tool_env,
                                                           run_tool, free_port, tmp_path):
     work_dir = tmp_path / 'dist'
@@ -30,7 +37,7 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
     proc = subprocess.run(
         ['bash', osp.join(repo_root, 'tools', 'dist_train.sh'), TOY, '2', '--work-dir',
          str(work_dir)], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.returncode == 0, _output(proc)
     # both ranks ran to the end, in one world of 2
     for rank in (0, 1):
         assert (work_dir / f'rank{rank}.done').read_text().split() == [
@@ -52,7 +59,7 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
     # the 2-process checkpoint resumes in one process
     proc = run_tool('tools/train.py', TOY, '--work-dir', work_dir, '--resume',
                     work_dir / 'iter_4.pth', '--cfg-options', 'train_cfg.max_iters=6')
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.returncode == 0, _output(proc)
     assert 'resumed epoch: 0, iter: 4' in proc.stdout + proc.stderr
     assert (work_dir / 'rank0.done').read_text().split() == [
         'world_size=1', 'iter=6', 'group_open_at_exit=False']
@@ -64,7 +71,7 @@ def test_two_process_training_then_single_process_resume(repo_root, venv_python,
         ['bash', osp.join(repo_root, 'tools', 'dist_test.sh'), TOY, str(work_dir / 'iter_6.pth'),
          '2', '--work-dir', str(test_dir)], cwd=repo_root, env=env, capture_output=True,
         text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.returncode == 0, _output(proc)
     assert proc.stdout.count('metrics saved to') == 1, proc.stdout[-3000:]
     assert (test_dir / 'metrics.json').is_file()
 
@@ -80,7 +87,7 @@ def test_two_process_training_with_a_backbone_that_stops_early(repo_root, venv_p
          'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3'],
         cwd=repo_root, env=_dist_env(tool_env, venv_python, free_port), capture_output=True,
         text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.returncode == 0, _output(proc)
     for rank in (0, 1):
         assert (work_dir / f'rank{rank}.done').read_text().split() == [
             'world_size=2', 'iter=3', 'group_open_at_exit=False']
@@ -196,5 +203,5 @@ def test_two_process_seg_training(repo_root, venv_python, tool_env, free_port, t
          '--work-dir', str(work_dir), '--cfg-options', *opts],
         cwd=repo_root, env=_dist_env(tool_env, venv_python, free_port), capture_output=True,
         text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.returncode == 0, _output(proc)
     assert load_checkpoint_file(work_dir / 'iter_2.pth')['meta']['iter'] == 2
