@@ -152,11 +152,9 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
     # (prefix, module) pairs to rewrite: the whole model, or its children not left out
     parts = [(f'{name}.', child) for name, child in model.named_children()
              if name not in leave] if leave else [('', model)]
-    model.winograd_convs, model.separable_roi_aligns = [], []
+    model.separable_roi_aligns = []
     for prefix, part in parts:
         fold_conv_bn(part)
-        if winograd and cpu:
-            model.winograd_convs += [prefix + name for name in to_winograd(part)]
         switch_to_deploy(part)  # the mmsnn blocks and neurons rewrite themselves
         if cpu:  # mmcv RoIAlign (avg) -> SeparableRoIAlign; names of the replaced modules
             model.separable_roi_aligns += [prefix + name for name in swap_roi_align(part)]
@@ -164,9 +162,9 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
         for m in model.modules():
             if isinstance(m, BaseSegmentor):
                 seg_postprocess.install(m)
-    if winograd and cpu:  # the kernel choice also in the parts left as built (see leave)
-        for name in leave:
-            model.winograd_convs += [f'{name}.{conv}' for conv in to_winograd(getattr(model, name))]
+    # the convolution kernel is chosen in the whole model, the parts left as built included
+    # (see leave); names of the replaced convs
+    model.winograd_convs = to_winograd(model) if winograd and cpu else []
     left = {name for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     model.fused_for_inference = True
