@@ -38,7 +38,9 @@ import subprocess
 import sys
 import time
 
-ROUTES = ('eager', 'fast', 'compiled', 'compiled+fast')
+#: '-fp32': compiled without the int8 count convs that compile_for_inference installs on an
+#: AMX CPU (mmsnn.ops.count_conv), for the side-by-side comparison
+ROUTES = ('eager', 'fast', 'compiled', 'compiled+fast', 'compiled-fp32', 'compiled+fast-fp32')
 MODES = ('infer', 'train')
 #: model -> (config or None for a bare backbone, default size (H, W))
 MODELS = {
@@ -142,7 +144,7 @@ def apply_route(model, route, mode='infer'):
     if 'compiled' in route:
         if mode == 'infer':
             from mmsnn.engine.compile import compile_for_inference
-            compile_for_inference(model)
+            compile_for_inference(model, count_convs=False if route.endswith('-fp32') else None)
         else:  # as compile=True in a training run (mmsnn's inductor settings)
             from mmsnn.engine.compile import compile_kwargs
             for part in [getattr(model, name) for name in parts] or [model]:

@@ -157,9 +157,13 @@ def test(args):
                   f'{len(model.winograd_convs)} 3x3 convs by Winograd (float32 CPU)')
         if args.compile:
             from mmsnn.engine.compile import compile_for_inference
+            if not args.fuse_conv_bn:
+                runner.load_or_resume()  # the count convs pack the trained weights
             parts = compile_for_inference(model, backend=args.compile)
+            counted = (f'; {len(model.count_convs)} convs fed by spikes as exact int8 products '
+                       'of the spike counts (AMX CPU)') if model.count_convs else ''
             print(f'--compile: {" and ".join(parts)} compiled with torch.compile '
-                  f'(backend {args.compile}); the first batch compiles them')
+                  f'(backend {args.compile}); the first batch compiles them{counted}')
         apply_keep_freed_memory(args.keep_freed_memory)
         metrics = runner.test()
     main_process = is_main_process()  # asked before the process group closes

@@ -106,7 +106,37 @@ def compiled_parts(model):
     return [name for name in ('backbone', 'neck') if getattr(model, name, None) is not None]
 
 
-def compile_for_inference(model, backend='inductor', **options):
+def install_count_convs_for_inference(model, parts=None, force=False):
+    """Before compiling ``model`` for CPU inference: turn the convs that spiking neurons feed
+    into exact int8 count convolutions (:mod:`mmsnn.ops.count_conv`), in the ``parts`` to be
+    compiled (default :func:`compiled_parts`; a bare backbone: the whole model). Only in float32
+    on a CPU with AMX (elsewhere they are slower), unless ``force``. Load the trained weights
+    first: the weights are packed now. The convs feeding on spikes are found by one no-grad
+    eval forward of a random 128x128 image (and of the backbone's outputs through the neck).
+    Returns the names of the converted convs."""
+    import torch.nn as nn
+
+    from ..ops.count_conv import count_conv_pays, install_count_convs
+    if not (force or count_conv_pays()):
+        return []
+    names = [name for name in (parts if parts is not None else compiled_parts(model))]
+    modules = [(f'{name}.', getattr(model, name)) for name in names] or [('', model)]
+    first = next((m for m in modules[0][1].modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return []
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.rand(1, first.in_channels, 128, 128, generator=g),)
+    converted = []
+    for prefix, module in modules:
+        done, out = install_count_convs(module, *inputs, force=force)
+        converted += [prefix + name for name in done]
+        if out is None:
+            break
+        inputs = (out,)  # the backbone's outputs are the neck's input
+    return converted
+
+
+def compile_for_inference(model, backend='inductor', count_convs=None, **options):
     """Compile ``model.backbone`` and ``model.neck`` in place (``nn.Module.compile``), for
     inference (``tools/test.py --compile``). Returns the names of the compiled parts.
 
@@ -116,9 +146,19 @@ def compile_for_inference(model, backend='inductor', **options):
     depend on the data, which would mean a graph break or a recompilation per image, and the
     time is in the backbone and the neck. A model with neither (a bare backbone) is compiled
     whole; the name returned is then its class name.
+
+    ``count_convs``: before compiling, compute the convs that spiking neurons feed as exact
+    int8 products of the spike counts (:func:`install_count_convs_for_inference`; their names
+    end up in ``model.count_convs``). None (default): where that pays, a float32 model on a CPU
+    with AMX, compiled by inductor; True: also elsewhere; False: never. The trained weights
+    must be loaded before.
     """
     kwargs = compile_kwargs(dict(options, backend=backend))
     compiled = compiled_parts(model)
+    # auto: with inductor only, which fuses the conversion to counts into the neurons' kernels
+    auto = count_convs is None and backend == 'inductor'
+    model.count_convs = install_count_convs_for_inference(
+        model, compiled, force=bool(count_convs)) if auto or count_convs else []
     for name in compiled:
         getattr(model, name).compile(**kwargs)
     if not compiled:
@@ -128,5 +168,5 @@ def compile_for_inference(model, backend='inductor', **options):
 
 
 __all__ = ['INDUCTOR_OPTIONS', 'EagerParamUpdateHook', 'add_compile_hooks', 'compile_kwargs',
-           'compile_for_inference', 'compiled_parts',
+           'compile_for_inference', 'compiled_parts', 'install_count_convs_for_inference',
            'keep_param_update_eager']

@@ -33,7 +33,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=list(cb.MODELS), choices=list(cb.MODELS))
     p.add_argument('--modes', nargs='+', default=list(cb.MODES), choices=list(cb.MODES))
-    p.add_argument('--routes', nargs='+', default=list(cb.ROUTES), choices=list(cb.ROUTES))
+    p.add_argument('--routes', nargs='+', default=list(cb.ROUTES[:4]), choices=list(cb.ROUTES))
     p.add_argument('--size', type=image_size, help='HxW for every model (default: per model)')
     p.add_argument('--T', type=int, nargs='+', default=[1],
                    help='time steps; T > 1 uses I-LIF neurons in the backbone')

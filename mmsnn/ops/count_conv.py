@@ -1,0 +1,330 @@
+"""Convolutions of spike counts as exact integer products (CPU inference with AMX).
+
+A convolution fed by a spiking neuron reads ``count / norm`` with integer counts ``0..D``
+(``D = 4`` in the Meta-SDT): as uint8 they are exact. The float32 weight ``w`` of each output
+channel is split into three int8 "limbs" with float32 scales::
+
+    w  ~  s1 q1 + s2 q2 + s3 q3      (q_i int8 in [-127, 127], each limb the rounded residual
+                                      of the ones before it, s_i = max|residual| / 127)
+
+which represents ``w`` to within ``max|w| * 2^-23`` (each limb leaves half a level of
+1/127 of the one before). oneDNN's quantized convolution (``onednn::qconv2d_pointwise``:
+uint8 x int8 products summed in int32, exactly, then scaled to float32) computes the three
+limbs in one call, stacked along the output channels, and the caller adds them (smallest
+first) and the bias. The result is as close to the float64 convolution as float32's own
+convolution is, or closer (``tests/test_ops/test_count_conv.py`` bounds it against float64
+on any CPU), and on a CPU with AMX (int8 tile products: Intel Xeon Sapphire Rapids and
+later) the three int8 products cost less than one float32 convolution.
+
+Which convs pay was measured per conv shape of the s-size SRB backbone at 800x1216 on an
+Intel Xeon [avx2 avx512f avx512_bf16 avx512_vnni amx_tile amx_bf16], one thread
+(``tools/analysis/benchmark_count_conv.py``; docs/en/benchmarks.md): the convs with a kernel
+larger than 1x1 and the 1x1 convs that narrow the channels at least 2x from 128 or more
+(:func:`count_conv_applies`). A 1x1 conv that keeps or widens the channels writes three
+outputs as large as its input or larger, which its consumer then reads: with those swapped
+too the compiled backbone got slower. Depthwise convs have no count form here (grouped
+convs cannot be stacked per output); :func:`to_channels_last` makes oneDNN compute them in
+channels-last layout instead, about 2x faster there. Without AMX (AVX2, AVX-512 VNNI) the
+int8 convolutions are slower than float32: nothing is installed there by default
+(:func:`count_conv_pays`).
+
+The gain needs the conversion from spikes to uint8 counts to be free: in eager mode it is
+one more pass over each map (and the channels-last outputs meet channels-first code) and the
+backbone got slower. Compiled, inductor fuses ``round(x * norm) -> uint8, channels-last`` into
+the neuron's own kernel, the limbs' sum into the consumer's kernel, and the convolution is
+one opaque op in the graph, ``mmsnn::count_conv`` (the packed weights are looked up by a key:
+they are oneDNN's opaque tensors, which the compiler cannot trace). So
+:func:`mmsnn.engine.compile.compile_for_inference` installs it (``tools/test.py --compile``),
+with inductor, on a CPU that has AMX, in float32.
+
+:class:`CountConv2d` / :class:`CountConv1d` are ``nn.Conv2d`` / ``nn.Conv1d`` (same parameters,
+same state dict) that take the count path only for a no-grad float32 CPU input; everywhere
+else (float64, autograd, CUDA) they are the ordinary convolution. The weights are packed when
+the module is made: load the trained weights before (as for every inference rewrite).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+#: limbs per weight: 2 limbs (~2^-14 of the largest weight) moved spikes at the backbone's
+#: end (2e-2 relative output change); 3 are below float32's own conv rounding
+LIMBS = 3
+
+#: packed convolutions, indexed by the key a module keeps (oneDNN's packed weights are opaque
+#: tensors that the compiled graph cannot hold; it passes the key instead)
+_PACKED = []
+
+
+def count_conv_supported():
+    """Whether this torch has oneDNN's quantized convolution on this CPU."""
+    return (hasattr(torch.ops, 'onednn') and hasattr(torch.ops.onednn, 'qconv_prepack')
+            and torch.backends.mkldnn.is_available())
+
+
+def count_conv_pays():
+    """Whether count convolutions are faster than float32 ones on this CPU: AMX int8 tiles
+    (without them the int8 convolutions are slower; see the module docstring)."""
+    amx = getattr(torch.cpu, '_is_amx_tile_supported', None)
+    return count_conv_supported() and amx is not None and bool(amx())
+
+
+def count_conv_applies(conv):
+    """Whether ``conv`` is of a kind that runs faster on counts (measured on AMX, see the module
+    docstring): a full (not grouped) conv with a kernel larger than 1, or a 1x1 conv from at
+    least 128 channels to at most half as many (a 1x1 conv that keeps or widens the channels
+    writes, and its consumer reads, three times as large an output as it reads)."""
+    if not isinstance(conv, (nn.Conv1d, nn.Conv2d)) or conv.padding_mode != 'zeros' or \
+            isinstance(conv.padding, str) or conv.groups != 1:
+        return False
+    return any(k > 1 for k in conv.kernel_size) or (
+        conv.in_channels >= 128 and conv.in_channels >= 2 * conv.out_channels)
+
+
+def weight_limbs(weight, limbs=LIMBS):
+    """``weight`` ([O, ...], float) as ``limbs`` pairs ``(q int8 [O, ...], s float32 [O])``,
+    largest first, with ``weight ~ sum s_i q_i`` per output channel (computed in float64 from
+    the float32 scales actually used, so each residual is what the limbs so far leave)."""
+    w = weight.detach().double()
+    rows = w.reshape(w.shape[0], -1)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    out = []
+    for _ in range(limbs):
+        amax = rows.abs().amax(1)
+        s = torch.where(amax > 0, amax / 127, torch.ones_like(amax)).float()
+        q = torch.round(w / s.double().view(shape)).clamp_(-127, 127)
+        w = w - q * s.double().view(shape)
+        rows = w.reshape(w.shape[0], -1)
+        out.append((q.to(torch.int8), s))
+    return out
+
+
+class _Packed:
+    """One convolution's limbs, packed for oneDNN as one convolution with ``LIMBS`` times the
+    output channels (limb ``i`` of output channel ``o`` is output channel ``i * O + o``), and
+    its geometry. One call computes all limbs: oneDNN's ``sum`` post-op, which would add them
+    in place, copies its accumulator on every call in torch 2.13."""
+
+    def __init__(self, conv, norm):
+        if conv.groups != 1:
+            raise ValueError('count convolution: grouped convs are not supported (their limbs '
+                             'cannot be stacked along the output channels)')
+        weight = conv.weight.detach().float().cpu()
+        self.one_d = weight.dim() == 3
+        if self.one_d:  # a Conv1d is a Conv2d of height 1
+            weight = weight.unsqueeze(2)
+        # height 1: stride 1, no padding, dilation 1
+        pair = (lambda v, height: [height, v[0]]) if self.one_d else (lambda v, height: list(v))
+        self.stride, self.padding = pair(conv.stride, 1), pair(conv.padding, 0)
+        self.dilation = pair(conv.dilation, 1)
+        self.kernel = list(weight.shape[2:])
+        self.out_channels = weight.shape[0] * LIMBS
+        self.x_scale = 1.0 / float(norm)
+        limbs = weight_limbs(weight)
+        q = torch.cat([q for q, _ in limbs])
+        self.scales = torch.cat([s for _, s in limbs])
+        self.zero_points = torch.zeros(self.out_channels, dtype=torch.int64)
+        self.weight = torch.ops.onednn.qconv_prepack(q, self.scales, self.x_scale, 0, self.stride,
+                                                     self.padding, self.dilation, 1, None)
+
+    def out_size(self, n, h, w):
+        size = [(x + 2 * p - d * (k - 1) - 1) // st + 1 for x, p, d, k, st in
+                zip((h, w), self.padding, self.dilation, self.kernel, self.stride)]
+        return [n, self.out_channels] + size
+
+    def __call__(self, counts):
+        """The limbs' float32 convolutions of ``counts / norm`` (``counts``: uint8 [N, C, H, W],
+        channels-last, oneDNN's layout, which the caller makes so that a compiled graph writes
+        the counts in it): [N, LIMBS * O, H', W'], channels-last."""
+        return torch.ops.onednn.qconv2d_pointwise(
+            counts, self.x_scale, 0, self.weight, self.scales, self.zero_points, None,
+            self.stride, self.padding, self.dilation, 1, 1.0, 0, torch.float32, 'none', [], '')
+
+
+def _count_conv_eager(counts, key):
+    return _PACKED[key](counts)
+
+
+def _define_compiled_op():
+    """``mmsnn::count_conv(counts, key)``: the count convolution as one opaque op of a compiled
+    graph. None before torch 2.4 (no ``torch.library.custom_op``): then nothing is rewritten."""
+    if not hasattr(torch.library, 'custom_op'):
+        return None
+
+    @torch.library.custom_op('mmsnn::count_conv', mutates_args=())
+    def count_conv(counts: torch.Tensor, key: int) -> torch.Tensor:
+        return _count_conv_eager(counts, key)
+
+    @count_conv.register_fake
+    def _(counts, key):
+        packed = _PACKED[key]
+        return counts.new_empty(packed.out_size(*counts.shape[:1], *counts.shape[2:]),
+                                dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+
+    return count_conv
+
+
+_count_conv_op = _define_compiled_op()
+
+
+class _CountConvMixin:
+    """The forward of :class:`CountConv2d` and :class:`CountConv1d`."""
+
+    #: the input's ``norm`` (spikes are ``count / norm``) and the key of the packed weights
+    spike_norm = None
+    count_key = None
+
+    def _count_path(self, x):
+        return (x.dtype == torch.float32 and x.device.type == 'cpu' and not torch.is_grad_enabled()
+                and self.weight.dtype == torch.float32 and self.count_key is not None)
+
+    def forward(self, x):
+        if not self._count_path(x):
+            return super().forward(x)
+        # exact: x holds count / norm; inductor fuses this into the neuron's kernel
+        counts = torch.round(x * self.spike_norm).to(torch.uint8)
+        if isinstance(self, nn.Conv1d):
+            counts = counts.unsqueeze(2)
+        counts = counts.contiguous(memory_format=torch.channels_last)
+        z = _count_conv_op(counts, self.count_key) if torch.compiler.is_compiling() else \
+            _count_conv_eager(counts, self.count_key)
+        # the limbs' sum, smallest first; compiled, this is part of the consumer's kernel
+        o = z.shape[1] // LIMBS
+        y = z[:, (LIMBS - 1) * o:]
+        for i in range(LIMBS - 2, -1, -1):
+            y = y + z[:, i * o:(i + 1) * o]
+        if self.bias is not None:
+            y = y + self.bias.view(-1, 1, 1)
+        # back to the model's layout: compiled, the consumer kernel reads the channels-last
+        # output directly (no copy); a channels-last tensor reaching ATen's float32 convs would
+        # be copied to channels-first there
+        return y.squeeze(2).contiguous() if isinstance(self, nn.Conv1d) else y.contiguous()
+
+
+class CountConv2d(_CountConvMixin, nn.Conv2d):
+    """``nn.Conv2d`` fed by spikes ``count / norm``, computed on the counts in int8 (see the
+    module docstring). Made from an existing conv by :func:`to_count_conv`."""
+
+
+class CountConv1d(_CountConvMixin, nn.Conv1d):
+    """``nn.Conv1d`` fed by spikes ``count / norm``, computed on the counts in int8."""
+
+
+class _ChannelsLastMixin:
+    """Forward of a depthwise conv computed in channels-last layout (no-grad float32 CPU)."""
+
+    def forward(self, x):
+        if x.dtype != torch.float32 or x.device.type != 'cpu' or torch.is_grad_enabled() or \
+                x.dim() != 4:
+            return super().forward(x)
+        # compiled, both layout changes are part of the neighbouring kernels
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+_CHANNELS_LAST_CLASSES = {}
+
+
+def depthwise_applies(conv):
+    """Whether ``conv`` is a depthwise ``nn.Conv2d`` (one filter per channel), which oneDNN
+    computes about 2x faster in channels-last layout on the AMX Xeon (7x7 over 32 channels at
+    400x608: 11 ms instead of 22 ms, one thread) and which stays in float32 (as counts it is
+    slower: its output is small next to its input)."""
+    return isinstance(conv, nn.Conv2d) and conv.groups > 1 and \
+        conv.groups == conv.in_channels == conv.out_channels
+
+
+def to_channels_last(conv):
+    """Make ``conv`` (an ``nn.Conv2d`` or a subclass, in place) compute its no-grad float32 CPU
+    forward in channels-last layout; its class keeps the original as a base. Returns it."""
+    base = type(conv)
+    if issubclass(base, _ChannelsLastMixin):
+        return conv
+    if base not in _CHANNELS_LAST_CLASSES:
+        _CHANNELS_LAST_CLASSES[base] = type(f'ChannelsLast{base.__name__}',
+                                            (_ChannelsLastMixin, base), {})
+    conv.__class__ = _CHANNELS_LAST_CLASSES[base]
+    return conv
+
+
+def to_count_conv(conv, norm):
+    """Turn ``conv`` (an ``nn.Conv2d`` or ``nn.Conv1d``, or a subclass such as a Winograd conv,
+    in place) into a count conv for inputs ``count / norm``; returns it."""
+    if _count_conv_op is None or not count_conv_supported():
+        return conv
+    max_count = 255
+    if not 0 < norm <= max_count:
+        raise ValueError(f'count convolution: norm {norm} outside (0, {max_count}]')
+    _PACKED.append(_Packed(conv, norm))
+    conv.__class__ = CountConv1d if isinstance(conv, nn.Conv1d) else CountConv2d
+    conv.spike_norm = float(norm)
+    conv.count_key = len(_PACKED) - 1
+    return conv
+
+
+def install_count_convs(module, *inputs, force=False):
+    """Turn the convolutions of ``module`` that a spiking neuron feeds (found by a forward of
+    ``inputs``, :func:`spike_fed_convs`) and that run faster on counts
+    (:func:`count_conv_applies`) into count convs, in place. Only for a float32 CPU module on
+    a CPU where they pay (:func:`count_conv_pays`), unless ``force``. Returns the names of the
+    converted convs and the module's output for ``inputs``."""
+    params = list(module.parameters())
+    usable = _count_conv_op is not None and count_conv_supported() and params and all(
+        p.dtype == torch.float32 and p.device.type == 'cpu' for p in params)
+    if not usable or not (force or count_conv_pays()):
+        return [], None
+    fed, out = spike_fed_convs(module, *inputs)
+    modules = dict(module.named_modules())
+    names = [name for name, norm in fed.items() if count_conv_applies(modules[name])]
+    for name in names:
+        to_count_conv(modules[name], fed[name])
+    for name, m in modules.items():
+        if depthwise_applies(m):
+            to_channels_last(m)
+    return names, out
+
+
+def spike_fed_convs(module, *inputs, neuron_types=None):
+    """The convolutions of ``module`` whose input, in a no-grad eval forward of ``inputs``, is
+    the output of a spiking neuron and holds integer counts ``0..255`` over the neuron's
+    ``norm``: a dict ``{name: norm}``. ``neuron_types`` defaults to mmsnn's neurons (modules
+    with a ``norm``). The modules' train/eval modes are restored."""
+    if neuron_types is None:
+        from ..models.neurons import MultiSpikeQuantizer, _MultiStepNeuron
+        neuron_types = (MultiSpikeQuantizer, _MultiStepNeuron)
+    produced, found, hooks = {}, {}, []
+
+    def neuron_hook(mod, args, out):
+        if torch.is_tensor(out):
+            produced[id(out)] = (out, float(mod.norm))
+
+    def conv_hook(name):
+        def hook(mod, args):
+            x = args[0]
+            if id(x) in produced and produced[id(x)][0] is x:
+                norm = produced[id(x)][1]
+                counts = x.double() * norm
+                if bool((counts == counts.round()).all()) and bool(
+                        ((counts >= 0) & (counts <= 255)).all()):
+                    found[name] = norm
+        return hook
+
+    for name, m in module.named_modules():
+        if isinstance(m, neuron_types):
+            hooks.append(m.register_forward_hook(neuron_hook))
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            hooks.append(m.register_forward_pre_hook(conv_hook(name)))
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        with torch.no_grad():
+            out = module(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return found, out
+
+
+__all__ = ['CountConv1d', 'CountConv2d', 'LIMBS', 'count_conv_applies', 'count_conv_pays',
+           'count_conv_supported', 'depthwise_applies', 'install_count_convs', 'spike_fed_convs',
+           'to_channels_last', 'to_count_conv', 'weight_limbs']
