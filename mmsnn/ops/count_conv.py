@@ -16,15 +16,16 @@ convolution is, or closer (``tests/test_ops/test_count_conv.py`` bounds it again
 on any CPU), and on a CPU with AMX (int8 tile products: Intel Xeon Sapphire Rapids and
 later) the three int8 products cost less than one float32 convolution.
 
-Which convs pay was measured per conv shape of the s-size SRB backbone at 800x1216 on an
-Intel Xeon [avx2 avx512f avx512_bf16 avx512_vnni amx_tile amx_bf16], one thread
-(``tools/analysis/benchmark_count_conv.py``; docs/en/benchmarks.md): the convs with a kernel
-larger than 1x1 and the 1x1 convs that narrow the channels at least 2x from 128 or more
+Which convs pay was chosen from per-shape timings of the s-size SRB backbone's convs at
+800x1216 on an Intel Xeon [avx2 avx512f avx512_bf16 avx512_vnni amx_tile amx_bf16], one
+thread (``tools/analysis/benchmark_count_conv.py`` prints them for any CPU), and checked on
+the whole compiled backbone (docs/en/benchmarks.md): the convs with a kernel larger than 1x1
+and the 1x1 convs that narrow the channels at least 2x from 128 or more
 (:func:`count_conv_applies`). A 1x1 conv that keeps or widens the channels writes three
 outputs as large as its input or larger, which its consumer then reads: with those swapped
 too the compiled backbone got slower. Depthwise convs have no count form here (grouped
 convs cannot be stacked per output); :func:`to_channels_last` makes oneDNN compute them in
-channels-last layout instead, about 2x faster there. Without AMX (AVX2, AVX-512 VNNI) the
+channels-last layout instead, which was about 2x faster per conv there. Without AMX (AVX2, AVX-512 VNNI) the
 int8 convolutions are slower than float32: nothing is installed there by default
 (:func:`count_conv_pays`).
 

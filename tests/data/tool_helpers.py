@@ -25,6 +25,18 @@ def load_tool(name):
     return importlib.import_module(f'mmsnn.cli.{name}')
 
 
+def load_analysis_script(name):
+    """``tools/analysis/<name>.py`` loaded as a module (a launcher whose ``main`` the tests
+    call in-process)."""
+    import importlib.util
+    path = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
+                    'analysis', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'{name}_script', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tool_error(tool, argv, capsys):
     """Run a tool's main() in-process, expecting a user error; return its message."""
     with pytest.raises(SystemExit) as exc:

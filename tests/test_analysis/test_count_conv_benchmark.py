@@ -1,7 +1,5 @@
 """``tools/analysis/benchmark_count_conv.py``: float32 and int8 count convolutions at a
 Meta-SDT's spike-fed conv shapes, side by side."""
-import importlib.util
-import os.path as osp
 import re
 
 import pytest
@@ -10,15 +8,10 @@ from mmsnn.analysis.benchmark.count_conv import spike_fed_conv_shapes
 from mmsnn.ops.count_conv import count_conv_supported
 from mmsnn.utils.errors import MMSNNUserError
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(REPO, 'tools', 'analysis', 'benchmark_count_conv.py')
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('count_conv_tool', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from tool_helpers import load_analysis_script
+    return load_analysis_script('benchmark_count_conv')
 
 
 def test_shapes_are_the_spike_fed_convs():

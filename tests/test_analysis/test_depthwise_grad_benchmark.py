@@ -1,7 +1,5 @@
 """``tools/analysis/benchmark_depthwise_grad.py``: oneDNN's and mmsnn's depthwise weight
 gradients at a Meta-SDT's shapes, side by side."""
-import importlib.util
-import os.path as osp
 import re
 
 import pytest
@@ -9,15 +7,10 @@ import pytest
 from mmsnn.analysis.benchmark.depthwise_grad import depthwise_shapes
 from mmsnn.utils.errors import MMSNNUserError
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(REPO, 'tools', 'analysis', 'benchmark_depthwise_grad.py')
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('depthwise_grad_tool', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from tool_helpers import load_analysis_script
+    return load_analysis_script('benchmark_depthwise_grad')
 
 
 def test_shapes_are_the_backbones_depthwise_convs():

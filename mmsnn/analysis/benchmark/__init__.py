@@ -1,6 +1,6 @@
 """What the benchmark scripts (``tools/analysis/benchmark.py``, ``benchmark_backbone.py``,
 ``spike_agreement.py``, ``peak_rss_by_op.py``,
-``benchmark_depthwise_grad.py``) are made of, one module per concept:
+``benchmark_depthwise_grad.py``, ``benchmark_count_conv.py``) are made of, one module per concept:
 
 * :mod:`.processes` -- one measurement per process: the driver that runs a measuring process
   and reads its JSON line, and the peak-memory reading inside it;
@@ -14,5 +14,8 @@
 * :mod:`.rss_by_op` -- the peak RSS while each op ran, kernels' own memory included
   (``tools/analysis/peak_rss_by_op.py``);
 * :mod:`.depthwise_grad` -- the depthwise convs' weight gradient, oneDNN's against mmsnn's
-  (``tools/analysis/benchmark_depthwise_grad.py``).
+  (``tools/analysis/benchmark_depthwise_grad.py``);
+* :mod:`.count_conv` -- the convs fed by spikes, float32 against int8 count convolutions
+  (``tools/analysis/benchmark_count_conv.py``);
+* :mod:`.alternating` -- kernels timed side by side in one process, alternating.
 """

@@ -2,13 +2,12 @@
 (:mod:`mmsnn.ops.count_conv`), at the shapes of a Meta-SDT's convs fed by spikes
 (``tools/analysis/benchmark_count_conv.py``)."""
 import copy
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 
 from ...models import MetaSDT
+from .alternating import alternating_medians
 from ...ops.count_conv import _PACKED, count_conv_applies, spike_fed_convs, to_count_conv
 
 
@@ -59,16 +58,9 @@ def time_count_conv(conv, shape, norm, repeats=5, seed=0):
 
     routes = {'float32_s': lambda: plain(x), 'count_s': count_route}
     with torch.no_grad():
-        outputs = {name: fn() for name, fn in routes.items()}
-        times = {name: [] for name in routes}
-        for _ in range(repeats):
-            for name, fn in routes.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        outputs, result = alternating_medians(routes, repeats)
         a = outputs['float32_s']
         b = counted(x)  # the module's own result (bias included)
-    result = {name: statistics.median(t) for name, t in times.items()}
     result['rel_diff'] = float((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
     result['applies'] = count_conv_applies(conv)
     return result

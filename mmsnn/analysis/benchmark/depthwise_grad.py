@@ -5,10 +5,9 @@
 Both run in one process, alternating, on the same tensors: a kernel against a kernel, so
 nothing else of a process (allocator state, imports) differs between them.
 """
-import statistics
-import time
-
 import torch
+
+from .alternating import alternating_medians
 
 
 def depthwise_shapes(arch, size, T=1):
@@ -55,15 +54,8 @@ def time_weight_grads(shape, weight_shape, padding, repeats=5, seed=0):
     weight = torch.empty(weight_shape)
     routes = {'onednn_s': lambda: onednn_weight_grad(x, grad, weight, padding),
               'mmsnn_s': lambda: depthwise_weight_grad(x, grad, weight_shape[2:], padding)}
-    outputs = {name: fn() for name, fn in routes.items()}  # warm-up (primitive creation)
-    times = {name: [] for name in routes}
-    for _ in range(repeats):
-        for name, fn in routes.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    outputs, result = alternating_medians(routes, repeats)
     a, b = outputs['onednn_s'], outputs['mmsnn_s']
-    result = {name: statistics.median(t) for name, t in times.items()}
     result['rel_diff'] = float((a - b).abs().max() / a.abs().max())
     return result
 
