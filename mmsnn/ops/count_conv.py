@@ -25,9 +25,9 @@ and the 1x1 convs that narrow the channels at least 2x from 128 or more
 outputs as large as its input or larger, which its consumer then reads: with those swapped
 too the compiled backbone got slower. Depthwise convs have no count form here (grouped
 convs cannot be stacked per output); :func:`to_channels_last` makes oneDNN compute them in
-channels-last layout instead, which was about 2x faster per conv there. Without AMX (AVX2, AVX-512 VNNI) the
-int8 convolutions are slower than float32: nothing is installed there by default
-(:func:`count_conv_pays`).
+channels-last layout instead, which was faster per conv there (one-off timings). Without
+AMX (AVX2, AVX-512 VNNI) the int8 convolutions are slower than float32: nothing is installed
+there by default (:func:`count_conv_pays`).
 
 The gain needs the conversion from spikes to uint8 counts to be free: in eager mode it is
 one more pass over each map (and the channels-last outputs meet channels-first code) and the
@@ -226,9 +226,8 @@ _CHANNELS_LAST_CLASSES = {}
 
 def depthwise_applies(conv):
     """Whether ``conv`` is a depthwise ``nn.Conv2d`` (one filter per channel), which oneDNN
-    computes about 2x faster in channels-last layout on the AMX Xeon (7x7 over 32 channels at
-    400x608: 11 ms instead of 22 ms, one thread) and which stays in float32 (as counts it is
-    slower: its output is small next to its input)."""
+    computed faster in channels-last layout on the AMX Xeon (one-off per-conv timings) and
+    which stays in float32 (as counts it was slower: its output is small next to its input)."""
     return isinstance(conv, nn.Conv2d) and conv.groups > 1 and \
         conv.groups == conv.in_channels == conv.out_channels
 
