@@ -282,14 +282,18 @@ def install_count_convs(module, *inputs, force=False):
     return names, out
 
 
+def is_neuron(module):
+    """mmsnn's neurons, told by their float ``norm`` (their outputs are ``count / norm``;
+    ``mmsnn.models.neurons``, which this kernel module does not import)."""
+    return isinstance(getattr(module, 'norm', None), float)
+
+
 def spike_fed_convs(module, *inputs, neuron_types=None):
     """The convolutions of ``module`` whose input, in a no-grad eval forward of ``inputs``, is
     the output of a spiking neuron and holds integer counts ``0..255`` over the neuron's
-    ``norm``: a dict ``{name: norm}``. ``neuron_types`` defaults to mmsnn's neurons (modules
-    with a ``norm``). The modules' train/eval modes are restored."""
-    if neuron_types is None:
-        from ..models.neurons import MultiSpikeQuantizer, _MultiStepNeuron
-        neuron_types = (MultiSpikeQuantizer, _MultiStepNeuron)
+    ``norm``: a dict ``{name: norm}``, and the module's output. ``neuron_types``: the neuron
+    classes (default: :func:`is_neuron`). The modules' train/eval modes are restored."""
+    neuron = is_neuron if neuron_types is None else (lambda m: isinstance(m, neuron_types))
     produced, found, hooks = {}, {}, []
 
     def neuron_hook(mod, args, out):
@@ -308,7 +312,7 @@ def spike_fed_convs(module, *inputs, neuron_types=None):
         return hook
 
     for name, m in module.named_modules():
-        if isinstance(m, neuron_types):
+        if neuron(m):
             hooks.append(m.register_forward_hook(neuron_hook))
         elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
             hooks.append(m.register_forward_pre_hook(conv_hook(name)))
