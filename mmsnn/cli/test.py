@@ -154,14 +154,18 @@ def test(args):
                   + (f' (in {" and ".join(leave)}, to be compiled, only the Winograd convs)'
                      if leave else '')
                   + f', {len(model.folded_bn)} BatchNorm layers folded into their convs, '
-                  f'{len(model.winograd_convs)} 3x3 convs by Winograd (float32 CPU)')
+                  f'{len(model.winograd_convs)} 3x3 convs by Winograd (float32 CPU)'
+                  + (f', {len(model.count_convs)} convs fed by spikes as exact int8 products '
+                     'of the spike counts (AMX CPU)' if model.count_convs else ''))
         if args.compile:
             from mmsnn.engine.compile import compile_for_inference
             if not args.fuse_conv_bn:
                 runner.load_or_resume()  # the count convs pack the trained weights
+            before = len(getattr(model, 'count_convs', []))
             parts = compile_for_inference(model, backend=args.compile)
-            counted = (f'; {len(model.count_convs)} convs fed by spikes as exact int8 products '
-                       'of the spike counts (AMX CPU)') if model.count_convs else ''
+            added = len(model.count_convs) - before
+            counted = (f'; in them {added} convs fed by spikes as exact int8 products of the '
+                       'spike counts (AMX CPU)') if added else ''
             print(f'--compile: {" and ".join(parts)} compiled with torch.compile '
                   f'(backend {args.compile}); the first batch compiles them{counted}')
         apply_keep_freed_memory(args.keep_freed_memory)

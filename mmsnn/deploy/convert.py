@@ -37,7 +37,17 @@ What it rewrites, found by profiling the s-size SRB backbone at 800x1216 (eval, 
    channels-last map instead of mmcv's single-threaded CPU kernel; the same maths, float64
    within 1e-12 of mmcv), in no-grad mode.
 
-4-6 replace CPU kernels and are installed only on a model whose parameters and buffers are
+7. **Convs fed by spikes as exact int8 products of the spike counts** on a CPU with AMX
+   (:mod:`mmsnn.ops.count_conv`), in float32: here, in the parts that stay eager, only the
+   convs with a kernel above 1x1 from 128 channels or more (the RPN, mask and seg heads' 3x3
+   convs: the conversion to counts and the limbs' sum are passes of their own,
+   which such a product outweighs); the parts left to the compiler get theirs from
+   :func:`mmsnn.engine.compile.compile_for_inference`. Found by one probe forward of a
+   random 128x128 image (``extract_feat``, then the RPN or decode head) and of random RoI
+   features through the bbox and mask heads. Also the ``nn.Linear`` layers fed by spikes that
+   narrow 2x or more from 128 features or more (the bbox head's first shared fc).
+
+4-7 replace CPU kernels and are installed only on a model whose parameters and buffers are
 all on the CPU: on a GPU each would replace one fused CUDA kernel by several launches (the
 RoIAlign by a Python loop of per-RoI products with host syncs, the argmax by one pass per
 class). Freed-memory reuse (:func:`mmsnn.deploy.keep_freed_memory`, a process-wide glibc setting)
@@ -105,7 +115,41 @@ def switch_to_deploy(model):
     return model
 
 
-def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
+def _install_count_convs(model, leave, force):
+    """Rewrite 7 (see the module docstring): the names of the convs made count convs."""
+    import torch
+
+    from ..ops.count_conv import install_count_convs
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return []
+    image = torch.rand(1, first.in_channels, 128, 128, generator=torch.Generator().manual_seed(0))
+    run = None  # a bare backbone: its forward
+    if callable(getattr(model, 'extract_feat', None)):
+        heads = [getattr(model, name) for name in ('rpn_head', 'decode_head')
+                 if isinstance(getattr(model, name, None), nn.Module)]
+
+        roi_head = getattr(model, 'roi_head', None)
+        # the RoI heads read pooled RoI features: probed with random ones of their size
+        roi_parts = [h for h in (getattr(roi_head, 'bbox_head', None),
+                                 getattr(roi_head, 'mask_head', None))
+                     if isinstance(h, nn.Module) and hasattr(h, 'roi_feat_size')
+                     and isinstance(getattr(h, 'in_channels', None), int)]
+
+        def run(x):
+            feats = model.extract_feat(x)
+            outs = [head(feats) for head in heads]
+            for h in roi_parts:
+                size = h.roi_feat_size
+                size = (size, size) if isinstance(size, int) else tuple(size)
+                outs.append(h(torch.rand(2, h.in_channels, *size)))
+            return outs
+    names, _ = install_count_convs(model, image, force=force, compiled=False, run=run,
+                                   skip=tuple(leave))
+    return names
+
+
+def convert_for_inference(model, reuse_memory=False, winograd=True, leave=(), count_convs=None):
     """Turn ``model`` (in place) into its inference fast path and return it in eval mode.
 
     Any nn.Module containing mmsnn parts: a ``MetaSDT``, ``Spikformer``, ``SDTv1`` or
@@ -135,6 +179,9 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
             compiler calls whatever conv it is given, and without Winograd in the neck the
             compiled Mask R-CNN was 1.4x slower than the fast path alone on an AMD EPYC
             [avx2] (docs/en/benchmarks.md). Default: none.
+        count_convs (bool | None): rewrite 7, the convs fed by spikes as int8 products of the
+            counts, in the parts not left out. None (default): on a float32 CPU model where it
+            pays (a CPU with AMX); True: also elsewhere; False: never.
     """
     cpu = on_cpu(model)
     if reuse_memory and cpu:
@@ -162,6 +209,9 @@ def convert_for_inference(model, reuse_memory=False, winograd=True, leave=()):
         for m in model.modules():
             if isinstance(m, BaseSegmentor):
                 seg_postprocess.install(m)
+    # before Winograd, which leaves the count convs alone
+    model.count_convs = _install_count_convs(model, leave, bool(count_convs)) \
+        if cpu and count_convs is not False else []
     # the convolution kernel is chosen in the whole model, the parts left as built included
     # (see leave); names of the replaced convs
     model.winograd_convs = to_winograd(model) if winograd and cpu else []

@@ -157,8 +157,10 @@ def compile_for_inference(model, backend='inductor', count_convs=None, **options
     compiled = compiled_parts(model)
     # auto: with inductor only, which fuses the conversion to counts into the neurons' kernels
     auto = count_convs is None and backend == 'inductor'
-    model.count_convs = install_count_convs_for_inference(
-        model, compiled, force=bool(count_convs)) if auto or count_convs else []
+    # (added to those the fast path made in the eager parts, if any)
+    model.count_convs = list(getattr(model, 'count_convs', [])) + (
+        install_count_convs_for_inference(model, compiled, force=bool(count_convs))
+        if auto or count_convs else [])
     for name in compiled:
         getattr(model, name).compile(**kwargs)
     if not compiled:

@@ -13,8 +13,9 @@ The models use the kernels through their modules (:class:`~mmsnn.models.neurons.
 or get them installed by :func:`mmsnn.deploy.convert_for_inference` (and the count convs by
 :func:`mmsnn.engine.compile.compile_for_inference`).
 """
-from .count_conv import (CountConv1d, CountConv2d, count_conv_applies,  # noqa: F401
-                         count_conv_pays, install_count_convs, to_count_conv)
+from .count_conv import (CountConv1d, CountConv2d, CountLinear,  # noqa: F401
+                         count_conv_applies, count_conv_pays, install_count_convs,
+                         to_count_conv)
 from .depthwise_conv import (DepthwiseConv2d, aten_depthwise_backward,  # noqa: F401
                              depthwise_applies, depthwise_conv2d, depthwise_weight_grad,
                              is_stride1_depthwise)
@@ -22,7 +23,7 @@ from .lean_ilif import LeanILIF, ilif_steps  # noqa: F401
 from .roi_align import SeparableRoIAlign, separable_roi_align, swap_roi_align  # noqa: F401
 from .winograd import WinogradConv2d, to_winograd, winograd_applies, winograd_available  # noqa: F401
 
-__all__ = ['CountConv1d', 'CountConv2d', 'count_conv_applies', 'count_conv_pays',
+__all__ = ['CountConv1d', 'CountConv2d', 'CountLinear', 'count_conv_applies', 'count_conv_pays',
            'install_count_convs', 'to_count_conv', 'DepthwiseConv2d', 'aten_depthwise_backward', 'depthwise_applies', 'depthwise_conv2d',
            'depthwise_weight_grad', 'is_stride1_depthwise', 'LeanILIF', 'ilif_steps',
            'SeparableRoIAlign', 'separable_roi_align', 'swap_roi_align', 'WinogradConv2d',

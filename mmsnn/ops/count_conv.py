@@ -69,16 +69,24 @@ def count_conv_pays():
     return count_conv_supported() and amx is not None and bool(amx())
 
 
-def count_conv_applies(conv):
+def count_conv_applies(conv, compiled=True):
     """Whether ``conv`` is of a kind that runs faster on counts (measured on AMX, see the module
     docstring): a full (not grouped) conv with a kernel larger than 1, or a 1x1 conv from at
-    least 128 channels to at most half as many (a 1x1 conv that keeps or widens the channels
-    writes, and its consumer reads, three times as large an output as it reads)."""
+    least 128 channels to at most half as many, and such an ``nn.Linear`` (a 1x1 conv that
+    keeps or widens the channels
+    writes, and its consumer reads, three times as large an output as it reads). Not
+    ``compiled`` (eager), the conversion to counts and the limbs' sum are passes of their own:
+    only the convs with a kernel larger than 1 from 128 channels or more, where the product
+    outweighs them."""
+    if isinstance(conv, nn.Linear):  # a 1x1 conv: only where it narrows
+        return conv.in_features >= 128 and conv.in_features >= 2 * conv.out_features
     if not isinstance(conv, (nn.Conv1d, nn.Conv2d)) or conv.padding_mode != 'zeros' or \
             isinstance(conv.padding, str) or conv.groups != 1:
         return False
-    return any(k > 1 for k in conv.kernel_size) or (
-        conv.in_channels >= 128 and conv.in_channels >= 2 * conv.out_channels)
+    wide = any(k > 1 for k in conv.kernel_size)
+    if not compiled:
+        return wide and conv.in_channels >= 128
+    return wide or (conv.in_channels >= 128 and conv.in_channels >= 2 * conv.out_channels)
 
 
 def weight_limbs(weight, limbs=LIMBS):
@@ -106,17 +114,21 @@ class _Packed:
     in place, copies its accumulator on every call in torch 2.13."""
 
     def __init__(self, conv, norm):
-        if conv.groups != 1:
-            raise ValueError('count convolution: grouped convs are not supported (their limbs '
-                             'cannot be stacked along the output channels)')
         weight = conv.weight.detach().float().cpu()
-        self.one_d = weight.dim() == 3
-        if self.one_d:  # a Conv1d is a Conv2d of height 1
-            weight = weight.unsqueeze(2)
-        # height 1: stride 1, no padding, dilation 1
-        pair = (lambda v, height: [height, v[0]]) if self.one_d else (lambda v, height: list(v))
-        self.stride, self.padding = pair(conv.stride, 1), pair(conv.padding, 0)
-        self.dilation = pair(conv.dilation, 1)
+        if isinstance(conv, nn.Linear):  # a 1x1 conv of the rows as pixels
+            weight = weight[:, :, None, None]
+            self.stride, self.padding, self.dilation = [1, 1], [0, 0], [1, 1]
+        else:
+            if conv.groups != 1:
+                raise ValueError('count convolution: grouped convs are not supported (their '
+                                 'limbs cannot be stacked along the output channels)')
+            if weight.dim() == 3:  # a Conv1d is a Conv2d of height 1
+                weight = weight.unsqueeze(2)
+            # height 1: stride 1, no padding, dilation 1
+            pair = (lambda v, height: [height, v[0]]) if conv.weight.dim() == 3 else \
+                (lambda v, height: list(v))
+            self.stride, self.padding = pair(conv.stride, 1), pair(conv.padding, 0)
+            self.dilation = pair(conv.dilation, 1)
         self.kernel = list(weight.shape[2:])
         self.out_channels = weight.shape[0] * LIMBS
         self.x_scale = 1.0 / float(norm)
@@ -181,24 +193,40 @@ class _CountConvMixin:
     def forward(self, x):
         if not self._count_path(x):
             return super().forward(x)
-        # exact: x holds count / norm; inductor fuses this into the neuron's kernel
-        counts = torch.round(x * self.spike_norm).to(torch.uint8)
-        if isinstance(self, nn.Conv1d):
-            counts = counts.unsqueeze(2)
-        counts = counts.contiguous(memory_format=torch.channels_last)
-        z = _count_conv_op(counts, self.count_key) if torch.compiler.is_compiling() else \
-            _count_conv_eager(counts, self.count_key)
-        # the limbs' sum, smallest first; compiled, this is part of the consumer's kernel
-        o = z.shape[1] // LIMBS
-        y = z[:, (LIMBS - 1) * o:]
-        for i in range(LIMBS - 2, -1, -1):
-            y = y + z[:, i * o:(i + 1) * o]
-        if self.bias is not None:
-            y = y + self.bias.view(-1, 1, 1)
-        # back to the model's layout: compiled, the consumer kernel reads the channels-last
-        # output directly (no copy); a channels-last tensor reaching ATen's float32 convs would
-        # be copied to channels-first there
-        return y.squeeze(2).contiguous() if isinstance(self, nn.Conv1d) else y.contiguous()
+        one_d = isinstance(self, nn.Conv1d)
+        # exact: x holds count / norm; compiled, this is part of the neuron's kernel
+        counts = x * self.spike_norm
+        counts = (counts.unsqueeze(2) if one_d else counts).round_()
+        counts = counts.to(dtype=torch.uint8, memory_format=torch.channels_last)
+        if torch.compiler.is_compiling():
+            z = _count_conv_op(counts, self.count_key)
+            # the limbs' sum, smallest first, in the model's layout: inductor makes this part
+            # of the consumer's kernel, which reads the channels-last limbs directly (a
+            # channels-last tensor reaching ATen's float32 convs would be copied there)
+            o = z.shape[1] // LIMBS
+            y = z[:, (LIMBS - 1) * o:]
+            for i in range(LIMBS - 2, -1, -1):
+                y = y + z[:, i * o:(i + 1) * o]
+            if self.bias is not None:
+                y = y + self.bias.view(-1, 1, 1)
+            y = y.contiguous()
+        else:
+            z = _count_conv_eager(counts, self.count_key)
+            n, _, h, w = z.shape
+            o = z.shape[1] // LIMBS
+            # the same sums in the same order, on the channels-last limbs seen as
+            # [N, H*W, LIMBS, O] (dense, no copy), then a transpose to channels-first
+            limbs = z.permute(0, 2, 3, 1).reshape(n, h * w, LIMBS, o)
+            y = limbs[:, :, LIMBS - 1] + limbs[:, :, LIMBS - 2]
+            for i in range(LIMBS - 3, -1, -1):
+                y += limbs[:, :, i]
+            if self.bias is not None:
+                y += self.bias
+            out = torch.empty(n, o, h * w, dtype=y.dtype)
+            for i in range(n):  # 2-d transposes: ATen's 3- and 4-d ones were 3-4x slower
+                out[i].copy_(y[i].t())
+            y = out.view(n, o, h, w)
+        return y.squeeze(2) if one_d else y
 
 
 class CountConv2d(_CountConvMixin, nn.Conv2d):
@@ -245,40 +273,79 @@ def to_channels_last(conv):
     return conv
 
 
+class CountLinear(nn.Linear):
+    """``nn.Linear`` fed by spikes ``count / norm``, computed on the counts in int8 as a 1x1
+    count convolution whose pixels are the rows: the rows of counts, ``[R, K]`` row-major,
+    are already the channels-last ``[1, K, 1, R]`` oneDNN reads, and its channels-last output
+    ``[1, LIMBS * O, 1, R]`` is ``[R, LIMBS, O]`` row-major: no layout change either way."""
+
+    spike_norm = None
+    count_key = None
+
+    def forward(self, x):
+        if not (x.dtype == torch.float32 and x.device.type == 'cpu'
+                and not torch.is_grad_enabled() and self.weight.dtype == torch.float32
+                and self.count_key is not None):
+            return super().forward(x)
+        lead, k = x.shape[:-1], x.shape[-1]
+        rows = x.reshape(-1, k)
+        counts = (rows * self.spike_norm).round_().to(torch.uint8)
+        counts = counts.view(1, 1, *counts.shape).permute(0, 3, 1, 2)  # [1, K, 1, R]
+        z = _count_conv_op(counts, self.count_key) if torch.compiler.is_compiling() else \
+            _count_conv_eager(counts, self.count_key)
+        limbs = z.permute(0, 2, 3, 1).reshape(rows.shape[0], LIMBS, -1)
+        y = limbs[:, LIMBS - 1] + limbs[:, LIMBS - 2]
+        for i in range(LIMBS - 3, -1, -1):
+            y = y + limbs[:, i]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, y.shape[-1])
+
+
 def to_count_conv(conv, norm):
-    """Turn ``conv`` (an ``nn.Conv2d`` or ``nn.Conv1d``, or a subclass such as a Winograd conv,
-    in place) into a count conv for inputs ``count / norm``; returns it."""
+    """Turn ``conv`` (an ``nn.Conv2d``, ``nn.Conv1d`` or ``nn.Linear``, or a subclass such as a
+    Winograd conv, in place) into a count conv for inputs ``count / norm``; returns it."""
     if _count_conv_op is None or not count_conv_supported():
         return conv
     max_count = 255
     if not 0 < norm <= max_count:
         raise ValueError(f'count convolution: norm {norm} outside (0, {max_count}]')
     _PACKED.append(_Packed(conv, norm))
-    conv.__class__ = CountConv1d if isinstance(conv, nn.Conv1d) else CountConv2d
+    conv.__class__ = CountLinear if isinstance(conv, nn.Linear) else \
+        CountConv1d if isinstance(conv, nn.Conv1d) else CountConv2d
     conv.spike_norm = float(norm)
     conv.count_key = len(_PACKED) - 1
     return conv
 
 
-def install_count_convs(module, *inputs, force=False):
+def install_count_convs(module, *inputs, force=False, compiled=True, run=None, skip=()):
     """Turn the convolutions of ``module`` that a spiking neuron feeds (found by a forward of
-    ``inputs``, :func:`spike_fed_convs`) and that run faster on counts
-    (:func:`count_conv_applies`) into count convs, in place. Only for a float32 CPU module on
-    a CPU where they pay (:func:`count_conv_pays`), unless ``force``. Returns the names of the
-    converted convs and the module's output for ``inputs``."""
+    ``inputs``, :func:`spike_fed_convs`, through ``run`` if given) and that run faster on
+    counts (:func:`count_conv_applies` for a ``compiled`` module or an eager one) into count
+    convs, in place; compiled, also the depthwise convs into channels-last ones. Not the
+    modules under the names in ``skip``. Only for a float32 CPU module on a CPU where they pay
+    (:func:`count_conv_pays`), unless ``force``. Returns the names of the converted convs and
+    the output for ``inputs``."""
     params = list(module.parameters())
     usable = _count_conv_op is not None and count_conv_supported() and params and all(
         p.dtype == torch.float32 and p.device.type == 'cpu' for p in params)
     if not usable or not (force or count_conv_pays()):
         return [], None
-    fed, out = spike_fed_convs(module, *inputs)
+    fed, out = spike_fed_convs(module, *inputs, run=run)
+
+    def kept(name):
+        return not any(name == s or name.startswith(s + '.') for s in skip)
+
     modules = dict(module.named_modules())
-    names = [name for name, norm in fed.items() if count_conv_applies(modules[name])]
+    names = [name for name, norm in fed.items()
+             if kept(name) and not isinstance(modules[name], (_CountConvMixin, CountLinear))
+             and count_conv_applies(modules[name], compiled)]
     for name in names:
         to_count_conv(modules[name], fed[name])
-    for name, m in modules.items():
-        if depthwise_applies(m):
-            to_channels_last(m)
+    if compiled:
+        for name, m in modules.items():
+            if kept(name) and depthwise_applies(m):
+                to_channels_last(m)
     return names, out
 
 
@@ -288,11 +355,13 @@ def is_neuron(module):
     return isinstance(getattr(module, 'norm', None), float)
 
 
-def spike_fed_convs(module, *inputs, neuron_types=None):
+def spike_fed_convs(module, *inputs, neuron_types=None, run=None):
     """The convolutions of ``module`` whose input, in a no-grad eval forward of ``inputs``, is
     the output of a spiking neuron and holds integer counts ``0..255`` over the neuron's
     ``norm``: a dict ``{name: norm}``, and the module's output. ``neuron_types``: the neuron
-    classes (default: :func:`is_neuron`). The modules' train/eval modes are restored."""
+    classes (default: :func:`is_neuron`); ``run``: what to call on ``inputs`` instead of
+    ``module`` (e.g. a detector's ``extract_feat`` and heads). The modules' train/eval modes
+    are restored."""
     neuron = is_neuron if neuron_types is None else (lambda m: isinstance(m, neuron_types))
     produced, found, hooks = {}, {}, []
 
@@ -314,13 +383,13 @@ def spike_fed_convs(module, *inputs, neuron_types=None):
     for name, m in module.named_modules():
         if neuron(m):
             hooks.append(m.register_forward_hook(neuron_hook))
-        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             hooks.append(m.register_forward_pre_hook(conv_hook(name)))
     modes = {m: m.training for m in module.modules()}
     try:
         module.eval()
         with torch.no_grad():
-            out = module(*inputs)
+            out = (run or module)(*inputs)
     finally:
         for h in hooks:
             h.remove()
@@ -329,6 +398,6 @@ def spike_fed_convs(module, *inputs, neuron_types=None):
     return found, out
 
 
-__all__ = ['CountConv1d', 'CountConv2d', 'LIMBS', 'count_conv_applies', 'count_conv_pays',
-           'count_conv_supported', 'depthwise_applies', 'install_count_convs', 'spike_fed_convs',
-           'to_channels_last', 'to_count_conv', 'weight_limbs']
+__all__ = ['CountConv1d', 'CountConv2d', 'CountLinear', 'LIMBS', 'count_conv_applies',
+           'count_conv_pays', 'count_conv_supported', 'depthwise_applies', 'install_count_convs',
+           'spike_fed_convs', 'to_channels_last', 'to_count_conv', 'weight_limbs']

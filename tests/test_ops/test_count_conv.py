@@ -3,6 +3,8 @@ limbs represent the weight to 2^-23 of each row's largest entry, the count convo
 within an analytic bound of torch's float64 convolution (the oracle, not the code under test)
 on any CPU oneDNN's int8 convolution runs on, and ``compile_for_inference`` installs it only
 where it is asked for or pays."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 from mmsnn.engine.compile import compile_for_inference, install_count_convs_for_inference
 from mmsnn.models import MetaSDT
 from mmsnn.models.neurons import MultiSpikeQuantizer
-from mmsnn.ops.count_conv import (CountConv1d, CountConv2d, count_conv_applies,
+from mmsnn.ops.count_conv import (CountConv1d, CountConv2d, CountLinear, count_conv_applies,
                                   count_conv_supported, depthwise_applies, spike_fed_convs,
                                   to_count_conv, weight_limbs)
 
@@ -54,6 +56,7 @@ CASES = [  # (conv, input shape, norm)
     (nn.Conv2d(256, 64, 1), (1, 256, 6, 7), 4.0),
     (nn.Conv2d(8, 8, 5, padding=2, dilation=1), (1, 8, 9, 9), 1.0),  # binary spikes
     (nn.Conv1d(256, 96, 1), (2, 256, 11), 4.0),
+    (nn.Linear(300, 40), (2, 5, 300), 1.0),  # counts 0..1 over norm 1, rows in two dims
 ]
 
 
@@ -63,18 +66,25 @@ def test_count_conv_within_the_analytic_bound_of_float64(conv, shape, norm):
     torch.manual_seed(1)
     counts = torch.randint(0, int(norm) + 1, shape) * (torch.rand(shape) < 0.4)
     x = counts.float() / norm
-    ref_conv = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
-    args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+    linear = isinstance(conv, nn.Linear)
+    ref_conv = (lambda x, w, b, **a: F.linear(x, w, b)) if linear else \
+        F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
+    args = {} if linear else dict(stride=conv.stride, padding=conv.padding,
+                                  dilation=conv.dilation)
     bias = None if conv.bias is None else conv.bias.detach()
     exact = ref_conv(x.double(), conv.weight.detach().double(),
                      None if bias is None else bias.double(), **args)
     to_count_conv(conv, norm)
-    assert isinstance(conv, CountConv1d if x.dim() == 3 else CountConv2d)
+    assert isinstance(conv, CountLinear if linear else
+                      CountConv1d if x.dim() == 3 else CountConv2d)
     with torch.no_grad():
         y = conv(x)
     assert y.shape == exact.shape and y.dtype == torch.float32 and y.is_contiguous()
     err = (y.double() - exact).abs()
-    assert (err <= _bound(x, conv.weight.detach(), bias, **args)).all(), float(err.max())
+    bound = _bound(x.flatten(0, -2)[..., None], conv.weight.detach()[..., None], bias,
+                   **args).view(exact.shape) if linear else \
+        _bound(x, conv.weight.detach(), bias, **args)
+    assert (err <= bound).all(), float(err.max())
     # an int8 product with a single limb would be ~100x further off: the bound can fail
     assert float(err.max()) < 1e-5
     # with autograd, or in float64, it is the ordinary convolution
@@ -179,3 +189,65 @@ def test_compiled_count_convs_agree_with_float64():
         assert y.shape == ref.shape
         assert ((y.double() - ref).abs() <= _bound(inp, conv.weight.detach(),
                                                    conv.bias.detach(), **args)).all()
+
+
+def test_the_eager_rule_takes_only_wide_kernels_from_128_channels():
+    assert count_conv_applies(nn.Conv2d(256, 256, 3, padding=1), compiled=False)
+    assert not count_conv_applies(nn.Conv2d(64, 64, 3, padding=1), compiled=False)
+    assert not count_conv_applies(nn.Conv2d(512, 128, 1), compiled=False)
+
+
+class _TinyBBoxHead(nn.Module):
+    """RoI features [R, 8, 4, 4] -> quantiser -> fc 128 -> 16 (a narrowing Linear)."""
+    in_channels, roi_feat_size = 8, 4
+
+    def __init__(self):
+        super().__init__()
+        self.spike = MultiSpikeQuantizer()
+        self.fc = nn.Linear(128, 16)
+
+    def forward(self, x):
+        return self.fc(self.spike(x.flatten(1)))
+
+
+class _TinyDetector(nn.Module):
+    """A backbone (left to the compiler), ``extract_feat``, an RPN-like head whose 3x3 conv
+    (128 channels) and 1x1 predictor read spikes, and a bbox head with a narrowing fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 128, 3, padding=1), MultiSpikeQuantizer(),
+                                      nn.Conv2d(128, 128, 3, padding=1))
+        self.rpn_head = nn.Sequential(MultiSpikeQuantizer(), nn.Conv2d(128, 128, 3, padding=1),
+                                      MultiSpikeQuantizer(), nn.Conv2d(128, 3, 1))
+
+        self.roi_head = nn.Module()
+        self.roi_head.bbox_head = _TinyBBoxHead()
+
+    def extract_feat(self, x):
+        return self.backbone(x)
+
+    def forward(self, x):
+        return self.rpn_head(self.extract_feat(x))
+
+
+@needs_onednn_int8
+def test_fast_path_installs_eager_count_convs_in_the_heads():
+    from mmsnn.deploy import convert_for_inference
+    torch.manual_seed(3)
+    model = _TinyDetector().eval()
+    plain = copy.deepcopy(model)
+    x = torch.randn(1, 3, 16, 20)
+    convert_for_inference(model, leave=('backbone',), count_convs=True, winograd=False)
+    # the head's 3x3 conv; not its 1x1 predictor (eager rule), not the backbone (left)
+    assert sorted(model.count_convs) == ['roi_head.bbox_head.fc', 'rpn_head.1']
+    assert isinstance(model.rpn_head[1], CountConv2d)
+    assert isinstance(model.roi_head.bbox_head.fc, CountLinear)
+    rois = torch.randn(3, 8, 4, 4) * 3
+    with torch.no_grad():
+        torch.testing.assert_close(model.roi_head.bbox_head(rois), plain.roi_head.bbox_head(rois),
+                                   rtol=1e-5, atol=1e-5)
+    assert type(model.backbone[2]) is nn.Conv2d and type(model.rpn_head[3]) is nn.Conv2d
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert convert_for_inference(copy.deepcopy(plain), count_convs=False).count_convs == []
