@@ -23,7 +23,11 @@ import torch
 
 def argmax_over_channels(logits):
     """``logits.argmax(dim=0, keepdim=True)`` for a ``[C, H, W]`` tensor, computed as a
-    running maximum over the C planes (contiguous passes; same result, NaN and ties too)."""
+    running maximum over the C planes (contiguous passes; same result, NaN and ties too).
+    Logits with the classes innermost in memory (a channels-last head's) are torch's own
+    argmax, which reduces a contiguous run there."""
+    if logits.stride(0) == 1 and logits.shape[0] > 1:
+        return logits.argmax(dim=0, keepdim=True)
     best = logits[0].clone()
     index = torch.zeros(logits.shape[1:], dtype=torch.long, device=logits.device)
     greater = torch.empty(logits.shape[1:], dtype=torch.bool, device=logits.device)

@@ -1,4 +1,4 @@
-"""Convolutions of spike counts as exact integer products (CPU inference with AMX).
+"""Convolutions (and fcs) of spike counts as exact integer products (CPU inference, AMX).
 
 A convolution fed by a spiking neuron reads ``count / norm`` with integer counts ``0..D``
 (``D = 4`` in the Meta-SDT): as uint8 they are exact. The float32 weight ``w`` of each output
@@ -29,20 +29,28 @@ channels-last layout instead, which was faster per conv there (one-off timings).
 AMX (AVX2, AVX-512 VNNI) the int8 convolutions are slower than float32: nothing is installed
 there by default (:func:`count_conv_pays`).
 
-The gain needs the conversion from spikes to uint8 counts to be free: in eager mode it is
-one more pass over each map (and the channels-last outputs meet channels-first code) and the
-backbone got slower. Compiled, inductor fuses ``round(x * norm) -> uint8, channels-last`` into
-the neuron's own kernel, the limbs' sum into the consumer's kernel, and the convolution is
-one opaque op in the graph, ``mmsnn::count_conv`` (the packed weights are looked up by a key:
-they are oneDNN's opaque tensors, which the compiler cannot trace). So
-:func:`mmsnn.engine.compile.compile_for_inference` installs it (``tools/test.py --compile``),
-with inductor, on a CPU that has AMX, in float32.
+Where the conversions go: the spikes become uint8 counts in channels-last layout, and the
+limbs' sum comes back channels-first. Compiled, inductor makes ``round(x * norm) -> uint8``
+part of the neuron's own kernel and the limbs' sum part of the consumer's kernel, and the
+convolution is one opaque op in the graph, ``mmsnn::count_conv`` (the packed weights are
+looked up by a key: they are oneDNN's opaque tensors, which the compiler cannot trace): so
+:func:`mmsnn.engine.compile.compile_for_inference` installs the convs above in the compiled
+parts (``tools/test.py --compile``). In eager mode both conversions are passes of their own
+(the sum ends in 2-d transposes: ATen's 4-d channels-last to channels-first copy was 3-4x
+slower): there only large products outweigh them, the convs with a kernel above 1x1 from
+128 channels or more and the fcs that narrow 2x or more (:class:`CountLinear`, whose rows
+are already channels-last pixels), which :func:`mmsnn.deploy.convert_for_inference` installs
+in the parts that stay eager (the RPN, mask, seg and bbox heads). Both only on a CPU with
+AMX, in float32.
 
-:class:`CountConv2d` / :class:`CountConv1d` are ``nn.Conv2d`` / ``nn.Conv1d`` (same parameters,
-same state dict) that take the count path only for a no-grad float32 CPU input; everywhere
-else (float64, autograd, CUDA) they are the ordinary convolution. The weights are packed when
-the module is made: load the trained weights before (as for every inference rewrite).
+:class:`CountConv2d` / :class:`CountConv1d` / :class:`CountLinear` are ``nn.Conv2d`` /
+``nn.Conv1d`` / ``nn.Linear`` (same parameters, same state dict) that take the count path only
+for a no-grad float32 CPU input; everywhere else (float64, autograd, CUDA) they are the
+ordinary layer. The weights are packed when the module is made: load the trained weights
+(and fold the BNs) before, as for every inference rewrite.
 """
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -64,20 +72,23 @@ def count_conv_supported():
 
 def count_conv_pays():
     """Whether count convolutions are faster than float32 ones on this CPU: AMX int8 tiles
-    (without them the int8 convolutions are slower; see the module docstring)."""
+    (without them the int8 convolutions are slower; see the module docstring), and oneDNN
+    allowed to use them (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2`` to run an older CPU's kernels,
+    keeps it from AMX)."""
+    isa = os.environ.get('ONEDNN_MAX_CPU_ISA', 'ALL').upper()
     amx = getattr(torch.cpu, '_is_amx_tile_supported', None)
-    return count_conv_supported() and amx is not None and bool(amx())
+    return (count_conv_supported() and amx is not None and bool(amx())
+            and (isa == 'ALL' or 'AMX' in isa))
 
 
 def count_conv_applies(conv, compiled=True):
     """Whether ``conv`` is of a kind that runs faster on counts (measured on AMX, see the module
-    docstring): a full (not grouped) conv with a kernel larger than 1, or a 1x1 conv from at
-    least 128 channels to at most half as many, and such an ``nn.Linear`` (a 1x1 conv that
-    keeps or widens the channels
-    writes, and its consumer reads, three times as large an output as it reads). Not
-    ``compiled`` (eager), the conversion to counts and the limbs' sum are passes of their own:
-    only the convs with a kernel larger than 1 from 128 channels or more, where the product
-    outweighs them."""
+    docstring). ``compiled``: a full (not grouped) conv with a kernel larger than 1, or a 1x1
+    conv (or ``nn.Linear``) from at least 128 channels to at most half as many; a 1x1 conv
+    that keeps or widens the channels writes, and its consumer reads, three times as large an
+    output as it reads. Eager: the conversion to counts and the limbs' sum are passes of their
+    own, so only the convs with a kernel larger than 1 from 128 channels or more, where the
+    product outweighs them, and the narrowing ``nn.Linear`` (no layout change)."""
     if isinstance(conv, nn.Linear):  # a 1x1 conv: only where it narrows
         return conv.in_features >= 128 and conv.in_features >= 2 * conv.out_features
     if not isinstance(conv, (nn.Conv1d, nn.Conv2d)) or conv.padding_mode != 'zeros' or \
@@ -185,6 +196,10 @@ class _CountConvMixin:
     #: the input's ``norm`` (spikes are ``count / norm``) and the key of the packed weights
     spike_norm = None
     count_key = None
+    #: eager: return the channels-last result as it is (a permuted view, values the same)
+    #: instead of transposing it to channels-first; set by the fast path inside a module
+    #: whose consumers take any layout (``count_conv_channels_last``)
+    channels_last_output = False
 
     def _count_path(self, x):
         return (x.dtype == torch.float32 and x.device.type == 'cpu' and not torch.is_grad_enabled()
@@ -222,10 +237,13 @@ class _CountConvMixin:
                 y += limbs[:, :, i]
             if self.bias is not None:
                 y += self.bias
-            out = torch.empty(n, o, h * w, dtype=y.dtype)
-            for i in range(n):  # 2-d transposes: ATen's 3- and 4-d ones were 3-4x slower
-                out[i].copy_(y[i].t())
-            y = out.view(n, o, h, w)
+            if self.channels_last_output:  # consumers that take any layout: no transpose
+                y = y.view(n, h, w, o).permute(0, 3, 1, 2)
+            else:
+                out = torch.empty(n, o, h * w, dtype=y.dtype)
+                for i in range(n):  # 2-d transposes: ATen's 3- and 4-d ones were 3-4x slower
+                    out[i].copy_(y[i].t())
+                y = out.view(n, o, h, w)
         return y.squeeze(2) if one_d else y
 
 

@@ -444,6 +444,11 @@ def test_argmax_over_channels_is_torch_argmax():
         expected = logits.argmax(dim=0, keepdim=True)
         got = argmax_over_channels(logits)
         assert got.dtype == expected.dtype and torch.equal(got, expected)
+        # classes innermost in memory (a channels-last seg head's logits): the same labels
+        # as the running maximum over the channels-first copy
+        innermost = logits.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        assert innermost.stride(0) == 1
+        assert torch.equal(argmax_over_channels(innermost), got)
 
 
 def test_fast_seg_postprocess_matches_mmseg():

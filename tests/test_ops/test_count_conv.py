@@ -251,3 +251,63 @@ def test_fast_path_installs_eager_count_convs_in_the_heads():
     with torch.no_grad():
         torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-5)
     assert convert_for_inference(copy.deepcopy(plain), count_convs=False).count_convs == []
+
+
+def test_count_convs_do_not_pay_where_onednn_may_not_use_amx(monkeypatch):
+    from mmsnn.ops.count_conv import count_conv_pays
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: True, raising=False)
+    monkeypatch.setattr('mmsnn.ops.count_conv.count_conv_supported', lambda: True)
+    monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
+    assert count_conv_pays()
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    assert not count_conv_pays()
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE_AMX')
+    assert count_conv_pays()
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False, raising=False)
+    assert not count_conv_pays()
+
+
+@needs_onednn_int8
+def test_channels_last_results_equal_the_transposed_ones():
+    torch.manual_seed(4)
+    conv = to_count_conv(nn.Conv2d(16, 8, 3, padding=1), 4.0)
+    x = torch.randint(0, 5, (2, 16, 6, 7)).float() / 4
+    with torch.no_grad():
+        nchw = conv(x)
+        conv.channels_last_output = True
+        nhwc = conv(x)
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw, nhwc)
+
+
+class _TinySegmentor(nn.Module):
+    """``extract_feat`` giving two 128-channel levels, and mmsnn's spiking FPN seg head."""
+
+    def __init__(self):
+        super().__init__()
+        from mmsnn.models.seg_heads.spiking_fpn_head import SpikingFPNHead
+        self.backbone = nn.Conv2d(3, 128, 1)
+        self.decode_head = SpikingFPNHead(feature_strides=(4, 8), in_channels=[128, 128],
+                                          in_index=[0, 1], channels=128, num_classes=5,
+                                          dropout_ratio=0.0, norm_cfg=dict(type='BN'))
+
+    def extract_feat(self, x):
+        f = self.backbone(x) * 4
+        return [f, F.avg_pool2d(f, 2)]
+
+
+@needs_onednn_int8
+def test_seg_head_count_convs_hand_over_channels_last():
+    from mmsnn.deploy import convert_for_inference
+    torch.manual_seed(5)
+    model = _TinySegmentor().eval()
+    plain = copy.deepcopy(model)
+    x = torch.randn(1, 3, 24, 32)
+    convert_for_inference(model, count_convs=True, winograd=False)
+    convs = [m for m in model.decode_head.modules() if isinstance(m, CountConv2d)]
+    assert len(convs) == 2 and all(c.channels_last_output for c in convs)  # a unit per level
+    with torch.no_grad():
+        got = model.decode_head(model.extract_feat(x))
+        want = plain.decode_head(plain.extract_feat(x))
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

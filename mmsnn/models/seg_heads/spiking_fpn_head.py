@@ -70,6 +70,11 @@ class SpikingFPNHead(FPNHead):
             None; ``SyncBN`` is reverted to BN by mmengine when not distributed).
     """
 
+    #: the inference fast path may hand this head's count convs' results over channels-last
+    #: (:mod:`mmsnn.ops.count_conv`): every op after them takes any layout, and bilinear
+    #: upsampling and the logits' resize run several times faster on channels-last maps
+    count_conv_channels_last = True
+
     def __init__(self, feature_strides, neuron_cfg=None, upsample_mode='bilinear', **kwargs):
         feature_strides = [int(s) for s in feature_strides]
         in_channels = kwargs.get('in_channels')
