@@ -197,6 +197,16 @@ def test_the_eager_rule_takes_only_wide_kernels_from_128_channels():
     assert not count_conv_applies(nn.Conv2d(512, 128, 1), compiled=False)
 
 
+def _fast_path_pair(model_type, seed, **kwargs):
+    """A seeded ``model_type()`` through the fast path with count convs forced (direct convs,
+    no Winograd), and an unconverted copy of it."""
+    from mmsnn.deploy import convert_for_inference
+    torch.manual_seed(seed)
+    model = model_type().eval()
+    plain = copy.deepcopy(model)
+    return convert_for_inference(model, count_convs=True, winograd=False, **kwargs), plain
+
+
 class _TinyBBoxHead(nn.Module):
     """RoI features [R, 8, 4, 4] -> quantiser -> fc 128 -> 16 (a narrowing Linear)."""
     in_channels, roi_feat_size = 8, 4
@@ -233,12 +243,8 @@ class _TinyDetector(nn.Module):
 
 @needs_onednn_int8
 def test_fast_path_installs_eager_count_convs_in_the_heads():
-    from mmsnn.deploy import convert_for_inference
-    torch.manual_seed(3)
-    model = _TinyDetector().eval()
-    plain = copy.deepcopy(model)
+    model, plain = _fast_path_pair(_TinyDetector, 3, leave=('backbone',))
     x = torch.randn(1, 3, 16, 20)
-    convert_for_inference(model, leave=('backbone',), count_convs=True, winograd=False)
     # the head's 3x3 conv; not its 1x1 predictor (eager rule), not the backbone (left)
     assert sorted(model.count_convs) == ['roi_head.bbox_head.fc', 'rpn_head.1']
     assert isinstance(model.rpn_head[1], CountConv2d)
@@ -250,6 +256,7 @@ def test_fast_path_installs_eager_count_convs_in_the_heads():
     assert type(model.backbone[2]) is nn.Conv2d and type(model.rpn_head[3]) is nn.Conv2d
     with torch.no_grad():
         torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-5)
+    from mmsnn.deploy import convert_for_inference
     assert convert_for_inference(copy.deepcopy(plain), count_convs=False).count_convs == []
 
 
@@ -298,12 +305,8 @@ class _TinySegmentor(nn.Module):
 
 @needs_onednn_int8
 def test_seg_head_count_convs_hand_over_channels_last():
-    from mmsnn.deploy import convert_for_inference
-    torch.manual_seed(5)
-    model = _TinySegmentor().eval()
-    plain = copy.deepcopy(model)
+    model, plain = _fast_path_pair(_TinySegmentor, 5)
     x = torch.randn(1, 3, 24, 32)
-    convert_for_inference(model, count_convs=True, winograd=False)
     convs = [m for m in model.decode_head.modules() if isinstance(m, CountConv2d)]
     assert len(convs) == 2 and all(c.channels_last_output for c in convs)  # a unit per level
     with torch.no_grad():
