@@ -148,7 +148,7 @@ def _install_count_convs(model, leave, force):
                                    skip=tuple(leave))
     # a module whose code takes any layout (``count_conv_channels_last``, e.g. the seg head:
     # quantisers, bilinear upsampling, sums, a 1x1 classifier) gets its count convs' results
-    # channels-last, without the transpose: its upsamplings are then 5-10x faster too
+    # channels-last, without the transpose: its upsamplings are then faster too (one-off timings)
     for m in model.modules():
         if getattr(m, 'count_conv_channels_last', False):
             for conv in m.modules():

@@ -36,8 +36,8 @@ convolution is one opaque op in the graph, ``mmsnn::count_conv`` (the packed wei
 looked up by a key: they are oneDNN's opaque tensors, which the compiler cannot trace): so
 :func:`mmsnn.engine.compile.compile_for_inference` installs the convs above in the compiled
 parts (``tools/test.py --compile``). In eager mode both conversions are passes of their own
-(the sum ends in 2-d transposes: ATen's 4-d channels-last to channels-first copy was 3-4x
-slower): there only large products outweigh them, the convs with a kernel above 1x1 from
+(the sum ends in 2-d transposes: ATen's 4-d channels-last to channels-first copy was several
+times slower): there only large products outweigh them, the convs with a kernel above 1x1 from
 128 channels or more and the fcs that narrow 2x or more (:class:`CountLinear`, whose rows
 are already channels-last pixels), which :func:`mmsnn.deploy.convert_for_inference` installs
 in the parts that stay eager (the RPN, mask, seg and bbox heads). Both only on a CPU with
@@ -241,7 +241,7 @@ class _CountConvMixin:
                 y = y.view(n, h, w, o).permute(0, 3, 1, 2)
             else:
                 out = torch.empty(n, o, h * w, dtype=y.dtype)
-                for i in range(n):  # 2-d transposes: ATen's 3- and 4-d ones were 3-4x slower
+                for i in range(n):  # 2-d transposes: ATen's 3-/4-d ones were slower here
                     out[i].copy_(y[i].t())
                 y = out.view(n, o, h, w)
         return y.squeeze(2) if one_d else y
