@@ -119,11 +119,10 @@ def _install_count_convs(model, leave, force):
     """Rewrite 7 (see the module docstring): the names of the convs made count convs."""
     import torch
 
-    from ..ops.count_conv import install_count_convs
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is None:
+    from ..ops.count_conv import install_count_convs, probe_image
+    image = probe_image(model)
+    if image is None:
         return []
-    image = torch.rand(1, first.in_channels, 128, 128, generator=torch.Generator().manual_seed(0))
     run = None  # a bare backbone: its forward
     if callable(getattr(model, 'extract_feat', None)):
         heads = [getattr(model, name) for name in ('rpn_head', 'decode_head')

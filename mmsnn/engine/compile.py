@@ -114,18 +114,13 @@ def install_count_convs_for_inference(model, parts=None, force=False):
     first: the weights are packed now. The convs feeding on spikes are found by one no-grad
     eval forward of a random 128x128 image (and of the backbone's outputs through the neck).
     Returns the names of the converted convs."""
-    import torch.nn as nn
-
-    from ..ops.count_conv import count_conv_pays, install_count_convs
-    if not (force or count_conv_pays()):
-        return []
-    names = [name for name in (parts if parts is not None else compiled_parts(model))]
+    from ..ops.count_conv import install_count_convs, probe_image
+    names = compiled_parts(model) if parts is None else parts
     modules = [(f'{name}.', getattr(model, name)) for name in names] or [('', model)]
-    first = next((m for m in modules[0][1].modules() if isinstance(m, nn.Conv2d)), None)
-    if first is None:
+    image = probe_image(modules[0][1])
+    if image is None:
         return []
-    g = torch.Generator().manual_seed(0)
-    inputs = (torch.rand(1, first.in_channels, 128, 128, generator=g),)
+    inputs = (image,)
     converted = []
     for prefix, module in modules:
         done, out = install_count_convs(module, *inputs, force=force)

@@ -190,6 +190,35 @@ def _define_compiled_op():
 _count_conv_op = _define_compiled_op()
 
 
+def packed_conv(counts, key):
+    """The packed convolution ``key`` of ``counts`` (uint8, channels-last): the custom op in a
+    compiled graph, the oneDNN call itself in eager mode. [N, LIMBS * O, H', W'],
+    channels-last."""
+    return _count_conv_op(counts, key) if torch.compiler.is_compiling() else \
+        _count_conv_eager(counts, key)
+
+
+def sum_limbs(z, bias=None):
+    """The limbs of :func:`packed_conv`'s output ``z`` added, smallest first, then ``bias``:
+    ``[N, H' * W', O]``, the channels-last pixels as rows (``z`` seen as ``[N, H'W', LIMBS, O]``,
+    a view). Compiled, inductor makes this part of the consumer's kernel."""
+    n, _, h, w = z.shape
+    limbs = z.permute(0, 2, 3, 1).reshape(n, h * w, LIMBS, -1)
+    y = limbs[:, :, LIMBS - 1] + limbs[:, :, LIMBS - 2]
+    for i in range(LIMBS - 3, -1, -1):
+        y += limbs[:, :, i]
+    if bias is not None:
+        y += bias
+    return y
+
+
+def _takes_count_path(layer, x):
+    """Whether ``layer`` (a count conv or fc) computes ``x`` on counts: a no-grad float32 CPU
+    input and weight, and packed weights; anything else is the ordinary layer's."""
+    return (x.dtype == torch.float32 and x.device.type == 'cpu' and not torch.is_grad_enabled()
+            and layer.weight.dtype == torch.float32 and layer.count_key is not None)
+
+
 class _CountConvMixin:
     """The forward of :class:`CountConv2d` and :class:`CountConv1d`."""
 
@@ -201,49 +230,30 @@ class _CountConvMixin:
     #: whose consumers take any layout (``count_conv_channels_last``)
     channels_last_output = False
 
-    def _count_path(self, x):
-        return (x.dtype == torch.float32 and x.device.type == 'cpu' and not torch.is_grad_enabled()
-                and self.weight.dtype == torch.float32 and self.count_key is not None)
-
     def forward(self, x):
-        if not self._count_path(x):
+        if not _takes_count_path(self, x):
             return super().forward(x)
         one_d = isinstance(self, nn.Conv1d)
         # exact: x holds count / norm; compiled, this is part of the neuron's kernel
         counts = x * self.spike_norm
         counts = (counts.unsqueeze(2) if one_d else counts).round_()
         counts = counts.to(dtype=torch.uint8, memory_format=torch.channels_last)
+        z = packed_conv(counts, self.count_key)
+        n, _, h, w = z.shape
+        y = sum_limbs(z, self.bias)
+        o = y.shape[-1]
         if torch.compiler.is_compiling():
-            z = _count_conv_op(counts, self.count_key)
-            # the limbs' sum, smallest first, in the model's layout: inductor makes this part
-            # of the consumer's kernel, which reads the channels-last limbs directly (a
-            # channels-last tensor reaching ATen's float32 convs would be copied there)
-            o = z.shape[1] // LIMBS
-            y = z[:, (LIMBS - 1) * o:]
-            for i in range(LIMBS - 2, -1, -1):
-                y = y + z[:, i * o:(i + 1) * o]
-            if self.bias is not None:
-                y = y + self.bias.view(-1, 1, 1)
-            y = y.contiguous()
+            # the model's layout: inductor's consumer kernel reads the channels-last sum
+            # directly (a channels-last tensor reaching ATen's float32 convs would be copied
+            # there)
+            y = y.view(n, h, w, o).permute(0, 3, 1, 2).contiguous()
+        elif self.channels_last_output:  # consumers that take any layout: no transpose
+            y = y.view(n, h, w, o).permute(0, 3, 1, 2)
         else:
-            z = _count_conv_eager(counts, self.count_key)
-            n, _, h, w = z.shape
-            o = z.shape[1] // LIMBS
-            # the same sums in the same order, on the channels-last limbs seen as
-            # [N, H*W, LIMBS, O] (dense, no copy), then a transpose to channels-first
-            limbs = z.permute(0, 2, 3, 1).reshape(n, h * w, LIMBS, o)
-            y = limbs[:, :, LIMBS - 1] + limbs[:, :, LIMBS - 2]
-            for i in range(LIMBS - 3, -1, -1):
-                y += limbs[:, :, i]
-            if self.bias is not None:
-                y += self.bias
-            if self.channels_last_output:  # consumers that take any layout: no transpose
-                y = y.view(n, h, w, o).permute(0, 3, 1, 2)
-            else:
-                out = torch.empty(n, o, h * w, dtype=y.dtype)
-                for i in range(n):  # 2-d transposes: ATen's 3-/4-d ones were slower here
-                    out[i].copy_(y[i].t())
-                y = out.view(n, o, h, w)
+            out = torch.empty(n, o, h * w, dtype=y.dtype)
+            for i in range(n):  # 2-d transposes: ATen's 3-/4-d ones were slower here
+                out[i].copy_(y[i].t())
+            y = out.view(n, o, h, w)
         return y.squeeze(2) if one_d else y
 
 
@@ -301,22 +311,13 @@ class CountLinear(nn.Linear):
     count_key = None
 
     def forward(self, x):
-        if not (x.dtype == torch.float32 and x.device.type == 'cpu'
-                and not torch.is_grad_enabled() and self.weight.dtype == torch.float32
-                and self.count_key is not None):
+        if not _takes_count_path(self, x):
             return super().forward(x)
         lead, k = x.shape[:-1], x.shape[-1]
         rows = x.reshape(-1, k)
         counts = (rows * self.spike_norm).round_().to(torch.uint8)
         counts = counts.view(1, 1, *counts.shape).permute(0, 3, 1, 2)  # [1, K, 1, R]
-        z = _count_conv_op(counts, self.count_key) if torch.compiler.is_compiling() else \
-            _count_conv_eager(counts, self.count_key)
-        limbs = z.permute(0, 2, 3, 1).reshape(rows.shape[0], LIMBS, -1)
-        y = limbs[:, LIMBS - 1] + limbs[:, LIMBS - 2]
-        for i in range(LIMBS - 3, -1, -1):
-            y = y + limbs[:, i]
-        if self.bias is not None:
-            y = y + self.bias
+        y = sum_limbs(packed_conv(counts, self.count_key), self.bias)  # [1, R, O]
         return y.reshape(*lead, y.shape[-1])
 
 
@@ -373,14 +374,23 @@ def is_neuron(module):
     return isinstance(getattr(module, 'norm', None), float)
 
 
-def spike_fed_convs(module, *inputs, neuron_types=None, run=None):
+def probe_image(module, size=128):
+    """A seeded random ``[1, C, size, size]`` image for the probe forward of
+    :func:`install_count_convs`, ``C`` the input channels of ``module``'s first ``nn.Conv2d``
+    (None without one)."""
+    first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return None
+    return torch.rand(1, first.in_channels, size, size,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def spike_fed_convs(module, *inputs, run=None):
     """The convolutions of ``module`` whose input, in a no-grad eval forward of ``inputs``, is
-    the output of a spiking neuron and holds integer counts ``0..255`` over the neuron's
-    ``norm``: a dict ``{name: norm}``, and the module's output. ``neuron_types``: the neuron
-    classes (default: :func:`is_neuron`); ``run``: what to call on ``inputs`` instead of
-    ``module`` (e.g. a detector's ``extract_feat`` and heads). The modules' train/eval modes
-    are restored."""
-    neuron = is_neuron if neuron_types is None else (lambda m: isinstance(m, neuron_types))
+    the output of a spiking neuron (:func:`is_neuron`) and holds integer counts ``0..255`` over
+    the neuron's ``norm``: a dict ``{name: norm}``, and the module's output. ``run``: what to
+    call on ``inputs`` instead of ``module`` (e.g. a detector's ``extract_feat`` and heads).
+    The modules' train/eval modes are restored."""
     produced, found, hooks = {}, {}, []
 
     def neuron_hook(mod, args, out):
@@ -399,7 +409,7 @@ def spike_fed_convs(module, *inputs, neuron_types=None, run=None):
         return hook
 
     for name, m in module.named_modules():
-        if neuron(m):
+        if is_neuron(m):
             hooks.append(m.register_forward_hook(neuron_hook))
         elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             hooks.append(m.register_forward_pre_hook(conv_hook(name)))
@@ -418,4 +428,5 @@ def spike_fed_convs(module, *inputs, neuron_types=None, run=None):
 
 __all__ = ['CountConv1d', 'CountConv2d', 'CountLinear', 'LIMBS', 'count_conv_applies',
            'count_conv_pays', 'count_conv_supported', 'depthwise_applies', 'install_count_convs',
-           'spike_fed_convs', 'to_channels_last', 'to_count_conv', 'weight_limbs']
+           'packed_conv', 'probe_image', 'spike_fed_convs', 'sum_limbs', 'to_channels_last',
+           'to_count_conv', 'weight_limbs']

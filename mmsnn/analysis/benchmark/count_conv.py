@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from ...models import MetaSDT
 from .alternating import alternating_medians
-from ...ops.count_conv import _PACKED, count_conv_applies, spike_fed_convs, to_count_conv
+from ...ops.count_conv import (count_conv_applies, packed_conv, spike_fed_convs, sum_limbs,
+                               to_count_conv)
 
 
 def spike_fed_conv_shapes(arch, size, mixer='srb'):
@@ -43,20 +44,10 @@ def time_count_conv(conv, shape, norm, repeats=5, seed=0):
     x = counts.float() / norm
     plain = copy.deepcopy(conv).float()
     counted = to_count_conv(copy.deepcopy(conv).float(), norm)
-    packed = _PACKED[counted.count_key]
     c = counts.unsqueeze(2) if x.dim() == 3 else counts
     c = c.contiguous(memory_format=torch.channels_last)
-    limbs = len(packed.scales) // counted.out_channels
-
-    def count_route():
-        z = packed(c)
-        o = z.shape[1] // limbs
-        y = z[:, (limbs - 1) * o:]
-        for i in range(limbs - 2, -1, -1):
-            y = y + z[:, i * o:(i + 1) * o]
-        return y
-
-    routes = {'float32_s': lambda: plain(x), 'count_s': count_route}
+    routes = {'float32_s': lambda: plain(x),
+              'count_s': lambda: sum_limbs(packed_conv(c, counted.count_key))}
     with torch.no_grad():
         outputs, result = alternating_medians(routes, repeats)
         a = outputs['float32_s']
