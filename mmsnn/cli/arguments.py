@@ -43,6 +43,15 @@ def image_size(text):
     return h, w
 
 
+def check_meta_sdt_archs(archs):
+    """``--archs``: every one a MetaSDT size (``ARCH_SETTINGS``), else a user error naming them."""
+    from mmsnn.models.backbones.meta_sdt import ARCH_SETTINGS
+    unknown = [a for a in archs if a not in ARCH_SETTINGS]
+    if unknown:
+        from mmsnn.utils.errors import MMSNNUserError
+        raise MMSNNUserError(f'unknown --archs {unknown}: choose from {sorted(ARCH_SETTINGS)}')
+
+
 def add_keep_freed_memory_arg(parser, faster):
     """``--keep-freed-memory`` (``faster``: what it speeds up, for the help)."""
     parser.add_argument('--keep-freed-memory', action='store_true',

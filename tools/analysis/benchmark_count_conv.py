@@ -17,7 +17,7 @@ import sys
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from mmsnn.cli.arguments import image_size  # noqa: E402
+from mmsnn.cli.arguments import check_meta_sdt_archs, image_size  # noqa: E402
 from mmsnn.utils.errors import MMSNNUserError, run_tool  # noqa: E402
 
 
@@ -35,11 +35,8 @@ def main(argv=None):
         raise MMSNNUserError('--repeats must be at least 1')
     import torch
 
-    from mmsnn.models.backbones.meta_sdt import ARCH_SETTINGS
     from mmsnn.ops.count_conv import count_conv_supported
-    unknown = [a for a in args.archs if a not in ARCH_SETTINGS]
-    if unknown:
-        raise MMSNNUserError(f'unknown --archs {unknown}: choose from {sorted(ARCH_SETTINGS)}')
+    check_meta_sdt_archs(args.archs)
     if not count_conv_supported():
         raise MMSNNUserError('this torch build has no oneDNN int8 convolution '
                              '(torch.ops.onednn.qconv_prepack): nothing to compare')

@@ -17,7 +17,7 @@ import sys
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from mmsnn.cli.arguments import image_size  # noqa: E402
+from mmsnn.cli.arguments import check_meta_sdt_archs, image_size  # noqa: E402
 from mmsnn.utils.errors import MMSNNUserError, run_tool  # noqa: E402
 
 
@@ -37,11 +37,7 @@ def main(argv=None):
     import torch
 
     from mmsnn.analysis.benchmark.depthwise_grad import depthwise_shapes, time_weight_grads
-    from mmsnn.models.backbones.meta_sdt import ARCH_SETTINGS
-    unknown = [a for a in args.archs if a not in ARCH_SETTINGS]
-    if unknown:
-        raise MMSNNUserError(f'unknown --archs {unknown}: choose from '
-                             f"{sorted(ARCH_SETTINGS)}")
+    check_meta_sdt_archs(args.archs)
     from mmsnn.utils.machine import cpu_description
     print(f'CPU {cpu_description()}, {torch.get_num_threads()} thread(s), torch '
           f'{torch.__version__}; image {args.size[0]}x{args.size[1]}, T={args.T}; medians of '
