@@ -12,8 +12,59 @@ size. So N sizes cost two compilations per compiled frame, not N (``tests/test_e
 counts them). ``compile=dict(dynamic=True)`` skips the static first compilation; padding to
 size buckets (the data preprocessor's ``pad_size_divisor``) would still compile once per
 bucket, so mmsnn relies on the default.
+
+Inductor's on-disk cache and ``ATEN_CPU_CAPABILITY``: inductor generates its C++ kernels for
+the vector width of the ISA that variable names (8 floats for ``avx2``, 16 natively on an
+AVX-512 CPU), but its FX graph cache does not key on it. A process with the other setting
+then reuses the cached graph and compiles its kernels' source with its own ISA: a kernel
+written for 8 lanes stores 16 into an 8-lane buffer (seen: wrong values, and a segmentation
+fault in the generated wrapper, torch 2.13). ``import mmsnn`` therefore gives each pinned
+capability a cache folder of its own (:func:`separate_inductor_cache_by_isa`).
 """
+import getpass
+import os
+import os.path as osp
+import re
+import tempfile
+
 import torch.nn as nn
+
+#: the sub-folder of inductor's cache for a process with ``ATEN_CPU_CAPABILITY=<isa>``
+ISA_CACHE_PREFIX = 'aten_cpu_capability_'
+
+
+def _default_inductor_cache():
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError, ImportError):
+        user = 'unknown_user'
+    # (inductor's own default: torch/_inductor/runtime/cache_dir_utils.py)
+    user = re.sub(r'[\\/:*?"<>|]', '_', user)
+    return osp.join(tempfile.gettempdir(), 'torchinductor_' + user)
+
+
+def separate_inductor_cache_by_isa(environ=None):
+    """Point ``TORCHINDUCTOR_CACHE_DIR`` at a folder of its own for the vector ISA pinned by
+    ``ATEN_CPU_CAPABILITY`` (``<cache>/aten_cpu_capability_avx2``), and back at the plain
+    cache when it is not pinned (a child process inherits its parent's setting), so that no
+    process reuses kernels generated for another vector width (module docstring). Without
+    the variable and without such a folder the setting is left alone. Returns the cache
+    folder set, or None where nothing was set."""
+    environ = os.environ if environ is None else environ
+    current = environ.get('TORCHINDUCTOR_CACHE_DIR')
+    base = osp.normpath(current or _default_inductor_cache())
+    pinned_before = osp.basename(base).startswith(ISA_CACHE_PREFIX)
+    if pinned_before:
+        base = osp.dirname(base)
+    isa = re.sub(r'[^a-z0-9_]', '_', environ.get('ATEN_CPU_CAPABILITY', '').strip().lower())
+    if isa:
+        target = osp.join(base, ISA_CACHE_PREFIX + isa)
+    elif pinned_before:
+        target = base
+    else:
+        return None
+    environ['TORCHINDUCTOR_CACHE_DIR'] = target
+    return target
 
 
 def eager_module(model):
@@ -28,4 +79,4 @@ def eager_module(model):
     return model
 
 
-__all__ = ['eager_module']
+__all__ = ['eager_module', 'separate_inductor_cache_by_isa']

@@ -255,9 +255,9 @@ def inductor_pair(request):
     """(eager, inductor-compiled) float64 model with spike taps, eval mode."""
     model = _WithSpikes(_build(request.param)).eval()
     torch._dynamo.reset()
-    # inductor: the generated C++ kernels are the point. Not from inductor's on-disk cache: a
-    # graph compiled in a process without ATEN_CPU_CAPABILITY=avx2 and loaded in one with it
-    # gave uninitialised values in one SRB spike output (.notes/compile.md)
+    # inductor: the generated C++ kernels are the point, so compiled here, not loaded from
+    # inductor's on-disk cache (which once mixed the kernels of two vector widths: see
+    # mmsnn.utils.compile.separate_inductor_cache_by_isa)
     with torch._inductor.config.patch(fx_graph_cache=False):
         yield model, torch.compile(model, **compile_kwargs())  # mmsnn's inductor settings
     torch._dynamo.reset()
