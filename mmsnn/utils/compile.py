@@ -34,13 +34,12 @@ ISA_CACHE_PREFIX = 'aten_cpu_capability_'
 
 
 def _default_inductor_cache():
+    """Inductor's own cache folder when ``TORCHINDUCTOR_CACHE_DIR`` is not set."""
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError, ImportError):
-        user = 'unknown_user'
-    # (inductor's own default: torch/_inductor/runtime/cache_dir_utils.py)
-    user = re.sub(r'[\\/:*?"<>|]', '_', user)
-    return osp.join(tempfile.gettempdir(), 'torchinductor_' + user)
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # torch before 2.4: its cache_dir() used this folder
+        return osp.join(tempfile.gettempdir(), 'torchinductor_' + getpass.getuser())
+    return default_cache_dir()
 
 
 def separate_inductor_cache_by_isa(environ=None):
@@ -51,18 +50,16 @@ def separate_inductor_cache_by_isa(environ=None):
     the variable and without such a folder the setting is left alone. Returns the cache
     folder set, or None where nothing was set."""
     environ = os.environ if environ is None else environ
+    isa = re.sub(r'[^a-z0-9_]', '_', environ.get('ATEN_CPU_CAPABILITY', '').strip().lower())
     current = environ.get('TORCHINDUCTOR_CACHE_DIR')
-    base = osp.normpath(current or _default_inductor_cache())
-    pinned_before = osp.basename(base).startswith(ISA_CACHE_PREFIX)
+    pinned_before = bool(current) and \
+        osp.basename(osp.normpath(current)).startswith(ISA_CACHE_PREFIX)
+    if not isa and not pinned_before:
+        return None  # the common case, at every import: nothing to look up
+    base = osp.normpath(current) if current else _default_inductor_cache()
     if pinned_before:
         base = osp.dirname(base)
-    isa = re.sub(r'[^a-z0-9_]', '_', environ.get('ATEN_CPU_CAPABILITY', '').strip().lower())
-    if isa:
-        target = osp.join(base, ISA_CACHE_PREFIX + isa)
-    elif pinned_before:
-        target = base
-    else:
-        return None
+    target = osp.join(base, ISA_CACHE_PREFIX + isa) if isa else base
     environ['TORCHINDUCTOR_CACHE_DIR'] = target
     return target
 
